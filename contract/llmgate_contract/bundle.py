@@ -1,0 +1,80 @@
+"""How a compiled config is split over the ConfigMap and the Secret, and put back together.
+
+`bundle_files` (operator side) gives the data of both objects; `read_bundle` (sidecar side)
+checks that both volumes carry the same generation and that the config validates, and
+raises `TornBundleError` otherwise, so the caller can keep its last good config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from llmgate_contract.config import CONFIG_FILE, GENERATION_FILE, CompiledConfig, parse_config
+
+
+class TornBundleError(Exception):
+    """The two volumes do not form one valid config (yet): keep serving the last good one."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    config: CompiledConfig
+    credentials: Mapping[str, str]
+
+    @property
+    def generation(self) -> str:
+        return self.config.generation
+
+
+def bundle_files(
+    config: CompiledConfig, credentials: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Return (ConfigMap data, Secret stringData) for `config` and its credential files."""
+    generation = config.generation
+    for name in credentials:
+        if name in (GENERATION_FILE, CONFIG_FILE) or "/" in name or name.startswith(".."):
+            raise ValueError(f"invalid credential file name {name!r}")
+    config_data = {CONFIG_FILE: config.canonical_json(), GENERATION_FILE: generation}
+    secret_data = {GENERATION_FILE: generation, **dict(sorted(credentials.items()))}
+    return config_data, secret_data
+
+
+def read_bundle(config_files: Mapping[str, str], secret_files: Mapping[str, str]) -> Bundle:
+    """Validate the files of both volumes into a `Bundle`, or raise `TornBundleError`."""
+    text = config_files.get(CONFIG_FILE)
+    if text is None:
+        raise TornBundleError(f"{CONFIG_FILE} is missing from the config volume")
+    try:
+        config = parse_config(text)
+    except (ValidationError, ValueError) as exc:
+        raise TornBundleError(f"{CONFIG_FILE} is invalid: {_short(exc)}") from None
+    generation = config.generation
+    declared = config_files.get(GENERATION_FILE, "").strip()
+    if declared != generation:
+        raise TornBundleError(
+            f"config generation file says {declared!r} but the content hashes to {generation!r}")
+    secret_generation = secret_files.get(GENERATION_FILE, "").strip()
+    if secret_generation != generation:
+        raise TornBundleError(
+            f"credentials are at generation {secret_generation!r}, config at {generation!r}")
+    credentials = {k: v for k, v in secret_files.items() if k != GENERATION_FILE}
+    missing = sorted(_referenced_files(config) - credentials.keys())
+    if missing:
+        raise TornBundleError(f"credential files missing: {', '.join(missing)}")
+    return Bundle(config=config, credentials=credentials)
+
+
+def _referenced_files(config: CompiledConfig) -> set[str]:
+    files: set[str] = set()
+    for provider in config.providers.values():
+        files.update(f for f in (provider.api_key_file, provider.gcp_key_file) if f)
+        files.update(provider.aws_files.values())
+    return files
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return "; ".join(line.strip() for line in text[:4])

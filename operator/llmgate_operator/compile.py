@@ -1,0 +1,281 @@
+"""Compile one namespace's CRs (and the Secrets they reference) into the compiled config.
+
+Pure: CR dicts and decoded Secret data in, `Compilation` out (config, credential files, one
+condition per CR). Used by the kopf handlers and by `llmgate dev`, so both serve the same
+thing. Output is deterministic (sorted, canonical) so GitOps sees no churn. No I/O here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from llmgate_contract import config as c
+from pydantic import ValidationError
+
+from llmgate_operator import api
+
+# Providers that cannot be called without an API key in `spec.apiKey`.
+NEEDS_API_KEY = frozenset({
+    "openai", "azure-openai", "anthropic", "gemini", "mistral", "cohere", "groq", "deepseek",
+    "together", "fireworks", "openrouter", "xai",
+})
+API_KEY_DATA_KEY = "api-key"
+PREVIOUS_HASH_DATA_KEY = "previous-sha256"
+PREVIOUS_NOT_AFTER_DATA_KEY = "previous-not-after"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """The outcome for one CR: becomes its `Ready` condition (and an Event when it changes)."""
+
+    ready: bool
+    reason: str
+    message: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Compilation:
+    config: c.CompiledConfig
+    credentials: dict[str, str]
+    conditions: dict[tuple[str, str], Condition]
+
+
+def compile_namespace(
+    namespace: str,
+    resources: Iterable[Mapping[str, Any]],
+    secrets: Mapping[str, Mapping[str, str]],
+    *,
+    now: datetime,
+) -> Compilation:
+    """Compile CR bodies (any of the three kinds) of `namespace` with its decoded Secrets."""
+    by_kind: dict[str, list[tuple[str, api.AnySpec]]] = {k: [] for k in api.SPEC_MODELS}
+    conditions: dict[tuple[str, str], Condition] = {}
+    for body in sorted(resources, key=lambda b: (b["kind"], b["metadata"]["name"])):
+        kind, name = body["kind"], body["metadata"]["name"]
+        try:
+            by_kind[kind].append((name, api.parse_spec(kind, body.get("spec"))))
+        except ValidationError as exc:
+            conditions[(kind, name)] = Condition(False, "InvalidSpec", describe_errors(exc))
+
+    providers: dict[str, c.Provider] = {}
+    credentials: dict[str, str] = {}
+    for name, spec in by_kind["ProviderSecret"]:
+        assert isinstance(spec, api.ProviderSecretSpec)
+        outcome = _provider(name, spec, secrets)
+        if isinstance(outcome, Condition):
+            conditions[("ProviderSecret", name)] = outcome
+            continue
+        provider, files = outcome
+        providers[name] = provider
+        credentials.update(files)
+        conditions[("ProviderSecret", name)] = Condition(True, "Resolved", "credentials found")
+
+    routes: list[c.Route] = []
+    claimed: dict[str, str] = {}
+    for name, spec in by_kind["LLMRoute"]:
+        assert isinstance(spec, api.LLMRouteSpec)
+        route, condition = _route(name, spec, providers, claimed)
+        conditions[("LLMRoute", name)] = condition
+        if route is not None:
+            routes.append(route)
+            for public in (route.model, *route.aliases):
+                claimed[public] = name
+
+    keys: list[c.VirtualKey] = []
+    for name, spec in by_kind["VirtualKey"]:
+        assert isinstance(spec, api.VirtualKeySpec)
+        outcome_key = _virtual_key(name, spec, secrets, now)
+        if isinstance(outcome_key, Condition):
+            conditions[("VirtualKey", name)] = outcome_key
+            continue
+        key, condition = outcome_key
+        keys.append(key)
+        conditions[("VirtualKey", name)] = condition
+
+    config = c.CompiledConfig(namespace=namespace, providers=providers, routes=routes,
+                              virtual_keys=keys)
+    return Compilation(config=config, credentials=credentials, conditions=conditions)
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """A one-line, person-readable summary of a spec's validation errors."""
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "spec"
+        parts.append(f"spec.{where}: {err['msg']}" if where != "spec" else err["msg"])
+    return "; ".join(parts)
+
+
+def _secret_value(
+    ref: api.SecretRef, secrets: Mapping[str, Mapping[str, str]]
+) -> str | Condition:
+    name, key = ref.secret_key_ref.name, ref.secret_key_ref.key
+    if name not in secrets:
+        return Condition(False, "SecretNotFound", f"Secret {name!r} does not exist")
+    if key not in secrets[name]:
+        return Condition(False, "SecretKeyNotFound", f"Secret {name!r} has no key {key!r}")
+    value = secrets[name][key]
+    if not value.strip():
+        return Condition(False, "SecretKeyEmpty", f"Secret {name!r} key {key!r} is empty")
+    return value.strip()
+
+
+def _provider(
+    name: str, spec: api.ProviderSecretSpec, secrets: Mapping[str, Mapping[str, str]]
+) -> tuple[c.Provider, dict[str, str]] | Condition:
+    files: dict[str, str] = {}
+    refs: dict[str, api.SecretRef | None] = {"api-key": spec.api_key}
+    if spec.aws is not None:
+        refs |= {"aws-access-key-id": spec.aws.access_key_id,
+                 "aws-secret-access-key": spec.aws.secret_access_key,
+                 "aws-session-token": spec.aws.session_token}
+    if spec.gcp is not None:
+        refs["gcp-service-account-key"] = spec.gcp.service_account_key
+    for suffix, ref in refs.items():
+        if ref is None:
+            continue
+        value = _secret_value(ref, secrets)
+        if isinstance(value, Condition):
+            return value
+        files[f"{name}.{suffix}"] = value
+    if spec.provider in NEEDS_API_KEY and spec.api_key is None:
+        return Condition(False, "MissingCredentials",
+                         f"provider {spec.provider} needs spec.apiKey.secretKeyRef")
+    if spec.provider == "bedrock" and spec.aws is None:
+        return Condition(False, "MissingCredentials", "provider bedrock needs spec.aws")
+    if spec.provider == "vertex-ai" and spec.gcp is None:
+        return Condition(False, "MissingCredentials", "provider vertex-ai needs spec.gcp")
+    provider = c.Provider(
+        name=name, kind=spec.provider, base_url=spec.base_url,
+        api_key_file=f"{name}.api-key" if spec.api_key else None,
+        headers=dict(spec.headers),
+        pricing={m: c.Price(input_per_million=Decimal(p.input_per_million),
+                            output_per_million=Decimal(p.output_per_million),
+                            cached_input_per_million=(Decimal(p.cached_input_per_million)
+                                                      if p.cached_input_per_million else None))
+                 for m, p in sorted(spec.pricing.items())},
+        azure_api_version=spec.azure.api_version if spec.azure else None,
+        aws_region=spec.aws.region if spec.aws else None,
+        aws_files={k: f"{name}.{k}" for k in ("aws-access-key-id", "aws-secret-access-key",
+                                               "aws-session-token") if f"{name}.{k}" in files},
+        gcp_project=spec.gcp.project if spec.gcp else None,
+        gcp_location=spec.gcp.location if spec.gcp else None,
+        gcp_key_file=(f"{name}.gcp-service-account-key"
+                      if f"{name}.gcp-service-account-key" in files else None),
+        mock=c.MockOptions.model_validate(spec.mock.model_dump()) if spec.mock else None,
+    )
+    return provider, files
+
+
+def _group(
+    strategy: str, targets: list[api.TargetSpec], providers: Mapping[str, c.Provider],
+    report: list[dict[str, Any]], weight: int = 1,
+) -> c.Group | None:
+    children: list[c.Target | c.Group] = []
+    for t in targets:
+        if t.targets is not None:
+            nested = _group(t.strategy or "fallback", t.targets, providers, report, t.weight)
+            if nested is not None:
+                children.append(nested)
+            continue
+        assert t.provider is not None and t.model is not None
+        resolved = t.provider in providers
+        report.append({"provider": t.provider, "model": t.model, "resolved": resolved})
+        if resolved:
+            children.append(c.Target(
+                provider=t.provider, model=t.model, weight=t.weight,
+                timeout=api.parse_duration(t.timeout) if t.timeout else None,
+                params=dict(t.params)))
+    if not children:
+        return None
+    return c.Group(strategy=strategy, weight=weight, targets=children)  # type: ignore[arg-type]
+
+
+def _route(
+    name: str, spec: api.LLMRouteSpec, providers: Mapping[str, c.Provider],
+    claimed: Mapping[str, str],
+) -> tuple[c.Route | None, Condition]:
+    model = spec.model or name
+    taken = [(n, claimed[n]) for n in (model, *spec.aliases) if n in claimed]
+    if taken:
+        public, owner = taken[0]
+        return None, Condition(False, "DuplicateModel",
+                               f"model name {public!r} is already served by LLMRoute {owner!r}")
+    report: list[dict[str, Any]] = []
+    group = _group(spec.strategy, spec.targets, providers, report)
+    rules = []
+    for rule in spec.rules:
+        rule_group = _group(rule.strategy, rule.targets, providers, report)
+        if rule_group is not None:
+            rules.append(c.Rule(match=c.RuleMatch.model_validate(rule.match.model_dump()),
+                                group=rule_group))
+    unresolved = sorted({t["provider"] for t in report if not t["resolved"]})
+    extra = {"targets": report}
+    if group is None:
+        return None, Condition(False, "NoResolvedTargets",
+                               f"no target's provider is ready: {', '.join(unresolved)}", extra)
+    route = c.Route(
+        name=name, model=model, aliases=sorted(set(spec.aliases)), group=group, rules=rules,
+        retry=c.Retry(attempts=spec.retry.attempts,
+                      backoff=c.Backoff(initial=api.parse_duration(spec.retry.backoff.initial),
+                                        max=api.parse_duration(spec.retry.backoff.max)),
+                      **({"on_status": spec.retry.on_status} if spec.retry.on_status else {})),
+        **({"fallback_on": spec.fallback_on} if spec.fallback_on is not None else {}),
+        timeout=api.parse_duration(spec.timeout) if spec.timeout else None,
+        circuit_breaker=(c.CircuitBreaker(failures=spec.circuit_breaker.failures,
+                                          window=api.parse_duration(spec.circuit_breaker.window),
+                                          cooldown=api.parse_duration(spec.circuit_breaker.cooldown))
+                         if spec.circuit_breaker else None),
+        cache=c.Cache(mode=spec.cache.mode, ttl=api.parse_duration(spec.cache.ttl),
+                      partition_by=spec.cache.partition_by),
+        guardrails=(c.Guardrails.model_validate(spec.guardrails.model_dump(by_alias=True))
+                    if spec.guardrails else None),
+    )
+    if unresolved:
+        return route, Condition(False, "ProviderNotReady",
+                                f"serving without targets whose provider is missing or not "
+                                f"ready: {', '.join(unresolved)}", extra)
+    return route, Condition(True, "Resolved", f"serving model {model!r}", extra)
+
+
+def key_sha256(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _virtual_key(
+    name: str, spec: api.VirtualKeySpec, secrets: Mapping[str, Mapping[str, str]],
+    now: datetime,
+) -> tuple[c.VirtualKey, Condition] | Condition:
+    secret_name = spec.secret_name or api.default_secret_name(name)
+    key = secrets.get(secret_name, {}).get(API_KEY_DATA_KEY, "").strip()
+    if not key:
+        return Condition(False, "KeySecretNotFound",
+                         f"Secret {secret_name!r} with data key {API_KEY_DATA_KEY!r} not found")
+    hashes = [c.KeyHash(sha256=key_sha256(key))]
+    data = secrets[secret_name]
+    previous, not_after = data.get(PREVIOUS_HASH_DATA_KEY), data.get(PREVIOUS_NOT_AFTER_DATA_KEY)
+    if previous and not_after and _parse_time(not_after) > now:
+        hashes.append(c.KeyHash(sha256=previous.strip(), not_after=not_after.strip()))
+    vk = c.VirtualKey(
+        name=name, hashes=hashes, key_prefix=key[:7], models=sorted(set(spec.models)),
+        budget=c.Budget(limit=spec.budget.amount, period=spec.budget.period)
+        if spec.budget else None,
+        limits=c.Limits.model_validate(spec.limits.model_dump()),
+        expires_at=spec.expires_at, disabled=spec.disabled, metadata=dict(spec.metadata),
+    )
+    if spec.disabled:
+        return vk, Condition(False, "Disabled", "the key is disabled by spec.disabled")
+    if spec.expires_at and _parse_time(spec.expires_at) <= now:
+        return vk, Condition(False, "Expired", f"the key expired at {spec.expires_at}",
+                             {"expired": True})
+    return vk, Condition(True, "KeyIssued", f"key {key[:7]}… is active")
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
