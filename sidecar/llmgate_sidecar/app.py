@@ -1,0 +1,137 @@
+"""The aiohttp applications: the OpenAI-compatible API and the ops endpoints.
+
+`create_app(settings, ...)` builds the API app (state in `web.AppKey`s, resources owned by
+`cleanup_ctx`); `create_ops_app(api_app)` serves `/healthz`, `/readyz`, `/metrics` from the
+same state. One middleware turns every `GatewayError` (and anything unexpected) into
+OpenAI's error envelope. Request handling is in `handlers`; this module only wires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from llmgate_sidecar import handlers
+from llmgate_sidecar.configsource import ConfigSource
+from llmgate_sidecar.errors import GatewayError, NotFound, PayloadTooLarge
+from llmgate_sidecar.metrics import Metrics
+from llmgate_sidecar.routing import Router
+from llmgate_sidecar.settings import SidecarSettings
+from llmgate_sidecar.state import CONFIG, METRICS, ROUTER, SETTINGS, TRANSPORTS
+from llmgate_sidecar.transport import Transports
+
+log = logging.getLogger("llmgate.sidecar")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(exc: GatewayError, request_id: str) -> web.Response:
+    headers = {**exc.headers, "x-request-id": request_id}
+    return web.Response(status=exc.status, body=orjson.dumps(exc.envelope()),
+                        content_type="application/json", headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    if len(request_id) > 128:
+        request_id = uuid.uuid4().hex
+    request["request_id"] = request_id
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        request.app[METRICS].rejections.labels(_reason(exc)).inc()
+        return error_response(exc, request_id)
+    except web.HTTPRequestEntityTooLarge:
+        exc2 = PayloadTooLarge(f"request body is larger than "
+                               f"{request.app[SETTINGS].max_body_bytes} bytes")
+        request.app[METRICS].rejections.labels("too_large").inc()
+        return error_response(exc2, request_id)
+    except web.HTTPNotFound:
+        return error_response(NotFound(f"no such endpoint: {request.method} {request.path}",
+                                       code="unknown_url"), request_id)
+    except web.HTTPMethodNotAllowed:
+        err = GatewayError(f"method {request.method} is not allowed on {request.path}",
+                           code="method_not_allowed")
+        err.status, err.type = 405, "invalid_request_error"
+        return error_response(err, request_id)
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": request_id})
+        request.app[METRICS].rejections.labels("internal").inc()
+        return error_response(GatewayError("internal gateway error", code="internal_error"),
+                              request_id)
+
+
+def _reason(exc: GatewayError) -> str:
+    kind = getattr(exc, "kind", None)
+    return f"{exc.code}:{kind}" if kind else str(exc.code or exc.status)
+
+
+def create_app(settings: SidecarSettings, *, metrics: Metrics | None = None,
+               router: Router | None = None, poll_config: bool = True) -> web.Application:
+    app = web.Application(middlewares=[error_middleware],
+                          client_max_size=settings.max_body_bytes,
+                          handler_args={"max_field_size": 16 * 1024, "max_line_size": 16 * 1024})
+    app[SETTINGS] = settings
+    app[METRICS] = metrics or Metrics()
+    app[ROUTER] = router or Router(app[METRICS])
+    app[TRANSPORTS] = Transports()
+    app[CONFIG] = ConfigSource(Path(settings.config_dir), Path(settings.credentials_dir),
+                               app[TRANSPORTS], on_reload=app[METRICS].config_loaded,
+                               interval=settings.reload_interval)
+    app.cleanup_ctx.append(_transports_ctx)
+    if poll_config:
+        app.cleanup_ctx.append(_config_ctx)
+    app.router.add_post("/v1/chat/completions", handlers.chat_completions)
+    app.router.add_get("/v1/models", handlers.list_models)
+    app.router.add_get("/v1/models/{model}", handlers.get_model)
+    return app
+
+
+async def _transports_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[TRANSPORTS].close()
+
+
+async def _config_ctx(app: web.Application) -> AsyncIterator[None]:
+    source = app[CONFIG]
+    source.load()
+    task = asyncio.create_task(source.watch(), name="llmgate-config-watch")
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
+def create_ops_app(api: web.Application) -> web.Application:
+    """Health, readiness and metrics for kubelet and Prometheus, beside the API app."""
+    ops = web.Application()
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        source = api[CONFIG]
+        runtime = source.current
+        body = {"ready": runtime is not None,
+                "generation": runtime.generation if runtime else None,
+                "lastError": source.last_error}
+        return web.json_response(body, status=200 if runtime is not None else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        output = generate_latest(api[METRICS].registry)
+        return web.Response(body=output, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    ops.router.add_get("/healthz", healthz)
+    ops.router.add_get("/readyz", readyz)
+    ops.router.add_get("/metrics", metrics)
+    return ops

@@ -1,0 +1,215 @@
+"""Request handlers of the OpenAI-compatible API: `/v1/chat/completions` and `/v1/models`.
+
+Each handler takes the current `Runtime` once, authenticates, resolves the route, asks
+`routing` for a committed upstream answer and writes it (JSON, or SSE chunk by chunk). After
+the first byte of a stream, an upstream failure ends the stream with an in-band error event,
+never a clean-looking end. Errors are raised as `GatewayError`s for the app's middleware.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+from llmgate_contract.config import Group, Route, VirtualKey
+
+from llmgate_sidecar.auth import allows, authenticate, check_model
+from llmgate_sidecar.errors import BadRequest, NotFound, Unavailable, UpstreamError
+from llmgate_sidecar.inbound import parse_chat
+from llmgate_sidecar.providers.base import Usage
+from llmgate_sidecar.routing import Served
+from llmgate_sidecar.runtime import Runtime
+from llmgate_sidecar.sse import encode
+from llmgate_sidecar.state import CONFIG, METRICS, ROUTER, SETTINGS
+
+log = logging.getLogger("llmgate.request")
+METADATA_HEADER = "x-llmgate-metadata"
+
+
+def current_runtime(request: web.Request) -> Runtime:
+    runtime = request.app[CONFIG].current
+    if runtime is None:
+        raise Unavailable("no llmgate config is loaded yet (is the llmgate-config ConfigMap "
+                          "mounted and complete?)", code="config_not_loaded")
+    return runtime
+
+
+def caller(request: web.Request, runtime: Runtime) -> VirtualKey:
+    return authenticate(runtime, request.headers, peer=request.remote,
+                        bound_key=request.app[SETTINGS].virtual_key, now=datetime.now(UTC))
+
+
+def request_metadata(headers: Mapping[str, str]) -> dict[str, str]:
+    raw = headers.get(METADATA_HEADER)
+    if not raw:
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest(f"{METADATA_HEADER} must be a JSON object", param=METADATA_HEADER,
+                         code="invalid_metadata") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"{METADATA_HEADER} must be a JSON object", param=METADATA_HEADER,
+                         code="invalid_metadata")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def select_group(route: Route, headers: Mapping[str, str], metadata: Mapping[str, str],
+                 key_name: str) -> Group:
+    """The first rule whose every condition matches picks the targets; else the route's."""
+    for rule in route.rules:
+        match = rule.match
+        if match.virtual_keys and key_name not in match.virtual_keys:
+            continue
+        if any(headers.get(k) != v for k, v in match.headers.items()):
+            continue
+        if any(metadata.get(k) != v for k, v in match.metadata.items()):
+            continue
+        return rule.group
+    return route.group
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    app = request.app
+    runtime = current_runtime(request)
+    chat = parse_chat(await request.read())
+    policy = caller(request, runtime)
+    route = runtime.routes_by_model.get(chat.model)
+    if route is None:
+        raise NotFound(f"the model {chat.model!r} does not exist or is not served here")
+    check_model(policy, chat.model, route.model)
+    group = select_group(route, request.headers, request_metadata(request.headers), policy.name)
+    metrics = app[METRICS]
+    metrics.in_flight.inc()
+    status_class, served = "5xx", None
+    try:
+        served = await app[ROUTER].serve(runtime, route, chat.body, stream=chat.stream,
+                                         include_usage=chat.include_usage,
+                                         group_override=group)
+        headers = response_headers(request, route, served)
+        if served.stream is None:
+            assert served.payload is not None
+            overhead = time.perf_counter() - started - served.upstream_seconds
+            headers["x-llmgate-overhead-ms"] = f"{overhead * 1000:.3f}"
+            metrics.overhead.labels("false").observe(overhead)
+            status_class = "2xx"
+            record_usage(metrics, route, served, policy, served.usage)
+            return web.Response(body=served.payload, content_type="application/json",
+                                headers=headers)
+        status_class = await stream_out(request, route, served, policy, headers, started)
+        return request["stream_response"]  # type: ignore[no-any-return]
+    except Exception as exc:
+        status_class = f"{getattr(exc, 'status', 500) // 100}xx"
+        raise
+    finally:
+        metrics.in_flight.dec()
+        elapsed = time.perf_counter() - started
+        metrics.duration.labels(route.name, str(chat.stream).lower()).observe(elapsed)
+        provider = served.target.provider if served else "none"
+        model = served.target.model if served else "none"
+        metrics.requests.labels(route.name, provider, model, policy.name, status_class).inc()
+        log.info("request", extra={
+            "request_id": request.get("request_id"), "route": route.name,
+            "provider": provider, "model": model, "virtual_key": policy.name,
+            "status_class": status_class, "stream": chat.stream,
+            "attempts": served.attempts if served else None,
+            "fallbacks": served.fallbacks if served else None,
+            "duration_ms": round(elapsed * 1000, 3)})
+
+
+def response_headers(request: web.Request, route: Route, served: Served) -> dict[str, str]:
+    return {"x-request-id": request["request_id"], "x-llmgate-route": route.name,
+            "x-llmgate-provider": served.target.provider,
+            "x-llmgate-model": served.target.model,
+            "x-llmgate-attempts": str(served.attempts), "x-llmgate-cache": "off"}
+
+
+def record_usage(metrics: Any, route: Route, served: Served, policy: VirtualKey,
+                 usage: Usage | None) -> None:
+    if usage is None or not usage.known:
+        return
+    labels = (route.name, served.target.provider, served.target.model, policy.name)
+    metrics.tokens.labels(*labels, "input").inc(usage.prompt_tokens)
+    metrics.tokens.labels(*labels, "output").inc(usage.completion_tokens)
+
+
+async def stream_out(request: web.Request, route: Route, served: Served, policy: VirtualKey,
+                     headers: dict[str, str], started: float) -> str:
+    """Write the committed stream; returns the status class for metrics."""
+    metrics = request.app[METRICS]
+    assert served.stream is not None
+    overhead = time.perf_counter() - started - served.upstream_seconds
+    headers["x-llmgate-overhead-ms"] = f"{overhead * 1000:.3f}"
+    metrics.overhead.labels("true").observe(overhead)
+    response = web.StreamResponse(status=200, headers={
+        **headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no"})
+    request["stream_response"] = response
+    usage: Usage | None = None
+    first = True
+    try:
+        await response.prepare(request)
+        async for item in served.stream:
+            if item.downstream:
+                await response.write(item.downstream)
+                if first:
+                    metrics.ttft.labels(route.name, served.target.provider).observe(
+                        time.perf_counter() - started)
+                    first = False
+            if item.usage is not None:
+                usage = item.usage
+        await response.write_eof()
+        return "2xx"
+    except UpstreamError as exc:
+        # Committed already: tell the client in-band so no SDK mistakes this for success.
+        metrics.stream_errors.labels(route.name, exc.error_class).inc()
+        metrics.upstream_errors.labels(served.target.provider, exc.error_class).inc()
+        await _write_quietly(response, encode({"error": {
+            "message": f"upstream failed mid-stream: {exc.message}", "type": "upstream_error",
+            "code": exc.error_class, "param": None}}))
+        return "5xx"
+    except (ConnectionResetError, ConnectionError):
+        metrics.stream_errors.labels(route.name, "clientDisconnected").inc()
+        return "499"
+    finally:
+        await served.stream.aclose()  # type: ignore[attr-defined]
+        record_usage(metrics, route, served, policy, usage)
+
+
+async def _write_quietly(response: web.StreamResponse, data: bytes) -> None:
+    try:
+        await response.write(data)
+        await response.write_eof()
+    except (ConnectionResetError, ConnectionError):
+        pass
+
+
+def _model_entry(name: str, runtime: Runtime) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": int(runtime.loaded_at.timestamp()),
+            "owned_by": f"llmgate/{runtime.namespace}"}
+
+
+async def list_models(request: web.Request) -> web.Response:
+    runtime = current_runtime(request)
+    policy = caller(request, runtime)
+    names = sorted(name for name, route in runtime.routes_by_model.items()
+                   if allows(policy, name, route.model))
+    return web.json_response({"object": "list",
+                              "data": [_model_entry(n, runtime) for n in names]},
+                             dumps=lambda v: orjson.dumps(v).decode())
+
+
+async def get_model(request: web.Request) -> web.Response:
+    runtime = current_runtime(request)
+    policy = caller(request, runtime)
+    name = request.match_info["model"]
+    route = runtime.routes_by_model.get(name)
+    if route is None or not allows(policy, name, route.model):
+        raise NotFound(f"the model {name!r} does not exist or is not served here")
+    return web.json_response(_model_entry(name, runtime))

@@ -1,0 +1,28 @@
+"""Provider adapters by kind. `adapter_for` is the only place that maps a kind to a class."""
+
+from __future__ import annotations
+
+from llmgate_contract.config import Provider
+
+from llmgate_sidecar.providers.base import Adapter, Credentials
+from llmgate_sidecar.providers.openai import OpenAIAdapter
+
+# Kinds whose wire format is OpenAI's chat completions. `mock` speaks it in-process.
+OPENAI_FAMILY = frozenset({
+    "openai", "mistral", "groq", "deepseek", "together", "fireworks", "openrouter", "xai",
+    "ollama", "vllm", "openai-compatible", "mock",
+})
+
+
+class UnsupportedProvider(Exception):
+    """The config names a provider kind this sidecar cannot translate yet."""
+
+
+def adapter_for(provider: Provider, credentials: Credentials) -> Adapter:
+    if provider.kind in OPENAI_FAMILY:
+        return OpenAIAdapter(provider, credentials)
+    raise UnsupportedProvider(f"provider kind {provider.kind!r} is not supported by this "
+                              f"sidecar build yet")
+
+
+__all__ = ["OPENAI_FAMILY", "Adapter", "Credentials", "UnsupportedProvider", "adapter_for"]

@@ -1,0 +1,56 @@
+"""Sidecar settings: one frozen dataclass, read once from flags/env in `server` and passed down.
+
+Every field is also an environment variable `LLMGATE_<NAME>` (SPEC §4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class SidecarSettings:
+    config_dir: str = "/etc/llmgate/config"
+    """Mount of the `llmgate-config` ConfigMap (whole directory, never subPath)."""
+    credentials_dir: str = "/etc/llmgate/credentials"
+    """Mount of the `llmgate-credentials` Secret."""
+    host: str = "127.0.0.1"
+    """API listen address; pod-local by default."""
+    port: int = 4000
+    """API port (OpenAI-compatible, `/v1/...`)."""
+    ops_host: str = "0.0.0.0"
+    """Ops listen address: kubelet probes and Prometheus scrape it from outside the pod."""
+    ops_port: int = 9464
+    """`/healthz`, `/readyz`, `/metrics`."""
+    redis_url: str | None = None
+    """Shared limits, budgets and cache; in-memory per process when unset."""
+    virtual_key: str | None = None
+    """Name of the pod-bound VirtualKey: keyless requests from localhost get its policy."""
+    log_level: str = "info"
+    """debug, info, warning or error."""
+    max_body_bytes: int = 16 * 1024 * 1024
+    """Largest accepted request body (413 above)."""
+    reload_interval: float = 1.0
+    """Seconds between checks of the config volumes."""
+    shutdown_grace: float = 25.0
+    """Seconds in-flight requests get to finish after SIGTERM."""
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, defaults: SidecarSettings) -> None:
+    """Flags for every setting, defaulting to `LLMGATE_<NAME>` or the dataclass default."""
+    for f in fields(SidecarSettings):
+        flag = "--" + f.name.replace("_", "-")
+        env = os.environ.get("LLMGATE_" + f.name.upper())
+        default = getattr(defaults, f.name)
+        kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+        parser.add_argument(flag, dest=f.name, type=kind,
+                            default=kind(env) if env not in (None, "") else default,
+                            help=(f"env LLMGATE_{f.name.upper()}; default: %(default)s"))
+
+
+def from_args(namespace: argparse.Namespace) -> SidecarSettings:
+    values = {f.name: getattr(namespace, f.name) for f in fields(SidecarSettings)
+              if hasattr(namespace, f.name)}
+    return SidecarSettings(**values)

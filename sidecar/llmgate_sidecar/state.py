@@ -1,0 +1,17 @@
+"""Typed keys for the app's shared state (`web.AppKey`): no module-level singletons."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from llmgate_sidecar.configsource import ConfigSource
+from llmgate_sidecar.metrics import Metrics
+from llmgate_sidecar.routing import Router
+from llmgate_sidecar.settings import SidecarSettings
+from llmgate_sidecar.transport import Transports
+
+SETTINGS = web.AppKey("settings", SidecarSettings)
+METRICS = web.AppKey("metrics", Metrics)
+ROUTER = web.AppKey("router", Router)
+TRANSPORTS = web.AppKey("transports", Transports)
+CONFIG = web.AppKey("config", ConfigSource)
