@@ -24,7 +24,7 @@ from llmgate_sidecar.errors import GatewayError, NotFound, PayloadTooLarge
 from llmgate_sidecar.metrics import Metrics
 from llmgate_sidecar.routing import Router
 from llmgate_sidecar.settings import SidecarSettings
-from llmgate_sidecar.state import CONFIG, METRICS, ROUTER, SETTINGS, TRANSPORTS
+from llmgate_sidecar.state import CONFIG, METRICS, REQUEST_ID, ROUTER, SETTINGS, TRANSPORTS
 from llmgate_sidecar.transport import Transports
 
 log = logging.getLogger("llmgate.sidecar")
@@ -43,7 +43,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     if len(request_id) > 128:
         request_id = uuid.uuid4().hex
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     try:
         return await handler(request)
     except GatewayError as exc:

@@ -25,7 +25,7 @@ from llmgate_sidecar.providers.base import Usage
 from llmgate_sidecar.routing import Served
 from llmgate_sidecar.runtime import Runtime
 from llmgate_sidecar.sse import encode
-from llmgate_sidecar.state import CONFIG, METRICS, ROUTER, SETTINGS
+from llmgate_sidecar.state import CONFIG, METRICS, REQUEST_ID, ROUTER, SETTINGS, STREAM_RESPONSE
 
 log = logging.getLogger("llmgate.request")
 METADATA_HEADER = "x-llmgate-metadata"
@@ -103,7 +103,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             return web.Response(body=served.payload, content_type="application/json",
                                 headers=headers)
         status_class = await stream_out(request, route, served, policy, headers, started)
-        return request["stream_response"]  # type: ignore[no-any-return]
+        return request[STREAM_RESPONSE]
     except Exception as exc:
         status_class = f"{getattr(exc, 'status', 500) // 100}xx"
         raise
@@ -115,7 +115,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         model = served.target.model if served else "none"
         metrics.requests.labels(route.name, provider, model, policy.name, status_class).inc()
         log.info("request", extra={
-            "request_id": request.get("request_id"), "route": route.name,
+            "request_id": request.get(REQUEST_ID), "route": route.name,
             "provider": provider, "model": model, "virtual_key": policy.name,
             "status_class": status_class, "stream": chat.stream,
             "attempts": served.attempts if served else None,
@@ -124,7 +124,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 def response_headers(request: web.Request, route: Route, served: Served) -> dict[str, str]:
-    return {"x-request-id": request["request_id"], "x-llmgate-route": route.name,
+    return {"x-request-id": request[REQUEST_ID], "x-llmgate-route": route.name,
             "x-llmgate-provider": served.target.provider,
             "x-llmgate-model": served.target.model,
             "x-llmgate-attempts": str(served.attempts), "x-llmgate-cache": "off"}
@@ -150,7 +150,7 @@ async def stream_out(request: web.Request, route: Route, served: Served, policy:
     response = web.StreamResponse(status=200, headers={
         **headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no"})
-    request["stream_response"] = response
+    request[STREAM_RESPONSE] = response
     usage: Usage | None = None
     first = True
     try:

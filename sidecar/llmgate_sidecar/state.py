@@ -1,4 +1,4 @@
-"""Typed keys for the app's shared state (`web.AppKey`): no module-level singletons."""
+"""Typed keys for the app's shared state (`web.AppKey`) and per-request values (`web.RequestKey`)."""
 
 from __future__ import annotations
 
@@ -15,3 +15,5 @@ METRICS = web.AppKey("metrics", Metrics)
 ROUTER = web.AppKey("router", Router)
 TRANSPORTS = web.AppKey("transports", Transports)
 CONFIG = web.AppKey("config", ConfigSource)
+REQUEST_ID = web.RequestKey("request_id", str)
+STREAM_RESPONSE = web.RequestKey("stream_response", web.StreamResponse)

@@ -121,10 +121,12 @@ class Transports:
     """Keeps one transport per provider account across config reloads."""
 
     def __init__(self) -> None:
-        self._by_key: dict[tuple[str, str, str], Transport] = {}
+        self._by_key: dict[tuple[str, str, str, str], Transport] = {}
 
     def for_provider(self, provider: Provider) -> Transport:
-        key = (provider.name, provider.kind, provider.base_url or "")
+        # Credentials are not part of the key: a rotated key reuses the warm pool.
+        mock = provider.mock.model_dump_json() if provider.mock else ""
+        key = (provider.name, provider.kind, provider.base_url or "", mock)
         transport = self._by_key.get(key)
         if transport is None:
             if provider.kind == "mock":

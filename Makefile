@@ -1,0 +1,41 @@
+# The two commands a newcomer needs:
+#   make dev    run the gateway locally on the quickstart (mock provider, no API key)
+#   make test   run the whole test suite (installs everything it needs first)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: dev test lint typecheck check redis clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+dev: $(VENV)/.installed
+	$(VENV)/bin/llmgate dev -f examples/quickstart.yaml
+
+# Real redis-server for the limit/budget tests (Debian package; needs root or sudo).
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server; }
+
+test: $(VENV)/.installed redis
+	$(VENV)/bin/lint-imports --no-cache
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken" >&2; fi; \
+	exit $$rc
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check contract operator sidecar cli tests bench
+	$(VENV)/bin/lint-imports --no-cache
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy contract/llmgate_contract sidecar/llmgate_sidecar cli/llmgate_cli operator/llmgate_operator
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

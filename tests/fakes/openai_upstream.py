@@ -1,0 +1,120 @@
+"""A programmable fake OpenAI-compatible upstream: a real aiohttp server on loopback.
+
+Speaks the documented chat-completions wire format (JSON and SSE) and fails on demand:
+each request takes the next scripted `Behaviour` (or the default), so a test states exactly
+what the upstream does: an HTTP error with headers, a reset connection, a slow first byte, a
+stream cut mid-way, an error event inside a 200 stream, a malformed body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+
+@dataclass
+class Behaviour:
+    kind: str = "ok"  # ok | status | reset | slow | cut | error_event | malformed
+    status: int = 200
+    body: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    chunks_before: int = 2
+    content: str = "Hello from the fake upstream"
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.script: deque[Behaviour] = deque()
+        self.default = Behaviour()
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> FakeOpenAI:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/v1"
+        return self
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        b = self.script.popleft() if self.script else self.default
+        if b.delay:
+            await asyncio.sleep(b.delay)
+        if b.kind == "status":
+            return web.json_response(b.body or {"error": {"message": "boom", "type": "server_error"}},
+                                     status=b.status, headers=b.headers)
+        if b.kind == "reset":
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()
+        if b.kind == "malformed":
+            return web.Response(body=b"{\"choices\": [", content_type="application/json")
+        if body.get("stream"):
+            return await self._stream(request, body, b)
+        return web.json_response(completion(body, b.content))
+
+    async def _stream(self, request: web.Request, body: dict[str, Any],
+                      b: Behaviour) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        words = b.content.split(" ")
+        for i, word in enumerate(words):
+            if b.kind == "cut" and i == b.chunks_before:
+                assert request.transport is not None
+                request.transport.close()
+                return response
+            if b.kind == "error_event" and i == b.chunks_before:
+                await response.write(b"data: " + orjson.dumps(
+                    {"error": {"message": "overloaded", "type": "server_error"}}) + b"\n\n")
+                await response.write_eof()
+                return response
+            await response.write(b"data: " + orjson.dumps(chunk(body, word + (" " if i + 1 < len(words) else ""))) + b"\n\n")
+        await response.write(b"data: " + orjson.dumps(chunk(body, None, finish="stop")) + b"\n\n")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await response.write(b"data: " + orjson.dumps(
+                {**chunk(body, None), "choices": [], "usage": usage(body, b.content)}) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def usage(body: dict[str, Any], content: str) -> dict[str, int]:
+    prompt = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
+    completion_tokens = len(content.split())
+    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
+            "total_tokens": prompt + completion_tokens}
+
+
+def completion(body: dict[str, Any], content: str) -> dict[str, Any]:
+    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+            "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": usage(body, content)}
+
+
+def chunk(body: dict[str, Any], content: str | None, finish: str | None = None) -> dict[str, Any]:
+    delta = {} if content is None else {"content": content}
+    return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": body["model"],
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
