@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 # File names inside the two mounted volumes (ConfigMap `llmgate-config`, Secret
 # `llmgate-credentials`). Both carry GENERATION_FILE so the sidecar can tell a torn update.

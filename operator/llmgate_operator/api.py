@@ -176,12 +176,12 @@ class CacheSpec(_Spec):
 
 
 PiiType = Literal["email", "phone", "creditCard", "iban", "ssn", "ip"]
+PII_TYPES: tuple[PiiType, ...] = ("email", "phone", "creditCard", "iban", "ssn", "ip")
 
 
 class PiiSpec(_Spec):
     action: Literal["redact", "block"] = "redact"
-    types: list[PiiType] = Field(default_factory=lambda: ["email", "phone", "creditCard",
-                                                          "iban", "ssn", "ip"])
+    types: list[PiiType] = Field(default_factory=lambda: list(PII_TYPES))
 
 
 class GuardrailsSpec(_Spec):

@@ -194,7 +194,7 @@ def _group(
                 params=dict(t.params)))
     if not children:
         return None
-    return c.Group(strategy=strategy, weight=weight, targets=children)  # type: ignore[arg-type]
+    return c.Group(strategy=strategy, weight=weight, targets=children)
 
 
 def _route(

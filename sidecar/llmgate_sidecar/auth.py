@@ -27,9 +27,9 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
     for name in ("api-key", "x-api-key"):
-        value = headers.get(name)
-        if value and value.strip():
-            return value.strip()
+        other = headers.get(name)
+        if other and other.strip():
+            return other.strip()
     return None
 
 

@@ -155,6 +155,10 @@ class Router:
                 raise UpstreamError("timeout", f"route {route.name}: deadline exceeded",
                                     provider=target.provider, model=target.model)
             timeout = min(timeout, remaining) if timeout else remaining
+        prepare = getattr(upstream.adapter, "prepare", None)
+        if prepare is not None:
+            # I/O an adapter needs before it can translate (e.g. an OAuth token refresh).
+            await prepare()
         request = upstream.adapter.chat_request(shape_body(body, target.params), target,
                                                 stream=stream)
         started = self._clock()
