@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -105,16 +106,17 @@ class Limiter:
         return BudgetStatus.of(raw, policy)
 
 
+@dataclass(frozen=True)
 class BudgetStatus:
-    """Spend of one key for the operator's status and the app's headers, in USD."""
+    """Spend of one key for the operator's status and the app's headers, in USD.
 
-    def __init__(self, spent: Decimal, reserved: Decimal, limit: Decimal | None,
-                 period_start: datetime | None, period_end: datetime | None) -> None:
-        self.spent = spent
-        self.reserved = reserved
-        self.limit = limit
-        self.period_start = period_start
-        self.period_end = period_end
+    `period_start`/`period_end` are None for a lifetime budget (or no budget)."""
+
+    spent: Decimal
+    reserved: Decimal
+    limit: Decimal | None
+    period_start: datetime | None
+    period_end: datetime | None
 
     @classmethod
     def of(cls, raw: Spend, policy: VirtualKey) -> BudgetStatus:

@@ -367,14 +367,15 @@ def _refuse_window(refusals: list[Refusal], kind: Kind, retry_ms: int) -> None:
 
 
 def _budget_refusal(demand: Demand, spent: int, reserved: int, now: int) -> Refusal | None:
-    limit = demand.budget_micros or 0
-    if spent + reserved + demand.reserve_micros <= limit:
+    """An exhausted budget (spent >= limit) refuses even a zero reservation."""
+    limit, reserve = demand.budget_micros or 0, demand.reserve_micros
+    if spent < limit and spent + reserved + reserve <= limit:
         return None
-    if spent + demand.reserve_micros <= limit:
+    if spent < limit and spent + reserve <= limit:
         return Refusal("budget", IN_FLIGHT_RETRY_MS, "in-flight")
     end = period_bounds(demand.period, now)[1]
     retry = LIFETIME_RETRY_MS if end is None else end - now
-    detail = "too-large" if demand.reserve_micros > limit else "exhausted"
+    detail = "too-large" if spent < limit and reserve > limit else "exhausted"
     return Refusal("budget", retry, detail)
 
 

@@ -1,0 +1,107 @@
+{{/* Names, labels and the few values several templates derive. */}}
+
+{{- define "llmgate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "llmgate.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "llmgate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "llmgate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "llmgate.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "llmgate.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: llmgate
+{{- end }}
+
+{{- define "llmgate.operatorSelectorLabels" -}}
+{{ include "llmgate.selectorLabels" . }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "llmgate.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "llmgate.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "llmgate.operatorImage" -}}
+{{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) }}
+{{- end }}
+
+{{- define "llmgate.sidecarImage" -}}
+{{- printf "%s:%s" .Values.sidecar.image.repository (default .Chart.AppVersion .Values.sidecar.image.tag) }}
+{{- end }}
+
+{{/* The bundled Redis is deployed only when enabled and no external url is given. */}}
+{{- define "llmgate.redisBundled" -}}
+{{- if and .Values.redis.enabled (not .Values.redis.url) }}true{{ end }}
+{{- end }}
+
+{{- define "llmgate.redisName" -}}
+{{- printf "%s-redis" (include "llmgate.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "llmgate.redisUrl" -}}
+{{- if .Values.redis.url }}
+{{- .Values.redis.url }}
+{{- else if .Values.redis.enabled }}
+{{- printf "redis://%s.%s.svc:6379/0" (include "llmgate.redisName" .) .Release.Namespace }}
+{{- end }}
+{{- end }}
+
+{{- define "llmgate.certificateName" -}}
+{{- printf "%s-webhook" (include "llmgate.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "llmgate.issuerName" -}}
+{{- printf "%s-selfsigned" (include "llmgate.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Namespaces the webhook never touches. */}}
+{{- define "llmgate.excludedNamespaces" -}}
+{{- $all := concat (list "kube-system" .Release.Namespace) .Values.webhook.excludeNamespaces | uniq }}
+{{- toJson $all }}
+{{- end }}
+
+{{/* Rules the operator needs inside every namespace it compiles. */}}
+{{- define "llmgate.namespacedRules" -}}
+- apiGroups: [llmgate.io]
+  resources: [providersecrets, llmroutes, virtualkeys]
+  verbs: [get, list, watch, patch]
+- apiGroups: [llmgate.io]
+  resources: [providersecrets/status, llmroutes/status, virtualkeys/status]
+  verbs: [get, patch]
+# Key Secrets are owned by their VirtualKey with blockOwnerDeletion; clusters with the
+# OwnerReferencesPermissionEnforcement admission plugin require this to set it.
+- apiGroups: [llmgate.io]
+  resources: [virtualkeys/finalizers]
+  verbs: [update]
+- apiGroups: [""]
+  resources: [configmaps, secrets]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end }}

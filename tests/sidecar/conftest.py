@@ -1,0 +1,70 @@
+"""Fixtures of the sidecar tests: a real redis-server per session, a fake clock, and the
+store under test parametrized over MemoryStore and RedisStore (one behavioural suite)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+from llmgate_sidecar.redis_store import RedisStore
+from llmgate_sidecar.store import MemoryStore, Store
+
+from tests.sidecar.redis_server import RedisServer
+
+# 2023-11-14T22:13:20.250Z: not on any period boundary.
+T0 = 1_700_000_000.25
+
+
+class FakeClock:
+    """Wall clock that moves only when told to (seconds since the epoch)."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def redis_client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    """A client on a flushed database (each test starts from nothing)."""
+    client = aioredis.from_url(redis_server.url, decode_responses=True)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Store]:
+    """The same suite runs against both stores, both on the injected clock."""
+    if request.param == "memory":
+        yield MemoryStore(clock=clock)
+        return
+    server: RedisServer = request.getfixturevalue("redis_server")
+    redis_store = RedisStore.from_url(server.url, clock=clock)
+    await redis_store.client.flushdb()
+    try:
+        yield redis_store
+    finally:
+        await redis_store.aclose()
