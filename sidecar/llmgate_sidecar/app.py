@@ -19,12 +19,24 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from llmgate_sidecar import handlers
+from llmgate_sidecar.accounting import Accountant
 from llmgate_sidecar.configsource import ConfigSource
 from llmgate_sidecar.errors import GatewayError, NotFound, PayloadTooLarge
+from llmgate_sidecar.limits import Limiter
 from llmgate_sidecar.metrics import Metrics
 from llmgate_sidecar.routing import Router
 from llmgate_sidecar.settings import SidecarSettings
-from llmgate_sidecar.state import CONFIG, METRICS, REQUEST_ID, ROUTER, SETTINGS, TRANSPORTS
+from llmgate_sidecar.redis_store import RedisStore
+from llmgate_sidecar.state import (
+    ACCOUNTANT,
+    CONFIG,
+    METRICS,
+    REQUEST_ID,
+    ROUTER,
+    SETTINGS,
+    TRANSPORTS,
+)
+from llmgate_sidecar.store import MemoryStore, Store
 from llmgate_sidecar.transport import Transports
 
 log = logging.getLogger("llmgate.sidecar")
@@ -74,8 +86,16 @@ def _reason(exc: GatewayError) -> str:
     return f"{exc.code}:{kind}" if kind else str(exc.code or exc.status)
 
 
+def create_store(settings: SidecarSettings) -> Store:
+    """Redis when configured (shared by every replica), else in-memory for this process."""
+    if settings.redis_url:
+        return RedisStore.from_url(settings.redis_url, fail_mode=settings.fail_mode)
+    return MemoryStore()
+
+
 def create_app(settings: SidecarSettings, *, metrics: Metrics | None = None,
-               router: Router | None = None, poll_config: bool = True) -> web.Application:
+               router: Router | None = None, store: Store | None = None,
+               poll_config: bool = True) -> web.Application:
     app = web.Application(middlewares=[error_middleware],
                           client_max_size=settings.max_body_bytes,
                           handler_args={"max_field_size": 16 * 1024, "max_line_size": 16 * 1024})
@@ -83,6 +103,7 @@ def create_app(settings: SidecarSettings, *, metrics: Metrics | None = None,
     app[METRICS] = metrics or Metrics()
     app[ROUTER] = router or Router(app[METRICS])
     app[TRANSPORTS] = Transports()
+    app[ACCOUNTANT] = Accountant(Limiter(store or create_store(settings)))
     app[CONFIG] = ConfigSource(Path(settings.config_dir), Path(settings.credentials_dir),
                                app[TRANSPORTS], on_reload=app[METRICS].config_loaded,
                                interval=settings.reload_interval)
@@ -97,6 +118,7 @@ def create_app(settings: SidecarSettings, *, metrics: Metrics | None = None,
 
 async def _transports_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
+    await app[ACCOUNTANT].drain()
     await app[TRANSPORTS].close()
 
 

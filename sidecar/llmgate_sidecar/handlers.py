@@ -18,6 +18,7 @@ import orjson
 from aiohttp import web
 from llmgate_contract.config import Group, Route, VirtualKey
 
+from llmgate_sidecar.accounting import reservation
 from llmgate_sidecar.auth import allows, authenticate, check_model
 from llmgate_sidecar.errors import BadRequest, NotFound, Unavailable, UpstreamError
 from llmgate_sidecar.inbound import parse_chat
@@ -25,7 +26,15 @@ from llmgate_sidecar.providers.base import Usage
 from llmgate_sidecar.routing import Served
 from llmgate_sidecar.runtime import Runtime
 from llmgate_sidecar.sse import encode
-from llmgate_sidecar.state import CONFIG, METRICS, REQUEST_ID, ROUTER, SETTINGS, STREAM_RESPONSE
+from llmgate_sidecar.state import (
+    ACCOUNTANT,
+    CONFIG,
+    METRICS,
+    REQUEST_ID,
+    ROUTER,
+    SETTINGS,
+    STREAM_RESPONSE,
+)
 
 log = logging.getLogger("llmgate.request")
 METADATA_HEADER = "x-llmgate-metadata"
@@ -85,9 +94,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         raise NotFound(f"the model {chat.model!r} does not exist or is not served here")
     check_model(policy, chat.model, route.model)
     group = select_group(route, request.headers, request_metadata(request.headers), policy.name)
+    accountant = app[ACCOUNTANT]
+    planned = reservation(runtime, route, group, chat.body)
+    ticket = await accountant.admit(runtime, policy, planned)
     metrics = app[METRICS]
     metrics.in_flight.inc()
-    status_class, served = "5xx", None
+    status_class, served, usage = "5xx", None, None
     try:
         served = await app[ROUTER].serve(runtime, route, chat.body, stream=chat.stream,
                                          include_usage=chat.include_usage,
@@ -98,16 +110,18 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             overhead = time.perf_counter() - started - served.upstream_seconds
             headers["x-llmgate-overhead-ms"] = f"{overhead * 1000:.3f}"
             metrics.overhead.labels("false").observe(overhead)
-            status_class = "2xx"
-            record_usage(metrics, route, served, policy, served.usage)
+            status_class, usage = "2xx", served.usage
+            record_usage(metrics, route, served, policy, usage)
             return web.Response(body=served.payload, content_type="application/json",
                                 headers=headers)
-        status_class = await stream_out(request, route, served, policy, headers, started)
+        status_class, usage = await stream_out(request, route, served, policy, headers, started)
         return request[STREAM_RESPONSE]
     except Exception as exc:
         status_class = f"{getattr(exc, 'status', 500) // 100}xx"
         raise
     finally:
+        accountant.settle_later(ticket, planned, runtime, served.target if served else None,
+                                usage)
         metrics.in_flight.dec()
         elapsed = time.perf_counter() - started
         metrics.duration.labels(route.name, str(chat.stream).lower()).observe(elapsed)
@@ -140,8 +154,8 @@ def record_usage(metrics: Any, route: Route, served: Served, policy: VirtualKey,
 
 
 async def stream_out(request: web.Request, route: Route, served: Served, policy: VirtualKey,
-                     headers: dict[str, str], started: float) -> str:
-    """Write the committed stream; returns the status class for metrics."""
+                     headers: dict[str, str], started: float) -> tuple[str, Usage | None]:
+    """Write the committed stream; returns the status class and the usage learnt."""
     metrics = request.app[METRICS]
     assert served.stream is not None
     overhead = time.perf_counter() - started - served.upstream_seconds
@@ -165,7 +179,7 @@ async def stream_out(request: web.Request, route: Route, served: Served, policy:
             if item.usage is not None:
                 usage = item.usage
         await response.write_eof()
-        return "2xx"
+        return "2xx", usage
     except UpstreamError as exc:
         # Committed already: tell the client in-band so no SDK mistakes this for success.
         metrics.stream_errors.labels(route.name, exc.error_class).inc()
@@ -173,10 +187,10 @@ async def stream_out(request: web.Request, route: Route, served: Served, policy:
         await _write_quietly(response, encode({"error": {
             "message": f"upstream failed mid-stream: {exc.message}", "type": "upstream_error",
             "code": exc.error_class, "param": None}}))
-        return "5xx"
+        return "5xx", usage
     except (ConnectionResetError, ConnectionError):
         metrics.stream_errors.labels(route.name, "clientDisconnected").inc()
-        return "499"
+        return "499", usage
     finally:
         await served.stream.aclose()  # type: ignore[attr-defined]
         record_usage(metrics, route, served, policy, usage)

@@ -26,6 +26,8 @@ class SidecarSettings:
     """`/healthz`, `/readyz`, `/metrics`."""
     redis_url: str | None = None
     """Shared limits, budgets and cache; in-memory per process when unset."""
+    fail_mode: str = "failOpen"
+    """When Redis fails: failOpen (serve with per-pod limits) or failClosed (503)."""
     virtual_key: str | None = None
     """Name of the pod-bound VirtualKey: keyless requests from localhost get its policy."""
     log_level: str = "info"

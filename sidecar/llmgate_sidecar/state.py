@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from llmgate_sidecar.accounting import Accountant
 from llmgate_sidecar.configsource import ConfigSource
 from llmgate_sidecar.metrics import Metrics
 from llmgate_sidecar.routing import Router
@@ -15,5 +16,6 @@ METRICS = web.AppKey("metrics", Metrics)
 ROUTER = web.AppKey("router", Router)
 TRANSPORTS = web.AppKey("transports", Transports)
 CONFIG = web.AppKey("config", ConfigSource)
+ACCOUNTANT = web.AppKey("accountant", Accountant)
 REQUEST_ID = web.RequestKey("request_id", str)
 STREAM_RESPONSE = web.RequestKey("stream_response", web.StreamResponse)

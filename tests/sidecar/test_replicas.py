@@ -1,0 +1,175 @@
+"""Limits and budgets through the real gateway: one process in memory, and two `llmgate dev`
+processes sharing one real redis-server acting as two replicas of a pod.
+
+The mock model is priced by a ProviderSecret override at $1 per output token, so every
+request reserves max_tokens dollars and settles the few dollars it really used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import openai
+import pytest
+import yaml
+
+from tests.conftest import free_port
+from tests.sidecar.harness import KEY, provider, route, start_gateway, virtual_key
+from tests.sidecar.redis_server import RedisServer
+
+REPLY = "one two three"  # 3 output tokens = $3 each
+BUDGET = 100
+RESERVE = 10  # max_tokens: 10 output tokens = $10 reserved per request
+
+
+def crs(rpm: int | None = None) -> list[dict]:
+    """A priced mock route and a key with the $100 budget, or (given `rpm`) only a rate limit."""
+    return [
+        provider("mock", "mock", mock={"reply": REPLY, "latencyMs": 30},
+                 pricing={"mock-1": {"inputPerMillion": "0", "outputPerMillion": "1000000"}}),
+        route("m", [{"provider": "mock", "model": "mock-1"}]),
+        virtual_key("team", secretName="team-key",
+                    **({"limits": {"requestsPerMinute": rpm}} if rpm else
+                       {"budget": {"limit": f"{BUDGET}.00", "period": "1d"}})),
+    ]
+
+
+async def burst(base_urls: list[str], count: int) -> tuple[int, list[dict]]:
+    """`count` concurrent requests spread over the replicas: (successes, 429 bodies)."""
+    ok, refused = 0, []
+    body = {"model": "m", "max_tokens": RESERVE, "messages": [{"role": "user", "content": "x"}]}
+    async with aiohttp.ClientSession() as session:
+        async def one(i: int) -> None:
+            nonlocal ok
+            async with session.post(base_urls[i % len(base_urls)] + "/chat/completions",
+                                    json=body, headers={"Authorization": f"Bearer {KEY}"}) as r:
+                payload = await r.json()
+                if r.status == 200:
+                    ok += 1
+                else:
+                    assert r.status == 429, payload
+                    assert int(r.headers["Retry-After"]) >= 1
+                    refused.append(payload["error"])
+        await asyncio.gather(*(one(i) for i in range(count)))
+    return ok, refused
+
+
+async def until_refused(base_urls: list[str]) -> int:
+    """Requests one at a time, alternating replicas, until the budget refuses one."""
+    for n in range(BUDGET):
+        ok, refused = await burst([base_urls[n % len(base_urls)]], 1)
+        if refused:
+            assert refused[0]["code"] == "budget_exceeded"
+            return n
+    raise AssertionError("the budget never refused")
+
+
+async def test_budget_holds_in_one_process(tmp_path: Path) -> None:
+    gw = await start_gateway(tmp_path, crs())
+    try:
+        ok, refused = await burst([gw.base_url], 200)
+        await asyncio.sleep(0.1)  # settlement tasks
+        assert 1 <= ok and ok * 3 <= BUDGET
+        assert refused and all("budget" in e["message"] for e in refused)
+        # One at a time, the budget admits until spend + one reservation would exceed it.
+        ok2 = await until_refused([gw.base_url])
+        assert (ok + ok2) * 3 <= BUDGET
+        assert BUDGET - (ok + ok2) * 3 < RESERVE
+    finally:
+        await gw.close()
+
+
+async def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
+    gw = await start_gateway(tmp_path, crs(rpm=3))
+    try:
+        async with openai.AsyncOpenAI(base_url=gw.base_url, api_key=KEY, max_retries=0) as c:
+            for _ in range(3):
+                await c.chat.completions.create(model="m", max_tokens=1, messages=[
+                    {"role": "user", "content": "x"}])
+            with pytest.raises(openai.RateLimitError) as info:
+                await c.chat.completions.create(model="m", max_tokens=1, messages=[
+                    {"role": "user", "content": "x"}])
+        assert 1 <= int(info.value.response.headers["Retry-After"]) <= 60
+        assert info.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
+    finally:
+        await gw.close()
+
+
+def _write_crs(path: Path, rpm: int | None) -> Path:
+    docs = [*crs(rpm), {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "team-key"},
+                        "stringData": {"api-key": KEY}}]
+    path.write_text(yaml.safe_dump_all(docs))
+    return path
+
+
+def _wait_ready(ops_url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "llmgate dev exited early"
+        try:
+            with urllib.request.urlopen(ops_url + "/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    raise AssertionError("replica did not become ready")
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, redis_server: RedisServer, request: pytest.FixtureRequest
+             ) -> Iterator[list[str]]:
+    # A fresh Redis database per test keeps the budget counters apart.
+    db = request.node.name.__hash__() % 15 + 1
+    files = _write_crs(tmp_path / "crs.yaml", getattr(request, "param", None))
+    procs, urls = [], []
+    try:
+        for _ in range(2):
+            port, ops = free_port(), free_port()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "llmgate_cli", "dev", "-f", str(files), "--port",
+                 str(port), "--ops-port", str(ops), "--redis-url", f"{redis_server.url[:-2]}/{db}",
+                 "--log-level", "warning"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            procs.append(proc)
+            _wait_ready(f"http://127.0.0.1:{ops}", proc)
+            urls.append(f"http://127.0.0.1:{port}/v1")
+        yield urls
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                assert proc.wait(timeout=15) == 0
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def test_two_replicas_share_one_budget_through_redis(replicas: list[str]) -> None:
+    ok, refused = await burst(replicas, 200)
+    assert ok >= 1 and refused
+    assert ok * 3 <= BUDGET, "the replicas together spent more than the budget"
+    assert all("budget" in e["message"] for e in refused)
+    await asyncio.sleep(0.2)
+    ok2 = await until_refused(replicas)
+    assert (ok + ok2) * 3 <= BUDGET
+    assert BUDGET - (ok + ok2) * 3 < RESERVE  # and the budget was used, not lost
+
+
+@pytest.mark.parametrize("replicas", [20], indirect=True)
+async def test_two_replicas_share_one_rate_limit_through_redis(replicas: list[str]) -> None:
+    ok, refused = await burst(replicas, 80)
+    # 20 requests per minute for the key across both replicas.
+    assert ok == 20 and len(refused) == 60
+    assert {e["code"] for e in refused} == {"rate_limit_exceeded"}
