@@ -24,6 +24,9 @@ CONFIG_FILE = "config.json"
 GENERATION_FILE = "generation"
 CONFIGMAP_NAME = "llmgate-config"
 CREDENTIALS_SECRET_NAME = "llmgate-credentials"
+# The API key the injector gives app containers of a pod bound to a VirtualKey (SDKs insist
+# on some key); the sidecar treats it as "no key" and applies the bound key's policy.
+POD_BOUND_KEY = "llmgate-pod-bound"
 
 ProviderKind = Literal[
     "openai", "azure-openai", "anthropic", "gemini", "vertex-ai", "bedrock", "mistral",

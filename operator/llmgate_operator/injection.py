@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from llmgate_contract import CONFIGMAP_NAME, CREDENTIALS_SECRET_NAME
+from llmgate_contract import CONFIGMAP_NAME, CREDENTIALS_SECRET_NAME, POD_BOUND_KEY
 
 SIDECAR_NAME = "llmgate-sidecar"
 INJECT_LABEL = "llmgate.io/inject"
@@ -76,6 +76,8 @@ class Sidecar:
     volumes: list[dict[str, Any]]
     """Only volumes the pod does not already have (an identical existing one is reused)."""
     warnings: list[str] = field(default_factory=list)
+    bound_key: str | None = None
+    """The VirtualKey the pod is bound to by annotation, if any."""
 
 
 def is_injected(pod: Mapping[str, Any]) -> bool:
@@ -111,11 +113,12 @@ def build(pod: Mapping[str, Any], options: SidecarOptions) -> Sidecar:
             volumes.append({**wanted, "name": name})
             existing[name] = volumes[-1]
     resources = sidecar_resources(options, annotations, warnings)
+    bound_key = _virtual_key(annotations, warnings)
     container = sidecar_container(
-        options, resources=resources, native=native,
-        virtual_key=_virtual_key(annotations, warnings),
+        options, resources=resources, native=native, virtual_key=bound_key,
         config_volume=names[0], credentials_volume=names[1])
-    return Sidecar(container=container, native=native, volumes=volumes, warnings=warnings)
+    return Sidecar(container=container, native=native, volumes=volumes, warnings=warnings,
+                   bound_key=bound_key)
 
 
 def sidecar_container(
@@ -168,18 +171,24 @@ def sidecar_container(
     return container
 
 
-def app_env(options: SidecarOptions) -> list[dict[str, str]]:
-    """The base URLs every app container gets unless it sets them itself."""
-    return [
+def app_env(options: SidecarOptions, *, bound: bool = False) -> list[dict[str, str]]:
+    """The base URLs every app container gets unless it sets them itself; in a pod bound to
+    a VirtualKey also a placeholder API key, because the SDKs refuse to start without one."""
+    env = [
         {"name": "OPENAI_BASE_URL", "value": f"http://127.0.0.1:{options.port}/v1"},
         {"name": "ANTHROPIC_BASE_URL", "value": f"http://127.0.0.1:{options.port}"},
     ]
+    if bound:
+        env += [{"name": "OPENAI_API_KEY", "value": POD_BOUND_KEY},
+                {"name": "ANTHROPIC_API_KEY", "value": POD_BOUND_KEY}]
+    return env
 
 
-def missing_app_env(container: Mapping[str, Any], options: SidecarOptions) -> list[dict[str, str]]:
+def missing_app_env(container: Mapping[str, Any], options: SidecarOptions, *,
+                    bound: bool = False) -> list[dict[str, str]]:
     """The `app_env` entries `container` does not already define in its `env`."""
     defined = {e.get("name") for e in _list(container.get("env")) if isinstance(e, Mapping)}
-    return [entry for entry in app_env(options) if entry["name"] not in defined]
+    return [entry for entry in app_env(options, bound=bound) if entry["name"] not in defined]
 
 
 def sidecar_resources(

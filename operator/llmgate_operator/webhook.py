@@ -83,7 +83,7 @@ def patch_for(pod: Mapping[str, Any], options: SidecarOptions) -> tuple[list[dic
     for index, container in enumerate(_array(spec, "containers")):
         if not isinstance(container, Mapping):
             raise ValueError(f"spec.containers[{index}] is not an object")
-        containers.append(_with_app_env(container, options))
+        containers.append(_with_app_env(container, options, bound=sidecar.bound_key is not None))
         warnings.extend(_port_clashes(container, options))
     init_containers = list(_array(spec, "initContainers"))
     if sidecar.native:
@@ -161,8 +161,9 @@ def _skip_reason(request: Mapping[str, Any]) -> tuple[str, bool] | None:
     return None
 
 
-def _with_app_env(container: Mapping[str, Any], options: SidecarOptions) -> dict[str, Any]:
-    missing = injection.missing_app_env(container, options)
+def _with_app_env(container: Mapping[str, Any], options: SidecarOptions, *,
+                  bound: bool) -> dict[str, Any]:
+    missing = injection.missing_app_env(container, options, bound=bound)
     if not missing:
         return dict(container)
     return {**container, "env": [*_array(container, "env"), *missing]}

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Mapping
 from datetime import datetime
 
-from llmgate_contract.config import VirtualKey
+from llmgate_contract.config import POD_BOUND_KEY, VirtualKey
 
 from llmgate_sidecar.errors import Forbidden, Unauthorized
 from llmgate_sidecar.runtime import Runtime
@@ -37,6 +37,8 @@ def authenticate(runtime: Runtime, headers: Mapping[str, str], *, peer: str | No
                  bound_key: str | None, now: datetime) -> VirtualKey:
     """The caller's VirtualKey, or Unauthorized with a message that says what is wrong."""
     key = presented_key(headers)
+    if key == POD_BOUND_KEY and bound_key:
+        key = None  # the injector's placeholder: the app holds no key of its own
     if key is None:
         if bound_key and peer in LOOPBACK:
             policy = runtime.keys_by_name.get(bound_key)

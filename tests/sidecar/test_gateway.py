@@ -265,3 +265,26 @@ async def test_metrics_count_requests_fallbacks_and_tokens(
         in text
     assert 'direction="output"' in text and "llmgate_in_flight_requests 0.0" in text
     assert "llmgate_gateway_overhead_seconds_bucket" in text
+
+
+async def test_pod_bound_key_serves_keyless_and_placeholder_requests_from_loopback(
+        tmp_path: Path, upstream: FakeOpenAI, second: FakeOpenAI) -> None:
+    from llmgate_contract import POD_BOUND_KEY
+
+    gw = await start_gateway(tmp_path, resources(upstream.url, second.url), virtual_key="team")
+    try:
+        async with client(gw, key=POD_BOUND_KEY) as c:
+            result = await c.chat.completions.create(model="chat", messages=MESSAGES)
+            assert result.choices[0].message.content == "Hello from the fake upstream"
+            # The bound key's policy applies: its model allow-list still holds.
+            with pytest.raises(openai.PermissionDeniedError):
+                await c.chat.completions.create(model="secret-model", messages=MESSAGES)
+        async with aiohttp.ClientSession() as session, session.get(
+                gw.base_url + "/models") as response:
+            assert response.status == 200
+        # A wrong real key is still wrong: binding does not turn auth off.
+        async with client(gw, key="lg-wrong") as c:
+            with pytest.raises(openai.AuthenticationError):
+                await c.models.list()
+    finally:
+        await gw.close()

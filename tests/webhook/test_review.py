@@ -9,6 +9,7 @@ from typing import Any
 import jsonpatch
 import kubernetes_validate
 import pytest
+from llmgate_contract import POD_BOUND_KEY
 from llmgate_operator.injection import SidecarOptions
 from llmgate_operator.webhook import decide, review
 
@@ -278,3 +279,20 @@ def test_warnings_stay_short_enough_for_the_api_server() -> None:
     warnings = review(admission_review(obj), OPTIONS)["response"]["warnings"]
     assert warnings and all(len(w) <= 250 for w in warnings)
     assert warnings[0].startswith("llmgate: ignoring annotation llmgate.io/sidecar-cpu")
+
+
+def test_a_pod_bound_to_a_key_gets_a_placeholder_key_its_sdk_can_start_with() -> None:
+    bound = pod({"name": "app", "image": "python:3.12"},
+                {"name": "side", "image": "busybox",
+                 "env": [{"name": "OPENAI_API_KEY", "value": "own-key"}]})
+    bound["metadata"]["annotations"] = {"llmgate.io/virtual-key": "team"}
+    patched = apply(review(admission_review(bound), OPTIONS), bound)
+    validate_pod(patched)
+    app, side = patched["spec"]["containers"]
+    assert env_of(app)["OPENAI_API_KEY"] == POD_BOUND_KEY
+    assert env_of(app)["ANTHROPIC_API_KEY"] == POD_BOUND_KEY
+    assert env_of(side)["OPENAI_API_KEY"] == "own-key"  # the app's own choice wins
+    assert env_of(sidecar_of(patched))["LLMGATE_VIRTUAL_KEY"] == "team"
+    unbound = pod()
+    plain = apply(review(admission_review(unbound), OPTIONS), unbound)
+    assert "OPENAI_API_KEY" not in env_of(plain["spec"]["containers"][0])
