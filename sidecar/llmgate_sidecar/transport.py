@@ -16,11 +16,13 @@ import aiohttp
 from llmgate_contract.config import Provider
 
 from llmgate_sidecar.errors import UpstreamError
+from llmgate_sidecar.eventstream import EventStreamError, EventStreamParser
 from llmgate_sidecar.mock import MockTransport
 from llmgate_sidecar.providers.base import UpstreamRequest
 from llmgate_sidecar.sse import Event, SSEParser
 
 MAX_ERROR_BODY = 64 * 1024
+EVENTSTREAM_TYPE = "application/vnd.amazon.eventstream"
 
 
 class UpstreamResponse(Protocol):
@@ -62,7 +64,10 @@ class HttpResponse:
             self._response.release()
 
     async def events(self) -> AsyncIterator[Event]:
-        parser = SSEParser()
+        # Bedrock's ConverseStream frames events in AWS event-stream binary, not SSE.
+        parser: SSEParser | EventStreamParser = (
+            EventStreamParser() if self._response.content_type == EVENTSTREAM_TYPE
+            else SSEParser())
         try:
             async for chunk in self._response.content.iter_any():
                 for event in parser.feed(chunk):
@@ -71,6 +76,9 @@ class HttpResponse:
                 yield event
         except UpstreamError:
             raise
+        except EventStreamError as exc:
+            raise UpstreamError("malformed", f"{self._provider}: {exc}",
+                                provider=self._provider, model=self.model) from exc
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise network_error(exc, self._provider, self.model) from exc
         finally:

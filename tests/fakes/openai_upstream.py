@@ -3,7 +3,9 @@
 Speaks the documented chat-completions wire format (JSON and SSE) and fails on demand:
 each request takes the next scripted `Behaviour` (or the default), so a test states exactly
 what the upstream does: an HTTP error with headers, a reset connection, a slow first byte, a
-stream cut mid-way, an error event inside a 200 stream, a malformed body.
+stream cut mid-way, a stream that stalls, an error event inside a 200 stream, a malformed
+body or stream event. It also reports what it saw: streams open now, and streams whose
+client (the gateway) closed the connection before the end (`disconnects`).
 """
 
 from __future__ import annotations
@@ -20,13 +22,17 @@ from aiohttp import web
 
 @dataclass
 class Behaviour:
-    kind: str = "ok"  # ok | status | reset | slow | cut | error_event | malformed
+    # ok | status | reset | cut | stall | error_event | malformed | malformed_event
+    kind: str = "ok"
     status: int = 200
     body: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-    chunks_before: int = 2
+    delay: float = 0.0  # before the response starts: a slow first byte
+    chunks_before: int = 2  # chunks written before cut / stall / error_event / gate
     content: str = "Hello from the fake upstream"
+    chunk_delay: float = 0.0  # between stream chunks
+    stall: float = 60.0  # how long a `stall` stream stays silent
+    gate: asyncio.Event | None = None  # after `chunks_before` chunks, wait until it is set
 
 
 class FakeOpenAI:
@@ -37,11 +43,16 @@ class FakeOpenAI:
         self.headers: list[dict[str, str]] = []
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.streams_open = 0
+        self.disconnects = 0
+        self.disconnected = asyncio.Event()
 
     async def start(self) -> FakeOpenAI:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        # Handler cancellation: a stalled stream learns at once that its client went away.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5,
+                                     handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -70,15 +81,34 @@ class FakeOpenAI:
         if b.kind == "malformed":
             return web.Response(body=b"{\"choices\": [", content_type="application/json")
         if body.get("stream"):
-            return await self._stream(request, body, b)
+            self.streams_open += 1
+            try:
+                return await self._stream(request, body, b)
+            except (asyncio.CancelledError, ConnectionResetError):
+                self.disconnects += 1
+                self.disconnected.set()
+                raise
+            finally:
+                self.streams_open -= 1
         return web.json_response(completion(body, b.content))
 
     async def _stream(self, request: web.Request, body: dict[str, Any],
                       b: Behaviour) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        if b.kind == "malformed_event":
+            await response.write(b"data: {not json\n\n")
+            await response.write_eof()
+            return response
         words = b.content.split(" ")
         for i, word in enumerate(words):
+            if i == b.chunks_before:
+                if b.kind == "stall":
+                    await asyncio.sleep(b.stall)
+                if b.gate is not None:
+                    await b.gate.wait()
+            if b.chunk_delay and i:
+                await asyncio.sleep(b.chunk_delay)
             if b.kind == "cut" and i == b.chunks_before:
                 assert request.transport is not None
                 request.transport.close()

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from llmgate_contract.config import Provider
 
+from llmgate_sidecar.providers.anthropic import AnthropicAdapter
+from llmgate_sidecar.providers.azure import AzureOpenAIAdapter
 from llmgate_sidecar.providers.base import Adapter, Credentials
+from llmgate_sidecar.providers.bedrock import BedrockAdapter
+from llmgate_sidecar.providers.cohere import CohereAdapter
+from llmgate_sidecar.providers.gemini import GeminiAdapter
 from llmgate_sidecar.providers.openai import OpenAIAdapter
+from llmgate_sidecar.providers.vertex import VertexAIAdapter
 
 # Kinds whose wire format is OpenAI's chat completions. `mock` speaks it in-process.
 OPENAI_FAMILY = frozenset({
@@ -21,6 +27,18 @@ class UnsupportedProvider(Exception):
 def adapter_for(provider: Provider, credentials: Credentials) -> Adapter:
     if provider.kind in OPENAI_FAMILY:
         return OpenAIAdapter(provider, credentials)
+    if provider.kind == "anthropic":
+        return AnthropicAdapter(provider, credentials)
+    if provider.kind == "azure-openai":
+        return AzureOpenAIAdapter(provider, credentials)
+    if provider.kind == "gemini":
+        return GeminiAdapter(provider, credentials)
+    if provider.kind == "vertex-ai":
+        return VertexAIAdapter(provider, credentials)
+    if provider.kind == "cohere":
+        return CohereAdapter(provider, credentials)
+    if provider.kind == "bedrock":
+        return BedrockAdapter(provider, credentials)
     raise UnsupportedProvider(f"provider kind {provider.kind!r} is not supported by this "
                               f"sidecar build yet")
 

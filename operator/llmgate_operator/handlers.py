@@ -1,0 +1,256 @@
+"""The kopf wiring, and the only module that imports kopf: indexes, triggers, errors.
+
+`main` calls `run_operator(runtime, ...)`; handlers are registered into a fresh registry
+per run (`build_registry`), so settings such as the resync interval are plain arguments.
+Every handler is thin: it reads the namespace from the indexes and hands it to
+`reconcile.Reconciler`; API errors become `TemporaryError`, invalid specs `PermanentError`.
+Handlers never write a CR's spec (kopf itself keeps its bookkeeping in annotations).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from llmgate_contract import CREDENTIALS_SECRET_NAME
+
+from llmgate_operator import api
+from llmgate_operator.kube import Connection, KubeError
+from llmgate_operator.reconcile import (
+    PERMANENT_REASONS,
+    RETRY_REASONS,
+    NamespaceState,
+    Reconciler,
+    referenced_secrets,
+    view_of,
+)
+
+CR_INDEXES = {kind: f"{kind.lower()}_index" for kind in api.PLURALS}
+SECRET_INDEX = "secret_index"
+log = logging.getLogger(__name__)
+# Secret types that never hold llmgate credentials; indexing them would only cost memory.
+IGNORED_SECRET_TYPES = frozenset({
+    "kubernetes.io/service-account-token", "kubernetes.io/dockercfg",
+    "kubernetes.io/dockerconfigjson", "bootstrap.kubernetes.io/token", "helm.sh/release.v1",
+})
+OWN_SECRETS = frozenset({CREDENTIALS_SECRET_NAME})  # written by us, read by no CR
+
+
+@dataclass
+class Live:
+    """What kopf hands out only at run time: its live indexes, and proof they are filled."""
+
+    indexes: dict[str, Any] = field(default_factory=dict)
+    # kopf runs resource handlers only once every index has its initial listing; so the first
+    # handler call proves the indexes complete (an empty index then means: no CRs at all).
+    indexed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True)
+class OperatorRuntime:
+    """What the handlers share; reaches them through kopf's `memo`."""
+
+    reconciler: Reconciler
+    connection: Connection | None = None
+    """An explicit API server (tests, dev); None: in-cluster service account or kubeconfig."""
+    namespaces: tuple[str, ...] = ()
+    resync_seconds: float = 60.0
+    retry_seconds: float = 30.0
+    peering: str | None = None
+    live: Live = field(default_factory=Live)
+
+
+# -- indexes ---------------------------------------------------------------------------------
+
+def index_resource(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str | None, Any]:
+    """One CR, as a plain dict, under its namespace."""
+    return {namespace: copy.deepcopy(dict(body))}
+
+
+def wanted_secret(name: str, body: kopf.Body, **_: Any) -> bool:
+    return name not in OWN_SECRETS and body.get("type") not in IGNORED_SECRET_TYPES
+
+
+def index_secret(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str | None, Any]:
+    return {namespace: view_of(copy.deepcopy(dict(body)))}
+
+
+def _reader(namespace: str, kwargs: Mapping[str, Any]) -> Callable[[], NamespaceState]:
+    def read() -> NamespaceState:
+        resources = tuple(body for index in CR_INDEXES.values()
+                          for body in kwargs[index].get(namespace, ()))
+        secrets = {view.name: view for view in kwargs[SECRET_INDEX].get(namespace, ())}
+        return NamespaceState(resources=resources, secrets=secrets)
+    return read
+
+
+def _namespaced(namespace: str | None) -> str:
+    if not namespace:  # the CRDs are namespaced; kopf passes None only for cluster objects
+        raise kopf.PermanentError("llmgate resources are namespaced")
+    return namespace
+
+
+def _runtime(memo: Any) -> OperatorRuntime:
+    runtime = memo.runtime
+    assert isinstance(runtime, OperatorRuntime)
+    return runtime
+
+
+# -- activities ------------------------------------------------------------------------------
+
+def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None:
+    runtime = _runtime(memo)
+    # Startup handlers get the (still empty) live indexes; the resync loop reads them later.
+    runtime.live.indexes.update(
+        {name: kwargs[name] for name in (*CR_INDEXES.values(), SECRET_INDEX)})
+    # kopf's bookkeeping in llmgate.io annotations: `status` stays ours and kstatus-clean.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="llmgate.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="llmgate.io", key="last-handled-configuration")
+    # The reconciler posts Events with actionable reasons; kopf's would only repeat them.
+    settings.posting.enabled = False
+    # Namespace scanning (globs) needs list on namespaces; names given are used as they are.
+    settings.scanning.disabled = bool(runtime.namespaces)
+    # Level-based: a reconcile cut short at shutdown is redone whole at the next start.
+    settings.queueing.exit_timeout = 0.5
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.peering.standalone = runtime.peering is None
+
+
+def login(memo: Any, logger: kopf.Logger, settings: kopf.OperatorSettings,
+          **_: Any) -> kopf.ConnectionInfo | None:
+    connection = _runtime(memo).connection
+    if connection is None:
+        return kopf.login_via_client(logger=logger, settings=settings)
+    return kopf.ConnectionInfo(
+        server=connection.server, token=connection.token,
+        scheme="Bearer" if connection.token else None,
+        insecure=connection.insecure or None, ca_path=connection.ca_path,
+        default_namespace="default")
+
+
+# -- triggers --------------------------------------------------------------------------------
+
+async def _reconcile(namespace: str, memo: Any, kwargs: Mapping[str, Any]) -> Any:
+    runtime = _runtime(memo)
+    try:
+        return await runtime.reconciler.reconcile(namespace, _reader(namespace, kwargs))
+    except KubeError as exc:
+        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=runtime.retry_seconds) \
+            from exc
+
+
+async def resource_changed(namespace: str | None, name: str, body: kopf.Body, memo: Any,
+                           **kwargs: Any) -> None:
+    """Created, resumed or changed CR: reconcile its namespace, then judge this CR."""
+    _runtime(memo).live.indexed.set()
+    compilation = await _reconcile(_namespaced(namespace), memo, kwargs)
+    condition = compilation.conditions.get((body["kind"], name))
+    if condition is None:
+        return
+    if condition.reason in PERMANENT_REASONS:
+        raise kopf.PermanentError(f"{condition.reason}: {condition.message}")
+    if condition.reason in RETRY_REASONS:
+        raise kopf.TemporaryError(f"{condition.reason}: {condition.message}",
+                                  delay=_runtime(memo).retry_seconds)
+
+
+async def resource_event(type: str, namespace: str | None, memo: Any, logger: kopf.Logger,
+                         **kwargs: Any) -> None:
+    """A deleted CR leaves the compiled config (level-based: recompile what is left)."""
+    _runtime(memo).live.indexed.set()
+    if type == "DELETED":
+        await _quietly(_namespaced(namespace), memo, logger, kwargs)
+
+
+async def secret_event(namespace: str | None, name: str, memo: Any, logger: kopf.Logger,
+                       **kwargs: Any) -> None:
+    """A Secret that some CR of its namespace reads changed (or came, or went)."""
+    _runtime(memo).live.indexed.set()
+    if namespace and name in referenced_secrets(_reader(namespace, kwargs)().resources):
+        await _quietly(namespace, memo, logger, kwargs)
+
+
+async def _quietly(namespace: str, memo: Any, logger: Any,
+                   kwargs: Mapping[str, Any]) -> None:
+    # Event handlers are not retried by kopf; the resync loop and CR handlers catch up.
+    try:
+        await _reconcile(namespace, memo, kwargs)
+    except kopf.TemporaryError as exc:
+        logger.warning("reconcile of namespace %s failed, will retry: %s", namespace, exc)
+
+
+async def resync_loop(runtime: OperatorRuntime) -> None:
+    """Periodic reconcile of every known namespace: keys expire and rotation grace periods
+    end without any event. (kopf timers would put a finalizer on every CR; this does not.)"""
+    await runtime.live.indexed.wait()
+    memo = kopf.Memo(runtime=runtime)
+    orphans = await _orphaned_configs(runtime)
+    while True:
+        indexes = runtime.live.indexes
+        namespaces = {ns for name in CR_INDEXES.values() for ns in indexes[name]} | orphans
+        orphans = set()
+        for namespace in sorted(namespaces):
+            since = runtime.reconciler.seconds_since(namespace)
+            if since is not None and since < runtime.resync_seconds * 0.9:
+                continue  # an event reconciled it recently enough
+            try:
+                await _quietly(namespace, memo, log, indexes)
+            except Exception:  # a bug must not end resyncing for every other namespace
+                log.exception("resync of namespace %s failed", namespace)
+        await asyncio.sleep(runtime.resync_seconds)
+
+
+async def _orphaned_configs(runtime: OperatorRuntime) -> set[str]:
+    """Namespaces with a config but no CRs any more (deleted while the operator was down)."""
+    try:
+        found = await runtime.reconciler.kube.namespaces_with_config(runtime.namespaces)
+    except KubeError as exc:
+        log.warning("cannot list llmgate configs: %s", exc)
+        return set()
+    return found
+
+
+# -- registry and run ------------------------------------------------------------------------
+
+def build_registry(runtime: OperatorRuntime) -> kopf.OperatorRegistry:
+    """All handlers, registered into a fresh registry."""
+    registry = kopf.OperatorRegistry()
+    kopf.on.startup(registry=registry)(configure)
+    kopf.on.login(registry=registry)(login)
+    for kind, plural in api.PLURALS.items():
+        resource = (api.GROUP, api.VERSION, plural)
+        kopf.index(*resource, id=CR_INDEXES[kind], registry=registry)(index_resource)
+        for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
+            on(*resource, id="reconcile", registry=registry)(resource_changed)
+        kopf.on.event(*resource, id="deleted", registry=registry)(resource_event)
+    kopf.index("v1", "secrets", id=SECRET_INDEX, when=wanted_secret,
+               registry=registry)(index_secret)
+    kopf.on.event("v1", "secrets", id="secret", when=wanted_secret,
+                  registry=registry)(secret_event)
+    return registry
+
+
+async def run_operator(runtime: OperatorRuntime, *, stop_flag: Any = None,
+                       ready_flag: Any = None) -> None:
+    """Run kopf until `stop_flag` (or a signal); clusterwide unless namespaces are given."""
+    namespaces: Collection[str] = runtime.namespaces
+    resync = asyncio.create_task(resync_loop(runtime), name="llmgate resync")
+    try:
+        await kopf.operator(
+            registry=build_registry(runtime), memo=kopf.Memo(runtime=runtime),
+            clusterwide=not namespaces, namespaces=list(namespaces),
+            standalone=runtime.peering is None, peering_name=runtime.peering,
+            stop_flag=stop_flag, ready_flag=ready_flag)
+    finally:
+        resync.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await resync
+

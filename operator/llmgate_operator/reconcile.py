@@ -1,0 +1,350 @@
+"""Level-based reconcile of one namespace: keys -> compile -> render -> write what changed.
+
+`handlers` calls `Reconciler.reconcile(namespace, read_state)` on any change to a CR or a
+referenced Secret, and on a timer. Runs per namespace are serialised, and triggers that
+arrive while one is queued share it. Writes go through `kube.Kube` only; this module never
+imports kopf and never writes a CR's spec. Errors from the API propagate as `KubeError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from llmgate_contract import CONFIGMAP_NAME, CREDENTIALS_SECRET_NAME
+from pydantic import ValidationError
+
+from llmgate_operator import api, keys, render
+from llmgate_operator.compile import Compilation, compile_namespace
+from llmgate_operator.kube import Conflict, Kube, KubeError, NotFound
+
+log = logging.getLogger(__name__)
+
+# Reasons that a later change (a Secret created, a provider fixed) can clear: retry later.
+RETRY_REASONS = frozenset({
+    "SecretNotFound", "SecretKeyNotFound", "SecretKeyEmpty", "KeySecretNotFound",
+    "ProviderNotReady", "NoResolvedTargets", "DuplicateModel",
+})
+# Reasons only an edit of the CR itself can clear: the handler fails permanently.
+PERMANENT_REASONS = frozenset({"InvalidSpec", "MissingCredentials"})
+
+
+@dataclass(frozen=True)
+class NamespaceState:
+    """A consistent read of one namespace from the operator's indexes."""
+
+    resources: tuple[Mapping[str, Any], ...] = ()
+    secrets: Mapping[str, keys.SecretView] = field(default_factory=dict)
+
+
+class Observer(Protocol):
+    """Where reconcile outcomes go (Prometheus in production, nothing in unit tests)."""
+
+    def reconciled(self, namespace: str, result: str, seconds: float,
+                   managed: Mapping[str, int]) -> None: ...
+
+
+def referenced_secrets(resources: Iterable[Mapping[str, Any]]) -> set[str]:
+    """Names of Secrets the CRs of a namespace read: a change to any other is irrelevant."""
+    names: set[str] = set()
+    for body in resources:
+        spec = body.get("spec") or {}
+        if not isinstance(spec, Mapping):
+            continue
+        if body.get("kind") == "VirtualKey":
+            secret = spec.get("secretName")
+            names.add(secret if isinstance(secret, str) else
+                      api.default_secret_name(body["metadata"]["name"]))
+        elif body.get("kind") == "ProviderSecret":
+            names.update(_ref_names(spec))
+    return names
+
+
+def _ref_names(node: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(node, Mapping):
+        ref = node.get("secretKeyRef")
+        if isinstance(ref, Mapping) and isinstance(ref.get("name"), str):
+            found.add(ref["name"])
+        for value in node.values():
+            found |= _ref_names(value)
+    return found
+
+
+def _rv(meta: Mapping[str, Any] | None) -> int | None:
+    try:
+        return int((meta or {}).get("resourceVersion") or "")
+    except ValueError:
+        return None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Reconciler:
+    """Owns the per-namespace locks and a memory of its own recent writes."""
+
+    def __init__(self, kube: Kube, *, observer: Observer | None = None,
+                 clock: Callable[[], datetime] = _utcnow) -> None:
+        self.kube = kube
+        self._observer = observer
+        self._clock = clock
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._queued: dict[str, asyncio.Future[Compilation]] = {}
+        self._finished: dict[str, float] = {}
+        # Our own writes, by (namespace, kind, name): (resourceVersion, what we wrote). The
+        # indexes lag behind our writes; until they catch up, what we wrote is the truth.
+        self._written: dict[tuple[str, str, str], tuple[int, Any]] = {}
+        self._refusals: set[tuple[str, str, str]] = set()
+
+    def seconds_since(self, namespace: str) -> float | None:
+        """Seconds since the last successful reconcile of `namespace` (None: never)."""
+        done = self._finished.get(namespace)
+        return None if done is None else time.monotonic() - done
+
+    async def reconcile(self, namespace: str, read: Callable[[], NamespaceState]) -> Compilation:
+        """Bring `namespace` to its compiled state; joins a run that is already queued."""
+        queued = self._queued.get(namespace)
+        if queued is not None:
+            return await asyncio.shield(queued)
+        future: asyncio.Future[Compilation] = asyncio.get_running_loop().create_future()
+        self._queued[namespace] = future
+        try:
+            async with self._locks.setdefault(namespace, asyncio.Lock()):
+                # From here on the state is read afresh: later triggers need a new run.
+                if self._queued.get(namespace) is future:
+                    del self._queued[namespace]
+                result = await self._timed(namespace, read)
+        except BaseException as exc:
+            if self._queued.get(namespace) is future:
+                del self._queued[namespace]
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+                future.exception()  # retrieved: followers may be none
+            raise
+        future.set_result(result)
+        return result
+
+    async def _timed(self, namespace: str, read: Callable[[], NamespaceState]) -> Compilation:
+        started = time.perf_counter()
+        state = read()
+        try:
+            compilation = await self._run(namespace, state)
+        except Exception:
+            self._observe(namespace, "error", started, state)
+            raise
+        self._finished[namespace] = time.monotonic()
+        self._observe(namespace, "success", started, state)
+        return compilation
+
+    def _observe(self, namespace: str, result: str, started: float,
+                 state: NamespaceState) -> None:
+        if self._observer is None:
+            return
+        managed: dict[str, int] = {kind: 0 for kind in api.SPEC_MODELS}
+        for body in state.resources:
+            managed[body["kind"]] = managed.get(body["kind"], 0) + 1
+        self._observer.reconciled(namespace, result, time.perf_counter() - started, managed)
+
+    async def _run(self, namespace: str, state: NamespaceState) -> Compilation:
+        now = self._clock()
+        self._forget_gone(namespace, state)
+        secrets = {name: self._fresh_secret(namespace, view)
+                   for name, view in state.secrets.items()}
+        for body in state.resources:
+            if body.get("kind") == "VirtualKey":
+                await self._ensure_key(body, secrets, now)
+        compilation = compile_namespace(
+            namespace, state.resources, {n: v.data for n, v in secrets.items()}, now=now)
+        await self._write_config(compilation, has_resources=bool(state.resources))
+        for body in state.resources:
+            await self._write_status(compilation, body, now)
+        return compilation
+
+    # -- our own writes vs. lagging indexes ---------------------------------------------------
+
+    def _forget_gone(self, namespace: str, state: NamespaceState) -> None:
+        alive = {(namespace, b["kind"], b["metadata"]["name"]) for b in state.resources}
+        alive |= {(namespace, "Secret", name) for name in state.secrets}
+        for key in [k for k in self._written if k[0] == namespace and k not in alive]:
+            del self._written[key]
+
+    def _remember(self, namespace: str, kind: str, name: str, result: Mapping[str, Any],
+                  value: Any) -> None:
+        rv = _rv(result.get("metadata"))
+        if rv is not None:
+            self._written[(namespace, kind, name)] = (rv, value)
+
+    def _recent(self, namespace: str, kind: str, name: str,
+                meta: Mapping[str, Any]) -> Any | None:
+        """What we wrote, if the indexed copy (`meta`) is older than our write."""
+        written = self._written.get((namespace, kind, name))
+        if written is None:
+            return None
+        seen = _rv(meta)
+        if seen is None or seen >= written[0]:
+            del self._written[(namespace, kind, name)]  # the index caught up
+            return None
+        return written[1]
+
+    def _fresh_secret(self, namespace: str, view: keys.SecretView) -> keys.SecretView:
+        recent = self._recent(namespace, "Secret", view.name,
+                              {"resourceVersion": view.resource_version})
+        return recent if isinstance(recent, keys.SecretView) else view
+
+    # -- VirtualKey key Secrets ---------------------------------------------------------------
+
+    async def _ensure_key(self, body: Mapping[str, Any],
+                          secrets: dict[str, keys.SecretView], now: datetime) -> None:
+        try:
+            spec = api.parse_spec("VirtualKey", body.get("spec"))
+        except ValidationError:
+            return  # compile reports InvalidSpec
+        assert isinstance(spec, api.VirtualKeySpec)
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        secret_name = spec.secret_name or api.default_secret_name(name)
+        view = secrets.get(secret_name)
+        if view is None:
+            # Not indexed (yet, or a type the index skips): ask the API before issuing a key,
+            # or a Secret we created a moment ago would be overwritten.
+            current = await self.kube.read_secret(namespace, secret_name)
+            if current is not None:
+                view = secrets[secret_name] = view_of(current)
+        annotations = meta.get("annotations") or {}
+        decision = keys.decide(annotations, view)
+        if decision.refused:
+            await self._report_refusal(body, decision.refused)
+        if decision.action is keys.Action.KEEP:
+            return
+        if decision.action is keys.Action.ROTATE and view is not None:
+            grace, warning = keys.rotation_grace(annotations)
+            if warning:
+                await self._event(body, "Warning", "InvalidRotationGrace", warning)
+            data = keys.rotated_data(view.data, keys.generate_key(), now=now, grace=grace)
+            rotation: str | None = annotations.get(keys.ROTATE_ANNOTATION, "").strip()
+            reason = "KeyRotated"
+            message = f"issued a new key; the old one works until {data['previous-not-after']}"
+        else:
+            data = keys.issued_data(view.data if view else None, keys.generate_key())
+            rotation = annotations.get(keys.ROTATE_ANNOTATION, "").strip() or None
+            reason = "KeyIssued"
+            message = f"issued a key into Secret {secret_name!r}"
+        adopt = view is None or view.managed
+        desired = render.key_secret(body, secret_name, data, rotation=rotation, adopt=adopt)
+        written = await self._write_key_secret(namespace, desired, view)
+        if written is None:
+            return
+        secrets[secret_name] = written
+        await self._event(body, "Normal", reason, message)
+
+    async def _write_key_secret(self, namespace: str, desired: Mapping[str, Any],
+                                view: keys.SecretView | None) -> keys.SecretView | None:
+        name = desired["metadata"]["name"]
+        if view is None:
+            try:
+                result = await self.kube.create_secret(namespace, desired)
+            except Conflict:
+                # It exists but was not indexed yet: use what is there, decide next time.
+                current = await self.kube.read_secret(namespace, name)
+                return view_of(current) if current else None
+        else:
+            current = await self.kube.read_secret(namespace, name)
+            if current is None:
+                return None  # deleted meanwhile: the next run issues a new one
+            patch = render.object_patch(current, desired) or {}
+            result = await self.kube.patch_object(namespace, "secrets", name, patch)
+        written = view_of(result)
+        self._remember(namespace, "Secret", name, result, written)
+        return written
+
+    async def _report_refusal(self, body: Mapping[str, Any], message: str) -> None:
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"], message)
+        if key not in self._refusals:
+            self._refusals.add(key)
+            await self._event(body, "Warning", "RotationRefused", message)
+
+    # -- the namespace's ConfigMap and Secret -------------------------------------------------
+
+    async def _write_config(self, compilation: Compilation, *, has_resources: bool) -> bool:
+        namespace = compilation.config.namespace
+        configmap, secret = render.config_objects(compilation)
+        current_cm = await self.kube.read_object(namespace, "configmaps", CONFIGMAP_NAME)
+        if current_cm is None and not has_resources:
+            return False  # never had llmgate CRs: nothing to serve, nothing to clean up
+        current_secret = await self.kube.read_object(namespace, "secrets", CREDENTIALS_SECRET_NAME)
+        # Credentials first: a sidecar that sees the new config finds its files already there.
+        wrote = await self._apply(namespace, "secrets", secret, current_secret)
+        wrote = await self._apply(namespace, "configmaps", configmap, current_cm) or wrote
+        if wrote:
+            log.info("namespace %s: wrote config generation %s", namespace,
+                     compilation.config.generation)
+        return wrote
+
+    async def _apply(self, namespace: str, plural: str, desired: Mapping[str, Any],
+                     current: Mapping[str, Any] | None) -> bool:
+        name = desired["metadata"]["name"]
+        if current is None:
+            try:
+                await self.kube.create_object(namespace, plural, desired)
+                return True
+            except Conflict:
+                current = await self.kube.read_object(namespace, plural, name)
+                if current is None:
+                    raise
+        patch = render.object_patch(current, desired)
+        if patch is None:
+            return False
+        await self.kube.patch_object(namespace, plural, name, patch)
+        return True
+
+    # -- status and Events ----------------------------------------------------------------
+
+    async def _write_status(self, compilation: Compilation, body: Mapping[str, Any],
+                            now: datetime) -> None:
+        meta = body["metadata"]
+        namespace, kind, name = meta["namespace"], body["kind"], meta["name"]
+        recent = self._recent(namespace, kind, name, meta)
+        current = recent if isinstance(recent, Mapping) else dict(body.get("status") or {})
+        desired = render.desired_status(compilation, body, current, now=now)
+        patch = render.status_patch(current, desired)
+        if patch is None:
+            return
+        try:
+            result = await self.kube.patch_status(namespace, api.PLURALS[kind], name, patch)
+        except NotFound:
+            return  # deleted meanwhile; its DELETED event triggers another run
+        after = {k: v for k, v in {**current, **patch["status"]}.items() if v is not None}
+        self._remember(namespace, kind, name, result, after)
+        if render.ready_changed(current, desired):
+            condition = compilation.conditions.get((kind, name))
+            if condition is not None:
+                await self._event(body, "Normal" if condition.ready else "Warning",
+                                  condition.reason, condition.message)
+
+    async def _event(self, body: Mapping[str, Any], type_: str, reason: str,
+                     message: str) -> None:
+        try:
+            await self.kube.post_event(body, type_=type_, reason=reason, message=message,
+                                       now=self._clock())
+        except KubeError as exc:
+            log.warning("could not post Event %s on %s/%s: %s", reason,
+                        body["metadata"].get("namespace"), body["metadata"].get("name"), exc)
+
+
+def view_of(secret: Mapping[str, Any]) -> keys.SecretView:
+    """The `SecretView` of a Secret object as the API returns it."""
+    meta = secret.get("metadata") or {}
+    return keys.SecretView(
+        name=meta.get("name", ""), data=render.decode_data(secret.get("data")),
+        labels=dict(meta.get("labels") or {}), annotations=dict(meta.get("annotations") or {}),
+        uid=meta.get("uid"), resource_version=meta.get("resourceVersion"))

@@ -1,0 +1,25 @@
+"""A fake Azure OpenAI resource replaying `data/providers/azure`.
+
+Serves `POST /openai/deployments/{deployment}/chat/completions?api-version=...`; answers
+with the recorded completion or stream (a tool call when the request offers tools).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes.replay import ReplayUpstream, Reply
+
+
+def _default(request: web.Request, body: Any) -> Reply:
+    tools = isinstance(body, dict) and bool(body.get("tools"))
+    if isinstance(body, dict) and body.get("stream"):
+        return Reply("stream_tool_call.sse" if tools else "stream_text.sse")
+    return Reply("response_tool_call.json" if tools else "response_text.json")
+
+
+def fake_azure() -> ReplayUpstream:
+    return ReplayUpstream("azure", ["/openai/deployments/{deployment}/chat/completions"],
+                          _default)

@@ -1,0 +1,77 @@
+"""A fake Bedrock runtime (`/model/{modelId}/converse[-stream]`) replaying
+`data/providers/bedrock`, ConverseStream as real AWS event-stream binary frames.
+
+Every request's SigV4 signature is recomputed from what actually arrived (method, raw path,
+host, body, signed headers) with the test secret; a mismatch gets Bedrock's 403.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+from llmgate_sidecar.eventstream import encode_frame
+from llmgate_sidecar.providers.sigv4 import AwsCredentials, sign
+
+from tests.fakes.replay import ReplayUpstream, Reply
+
+ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+EVENTSTREAM = "application/vnd.amazon.eventstream"
+_AUTH = re.compile(r"Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request, "
+                   r"SignedHeaders=([^,]+), Signature=([0-9a-f]{64})")
+
+
+def frames(raw: bytes) -> list[bytes]:
+    """Encode each JSON line (`headers`, `payload`) of a transcript as one binary frame."""
+    out = []
+    for line in raw.splitlines():
+        if line.strip():
+            entry = orjson.loads(line)
+            out.append(encode_frame(entry["headers"], orjson.dumps(entry["payload"])))
+    return out
+
+
+def stream_reply(file: str, **kwargs: Any) -> Reply:
+    return Reply(file, frames=frames, content_type=EVENTSTREAM, **kwargs)
+
+
+def _default(request: web.Request, body: Any) -> Reply:
+    tools = isinstance(body, dict) and bool(body.get("toolConfig"))
+    if request.path.endswith("/converse-stream"):
+        return stream_reply("stream_tool_use.eventstream" if tools
+                            else "stream_text.eventstream")
+    return Reply("response_tool_use.json" if tools else "response_text.json")
+
+
+def check_signature(request: web.Request, body: bytes) -> web.Response | None:
+    match = _AUTH.search(request.headers.get("Authorization", ""))
+    if match is None or match.group(1) != ACCESS_KEY_ID:
+        return _denied("UnrecognizedClientException", "The security token included in the "
+                       "request is invalid.")
+    _, _, region, service, names, signature = match.groups()
+    signed = {n: request.headers[n] for n in names.split(";")
+              if n not in ("host", "x-amz-date", "x-amz-security-token")}
+    now = datetime.strptime(request.headers["x-amz-date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    token = request.headers.get("x-amz-security-token")
+    expected = sign(request.method, f"http://{request.host}{request.raw_path}", signed, body,
+                    credentials=AwsCredentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY, token),
+                    region=region, service=service, now=now)
+    if expected["authorization"].rsplit("=", 1)[1] != signature:
+        return _denied("InvalidSignatureException", "The request signature we calculated "
+                       "does not match the signature you provided.")
+    return None
+
+
+def _denied(kind: str, message: str) -> web.Response:
+    return web.json_response({"message": message}, status=403,
+                             headers={"x-amzn-ErrorType": f"{kind}:http://internal.amazon.com/"
+                                      "coral/com.amazon.coral.service/"})
+
+
+def fake_bedrock() -> ReplayUpstream:
+    return ReplayUpstream("bedrock", ["/model/{model}/converse", "/model/{model}/converse-stream"],
+                          _default, check=check_signature)

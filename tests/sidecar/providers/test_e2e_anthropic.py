@@ -1,0 +1,137 @@
+"""Anthropic behind the real sidecar, driven by the official OpenAI SDK: plain, streamed,
+tool calls, usage, and every upstream error mapped to the documented gateway status."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import openai
+import orjson
+import pytest
+
+from tests.fakes.anthropic_upstream import fake_anthropic
+from tests.fakes.replay import ReplayUpstream, Reply
+from tests.sidecar.harness import Gateway
+from tests.sidecar.providers.e2e import MESSAGES, PROVIDER_KEY, TOOLS, client, gateway_for
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[ReplayUpstream]:
+    fake = await fake_anthropic().start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, upstream: ReplayUpstream) -> AsyncIterator[Gateway]:
+    gw = await gateway_for(tmp_path, "anthropic", "claude-sonnet-4-5", baseURL=upstream.url)
+    yield gw
+    await gw.close()
+
+
+async def test_plain_completion_with_usage(gateway: Gateway, upstream: ReplayUpstream) -> None:
+    async with client(gateway) as c:
+        raw = await c.chat.completions.with_raw_response.create(
+            model="chat", messages=[{"role": "system", "content": "Be brief."}, *MESSAGES])
+        result = raw.parse()
+    assert result.choices[0].message.content == "Hello from Claude"
+    assert result.choices[0].finish_reason == "stop"
+    assert result.usage is not None and result.usage.prompt_tokens == 20
+    assert raw.headers["x-llmgate-provider"] == "up"
+    sent = upstream.requests[0]
+    assert sent.path == "/v1/messages"
+    assert sent.headers["x-api-key"] == PROVIDER_KEY
+    assert sent.headers["anthropic-version"] == "2023-06-01"
+    assert sent.body["system"] == "Be brief."
+    assert sent.body["model"] == "claude-sonnet-4-5" and sent.body["max_tokens"] == 4096
+
+
+async def test_stream_with_usage(gateway: Gateway) -> None:
+    async with client(gateway) as c:
+        stream = await c.chat.completions.create(model="chat", messages=MESSAGES, stream=True,
+                                                 stream_options={"include_usage": True})
+        received = [chunk async for chunk in stream]
+    assert "".join(ch.choices[0].delta.content or "" for ch in received
+                   if ch.choices) == "Hello from Claude"
+    assert received[-1].usage is not None
+    assert (received[-1].usage.prompt_tokens, received[-1].usage.completion_tokens) == (30, 15)
+
+
+async def test_tool_call_plain_and_streamed(gateway: Gateway, upstream: ReplayUpstream) -> None:
+    async with client(gateway) as c:
+        result = await c.chat.completions.create(model="chat", messages=MESSAGES, tools=TOOLS)
+        stream = await c.chat.completions.create(model="chat", messages=MESSAGES, tools=TOOLS,
+                                                 stream=True)
+        received = [chunk async for chunk in stream]
+    call = result.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert call.function.name == "get_weather"  # type: ignore[union-attr]
+    assert orjson.loads(call.function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
+    assert result.choices[0].finish_reason == "tool_calls"
+    arguments = "".join(tc.function.arguments or "" for ch in received if ch.choices
+                        for tc in ch.choices[0].delta.tool_calls or [] if tc.function)
+    assert orjson.loads(arguments) == {"city": "Paris"}
+    assert upstream.requests[0].body["tools"][0]["input_schema"]["required"] == ["city"]
+
+
+async def test_n_greater_than_one_is_a_400_naming_n(gateway: Gateway,
+                                                    upstream: ReplayUpstream) -> None:
+    async with client(gateway) as c:
+        with pytest.raises(openai.BadRequestError) as info:
+            await c.chat.completions.create(model="chat", messages=MESSAGES, n=2)
+    assert info.value.body["param"] == "n"  # type: ignore[index]
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize(("reply", "status", "code"), [
+    (Reply("error_overloaded.json", status=529), 502, "upstream_server_error"),
+    (Reply("error_rate_limit.json", status=429, headers={"retry-after": "3"}), 429,
+     "upstream_rate_limited"),
+    (Reply("error_prompt_too_long.json", status=400), 400, "context_length_exceeded"),
+    (Reply("error_invalid.json", status=400), 400, "upstream_bad_request"),
+    (Reply("error_auth.json", status=401), 502, "upstream_auth_failed"),
+    (Reply(raw=b'{"type": "message", "content": 5}'), 502, "upstream_malformed_response"),
+])
+async def test_upstream_errors_map_to_gateway_statuses(gateway: Gateway,
+                                                       upstream: ReplayUpstream, reply: Reply,
+                                                       status: int, code: str) -> None:
+    upstream.script.append(reply)
+    async with client(gateway) as c:
+        with pytest.raises(openai.APIStatusError) as info:
+            await c.chat.completions.create(model="chat", messages=MESSAGES)
+    assert info.value.status_code == status
+    assert info.value.body["code"] == code  # type: ignore[index]
+    assert PROVIDER_KEY not in str(info.value.body)
+    if status == 429:
+        assert info.value.response.headers["retry-after"] == "3"
+
+
+@pytest.mark.parametrize("reply", [Reply("stream_error.sse"),
+                                   Reply("stream_text.sse", cut_after=4)])
+async def test_failure_mid_stream_ends_with_an_in_band_error(gateway: Gateway,
+                                                             upstream: ReplayUpstream,
+                                                             reply: Reply) -> None:
+    upstream.script.append(reply)
+    async with client(gateway) as c:
+        stream = await c.chat.completions.create(model="chat", messages=MESSAGES, stream=True)
+        received = []
+        with pytest.raises(openai.APIError, match="upstream failed mid-stream"):
+            async for chunk in stream:
+                received.append(chunk)
+    assert "".join(ch.choices[0].delta.content or "" for ch in received) == "Hello"
+
+
+async def test_overloaded_is_retried_by_the_default_retry_policy(
+        tmp_path: Path, upstream: ReplayUpstream) -> None:
+    gw = await gateway_for(tmp_path, "anthropic", "claude-sonnet-4-5", baseURL=upstream.url,
+                           route_spec={"retry": {"attempts": 2,
+                                                 "backoff": {"initial": "10ms", "max": "10ms"}}})
+    upstream.script.append(Reply("error_overloaded.json", status=529))
+    try:
+        async with client(gw) as c:
+            raw = await c.chat.completions.with_raw_response.create(model="chat",
+                                                                    messages=MESSAGES)
+        assert raw.parse().choices[0].message.content == "Hello from Claude"
+        assert raw.headers["x-llmgate-attempts"] == "2"
+    finally:
+        await gw.close()
