@@ -4,21 +4,27 @@
 `Accountant` admits it through the `Limiter` and settles the real cost from a task the app
 owns, so a client that disconnects mid-stream still gets its usage booked. When usage is
 unknown (a stream cut before its usage event) the reservation is booked: never less than
-what may have been spent. Handlers call it; it never talks HTTP.
+what may have been spent. Handlers call it; it never talks HTTP. Given the app's `Metrics`
+it also records cost, remaining budget and store latency (nothing else).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from llmgate_contract.config import Group, Route, Target, VirtualKey
 
-from llmgate_sidecar.limits import Limiter
+from llmgate_sidecar import tracing
+from llmgate_sidecar.errors import RateLimited
+from llmgate_sidecar.limits import UNLIMITED, Limiter
+from llmgate_sidecar.metrics import Metrics
 from llmgate_sidecar.pricing import estimate_input_tokens, price_for, requested_output_tokens
 from llmgate_sidecar.providers.base import Usage
 from llmgate_sidecar.runtime import Runtime
@@ -68,22 +74,36 @@ def usage_cost(runtime: Runtime, target: Target, usage: Usage) -> Decimal:
 
 
 class Accountant:
-    """Admission and settlement for one app; settlement tasks are awaited on shutdown."""
+    """Admission and settlement for one app; settlement tasks are awaited on shutdown.
+
+    With `metrics`, store calls are timed (and spanned when tracing), booked cost is
+    counted and a budgeted key's remaining USD is read back after each settlement."""
 
     def __init__(self, limiter: Limiter) -> None:
         self.limiter = limiter
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def admit(self, runtime: Runtime, policy: VirtualKey,
-                    planned: Reservation) -> Ticket:
+    async def admit(self, runtime: Runtime, policy: VirtualKey, planned: Reservation,
+                    metrics: Metrics | None = None) -> Ticket:
+        if metrics is None:
+            return await self._admit(runtime, policy, planned)
+        metrics.watch_store(self.limiter.store)
+        with self._timed(metrics, "admit"):
+            return await self._admit(runtime, policy, planned)
+
+    async def _admit(self, runtime: Runtime, policy: VirtualKey,
+                     planned: Reservation) -> Ticket:
         return await self.limiter.admit(
             policy, namespace=runtime.namespace,
             estimated_tokens=planned.input_tokens + planned.output_tokens,
             reserve_usd=planned.usd)
 
     def settle_later(self, ticket: Ticket, planned: Reservation, runtime: Runtime,
-                     target: Target | None, usage: Usage | None) -> None:
-        """Book the request's real cost in the background (survives the client leaving)."""
+                     target: Target | None, usage: Usage | None, *,
+                     metrics: Metrics | None = None, route: str = "",
+                     policy: VirtualKey | None = None) -> Decimal:
+        """Book the request's real cost in the background (survives the client leaving);
+        returns the cost booked."""
         if usage is not None and usage.known and target is not None:
             tokens = usage.prompt_tokens + usage.completion_tokens
             cost = usage_cost(runtime, target, usage)
@@ -91,17 +111,63 @@ class Accountant:
             tokens, cost = 0, Decimal(0)  # no upstream answered: nothing was spent
         else:
             tokens, cost = planned.input_tokens + planned.output_tokens, planned.usd
+        observe = None
+        if metrics is not None and policy is not None:
+            if target is not None:
+                metrics.cost.labels(route, target.provider, target.model,
+                                    policy.name).inc(float(cost))
+            if ticket.origin != UNLIMITED:
+                observe = (metrics, policy, runtime.namespace)
         task = asyncio.get_running_loop().create_task(
-            self._settle(ticket, tokens, cost), name="llmgate-settle")
+            self._settle(ticket, tokens, cost, observe), name="llmgate-settle")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return cost
 
-    async def _settle(self, ticket: Ticket, tokens: int, cost: Decimal) -> None:
+    async def _settle(self, ticket: Ticket, tokens: int, cost: Decimal,
+                      observe: tuple[Metrics, VirtualKey, str] | None = None) -> None:
         try:
-            await self.limiter.settle(ticket, tokens=tokens, cost_usd=cost)
+            if observe is None:
+                await self.limiter.settle(ticket, tokens=tokens, cost_usd=cost)
+                return
+            metrics, policy, namespace = observe
+            with self._timed(metrics, "settle"):
+                await self.limiter.settle(ticket, tokens=tokens, cost_usd=cost)
         except Exception:
             # The store's lease releases the reservation eventually; say that it happened.
             log.exception("settling usage failed", extra={"scope": ticket.scope})
+            return
+        if policy.budget is not None:
+            await self._publish_remaining(metrics, policy, namespace)
+
+    async def _publish_remaining(self, metrics: Metrics, policy: VirtualKey,
+                                 namespace: str) -> None:
+        assert policy.budget is not None
+        try:
+            with self._timed(metrics, "spend"):
+                status = await self.limiter.spend(policy, namespace=namespace)
+        except Exception:
+            return  # store down: counted by _timed; the gauge keeps its last value
+        remaining = max(Decimal(0), policy.budget.limit - status.spent)
+        metrics.budget_remaining.labels(policy.name).set(float(remaining))
+
+    @contextmanager
+    def _timed(self, metrics: Metrics, operation: str) -> Iterator[None]:
+        """Time (and trace) one store call; errors are counted, then propagate."""
+        store = str(getattr(self.limiter.store, "origin", "unknown"))
+        started = time.perf_counter()
+        with tracing.span(f"llmgate.store {operation}", {"db.system.name": store,
+                                                          "db.operation.name": operation}):
+            try:
+                yield
+            except RateLimited:
+                raise  # a refusal is the store working
+            except Exception:
+                metrics.store_errors.labels(operation, store).inc()
+                raise
+            finally:
+                metrics.store_duration.labels(operation, store).observe(
+                    time.perf_counter() - started)
 
     async def drain(self) -> None:
         if self._tasks:

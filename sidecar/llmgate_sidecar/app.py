@@ -103,7 +103,9 @@ def create_app(settings: SidecarSettings, *, metrics: Metrics | None = None,
     app[METRICS] = metrics or Metrics()
     app[ROUTER] = router or Router(app[METRICS])
     app[TRANSPORTS] = Transports()
-    app[ACCOUNTANT] = Accountant(Limiter(store or create_store(settings)))
+    store = store or create_store(settings)
+    app[METRICS].watch_store(store)
+    app[ACCOUNTANT] = Accountant(Limiter(store))
     app[CONFIG] = ConfigSource(Path(settings.config_dir), Path(settings.credentials_dir),
                                app[TRANSPORTS], on_reload=app[METRICS].config_loaded,
                                interval=settings.reload_interval)

@@ -8,6 +8,7 @@ never a clean-looking end. Errors are raised as `GatewayError`s for the app's mi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -22,8 +23,9 @@ from llmgate_sidecar.accounting import reservation
 from llmgate_sidecar.auth import allows, authenticate, check_model
 from llmgate_sidecar.errors import BadRequest, NotFound, Unavailable, UpstreamError
 from llmgate_sidecar.inbound import parse_chat
+from llmgate_sidecar.metrics import RequestRecord, observed
 from llmgate_sidecar.providers.base import Usage
-from llmgate_sidecar.routing import Served
+from llmgate_sidecar.routing import Served, StreamInterrupted
 from llmgate_sidecar.runtime import Runtime
 from llmgate_sidecar.sse import encode
 from llmgate_sidecar.state import (
@@ -84,57 +86,50 @@ def select_group(route: Route, headers: Mapping[str, str], metadata: Mapping[str
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    started = time.perf_counter()
     app = request.app
-    runtime = current_runtime(request)
-    chat = parse_chat(await request.read())
-    policy = caller(request, runtime)
-    route = runtime.routes_by_model.get(chat.model)
-    if route is None:
-        raise NotFound(f"the model {chat.model!r} does not exist or is not served here")
-    check_model(policy, chat.model, route.model)
-    group = select_group(route, request.headers, request_metadata(request.headers), policy.name)
-    accountant = app[ACCOUNTANT]
-    planned = reservation(runtime, route, group, chat.body)
-    ticket = await accountant.admit(runtime, policy, planned)
-    metrics = app[METRICS]
-    metrics.in_flight.inc()
-    status_class, served, usage = "5xx", None, None
-    try:
-        served = await app[ROUTER].serve(runtime, route, chat.body, stream=chat.stream,
-                                         include_usage=chat.include_usage,
-                                         group_override=group)
-        headers = response_headers(request, route, served)
-        if served.stream is None:
-            assert served.payload is not None
-            overhead = time.perf_counter() - started - served.upstream_seconds
-            headers["x-llmgate-overhead-ms"] = f"{overhead * 1000:.3f}"
-            metrics.overhead.labels("false").observe(overhead)
-            status_class, usage = "2xx", served.usage
-            record_usage(metrics, route, served, policy, usage)
-            return web.Response(body=served.payload, content_type="application/json",
-                                headers=headers)
-        status_class, usage = await stream_out(request, route, served, policy, headers, started)
-        return request[STREAM_RESPONSE]
-    except Exception as exc:
-        status_class = f"{getattr(exc, 'status', 500) // 100}xx"
-        raise
-    finally:
-        accountant.settle_later(ticket, planned, runtime, served.target if served else None,
-                                usage)
-        metrics.in_flight.dec()
-        elapsed = time.perf_counter() - started
-        metrics.duration.labels(route.name, str(chat.stream).lower()).observe(elapsed)
-        provider = served.target.provider if served else "none"
-        model = served.target.model if served else "none"
-        metrics.requests.labels(route.name, provider, model, policy.name, status_class).inc()
-        log.info("request", extra={
-            "request_id": request.get(REQUEST_ID), "route": route.name,
-            "provider": provider, "model": model, "virtual_key": policy.name,
-            "status_class": status_class, "stream": chat.stream,
-            "attempts": served.attempts if served else None,
-            "fallbacks": served.fallbacks if served else None,
-            "duration_ms": round(elapsed * 1000, 3)})
+    metrics, accountant = app[METRICS], app[ACCOUNTANT]
+    with observed(metrics, RequestRecord(request[REQUEST_ID]), request.headers) as record:
+        runtime = current_runtime(request)
+        chat = parse_chat(await request.read())
+        record.stream = chat.stream
+        policy = caller(request, runtime)
+        record.virtual_key = policy.name
+        route = runtime.routes_by_model.get(chat.model)
+        if route is None:
+            raise NotFound(f"the model {chat.model!r} does not exist or is not served here")
+        record.route = route.name
+        check_model(policy, chat.model, route.model)
+        group = select_group(route, request.headers, request_metadata(request.headers),
+                             policy.name)
+        planned = reservation(runtime, route, group, chat.body)
+        ticket = await accountant.admit(runtime, policy, planned, metrics)
+        metrics.in_flight.inc()
+        served, usage = None, None
+        try:
+            served = await app[ROUTER].serve(runtime, route, chat.body, stream=chat.stream,
+                                             include_usage=chat.include_usage,
+                                             group_override=group)
+            record.served(served)
+            headers = response_headers(request, route, served)
+            if served.stream is None:
+                assert served.payload is not None
+                overhead = time.perf_counter() - record.started - served.upstream_seconds
+                headers["x-llmgate-overhead-ms"] = f"{overhead * 1000:.3f}"
+                metrics.overhead.labels("false").observe(overhead)
+                usage = served.usage
+                record_usage(metrics, route, served, policy, usage)
+                record.answered("2xx", usage, overhead)
+                return web.Response(body=served.payload, content_type="application/json",
+                                    headers=headers)
+            status_class, usage = await stream_out(request, route, served, policy, headers,
+                                                   record.started)
+            record.answered(status_class, usage, headers.get("x-llmgate-overhead-ms"))
+            return request[STREAM_RESPONSE]
+        finally:
+            metrics.in_flight.dec()
+            record.cost_usd = accountant.settle_later(
+                ticket, planned, runtime, served.target if served else None, usage,
+                metrics=metrics, route=route.name, policy=policy)
 
 
 def response_headers(request: web.Request, route: Route, served: Served) -> dict[str, str]:
@@ -155,9 +150,14 @@ def record_usage(metrics: Any, route: Route, served: Served, policy: VirtualKey,
 
 async def stream_out(request: web.Request, route: Route, served: Served, policy: VirtualKey,
                      headers: dict[str, str], started: float) -> tuple[str, Usage | None]:
-    """Write the committed stream; returns the status class and the usage learnt."""
+    """Write the committed stream; returns the status class and the usage learnt.
+
+    After the first byte nothing can fall back: an upstream failure (or a shutdown whose
+    grace ran out) ends the stream with an in-band error event and no `[DONE]`; a client
+    that goes away closes the upstream promptly (see routing.CommittedStream)."""
     metrics = request.app[METRICS]
-    assert served.stream is not None
+    stream = served.stream
+    assert stream is not None
     overhead = time.perf_counter() - started - served.upstream_seconds
     headers["x-llmgate-overhead-ms"] = f"{overhead * 1000:.3f}"
     metrics.overhead.labels("true").observe(overhead)
@@ -166,10 +166,11 @@ async def stream_out(request: web.Request, route: Route, served: Served, policy:
         "X-Accel-Buffering": "no"})
     request[STREAM_RESPONSE] = response
     usage: Usage | None = None
-    first = True
+    first, error = True, None
     try:
         await response.prepare(request)
-        async for item in served.stream:
+        stream.stop_when(lambda: request.transport is None or request.transport.is_closing())
+        async for item in stream:
             if item.downstream:
                 await response.write(item.downstream)
                 if first:
@@ -181,19 +182,33 @@ async def stream_out(request: web.Request, route: Route, served: Served, policy:
         await response.write_eof()
         return "2xx", usage
     except UpstreamError as exc:
-        # Committed already: tell the client in-band so no SDK mistakes this for success.
         metrics.stream_errors.labels(route.name, exc.error_class).inc()
         metrics.upstream_errors.labels(served.target.provider, exc.error_class).inc()
-        await _write_quietly(response, encode({"error": {
-            "message": f"upstream failed mid-stream: {exc.message}", "type": "upstream_error",
-            "code": exc.error_class, "param": None}}))
+        error = ("upstream_error", exc.error_class, f"upstream failed mid-stream: {exc.message}")
         return "5xx", usage
     except (ConnectionResetError, ConnectionError):
         metrics.stream_errors.labels(route.name, "clientDisconnected").inc()
         return "499", usage
+    except StreamInterrupted:
+        metrics.stream_errors.labels(route.name, "shutdown").inc()
+        error = ("server_error", "shutdown", "the gateway is shutting down; stream cut short")
+        return "5xx", usage
+    except asyncio.CancelledError:
+        metrics.stream_errors.labels(route.name, "cancelled").inc()
+        error = ("server_error", "shutdown", "the gateway is shutting down; stream cut short")
+        raise
+    except Exception:
+        log.exception("stream failed", extra={"request_id": request.get(REQUEST_ID)})
+        metrics.stream_errors.labels(route.name, "internal").inc()
+        error = ("server_error", "internal_error", "internal gateway error mid-stream")
+        return "5xx", usage
     finally:
-        await served.stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
         record_usage(metrics, route, served, policy, usage)
+        if error is not None and response.prepared:
+            # Committed already: tell the client in-band so no SDK mistakes this for success.
+            await _write_quietly(response, encode({"error": {
+                "type": error[0], "code": error[1], "message": error[2], "param": None}}))
 
 
 async def _write_quietly(response: web.StreamResponse, data: bytes) -> None:

@@ -2,13 +2,26 @@
 
 One `Metrics` per app, created in `create_app` and passed to whoever records. Labels are
 route / provider / model names from the compiled config (bounded by the config), virtual
-key *names* (never a key), status classes and error classes; never a prompt or a raw key.
-Requests for names outside the config are recorded under the label value `unknown`.
+key *names* (never a key), status classes, error classes and fixed reason sets; never a
+prompt, a raw key or a name a client made up (those become `unknown`). `observed` wraps one
+API request: it fills the request counter, the duration histogram, the one JSON log line
+and the request span from a `RequestRecord` the handler fills in as it goes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from llmgate_sidecar import logs, tracing
 
 # From 100 µs (gateway overhead) to minutes (long generations).
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -16,12 +29,80 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01,
                     0.025, 0.05, 0.1, 0.25, 1.0)
 UNKNOWN = "unknown"
+NONE = "none"
+
+# `llmgate_rejections_total{reason}`: the only values the label can take.
+REJECTION_REASONS = ("rate_limit_requests", "rate_limit_tokens", "parallel", "budget",
+                     "auth", "forbidden", "guardrail", "not_found", "bad_request",
+                     "too_large", "unavailable", "upstream", "internal", "other")
+_LIMIT_KINDS = {"requests": "rate_limit_requests", "tokens": "rate_limit_tokens",
+                "parallel": "parallel", "budget": "budget"}
+_CODE_REASONS = {
+    "invalid_api_key": "auth", "missing_api_key": "auth", "key_rotated": "auth",
+    "key_disabled": "auth", "key_expired": "auth",
+    "model_not_allowed": "forbidden", "guardrail_blocked": "guardrail",
+    "input_too_large": "guardrail", "model_not_found": "not_found",
+    "unknown_url": "not_found", "bad_request": "bad_request", "invalid_json": "bad_request",
+    "invalid_type": "bad_request", "invalid_metadata": "bad_request",
+    "method_not_allowed": "bad_request", "too_large": "too_large",
+    "request_too_large": "too_large", "config_not_loaded": "unavailable",
+    "service_unavailable": "unavailable", "context_length_exceeded": "upstream",
+    "content_filter": "upstream", "internal": "internal", "internal_error": "internal"}
+
+
+def rejection_reason(raw: str) -> str:
+    """Map an error code (or `code:kind` for limits) onto `REJECTION_REASONS`."""
+    code, _, kind = raw.partition(":")
+    if kind:
+        return _LIMIT_KINDS.get(kind, "other")
+    if code.startswith("upstream_"):
+        return "upstream"
+    return _CODE_REASONS.get(code, "other")
+
+
+class _Rejections:
+    """`llmgate_rejections_total` behind a `labels(raw)` that can only yield known reasons:
+    the app's middleware passes error codes; this keeps the label set fixed."""
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+
+    def labels(self, raw: str) -> Counter:
+        return self.counter.labels(rejection_reason(raw))
+
+
+class _StoreHealth:
+    """Collects the Redis store's health counters at scrape time (nothing on the hot path)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self.collect())
+
+    def collect(self) -> Iterator[Metric]:
+        health = self.store.health
+        yield CounterMetricFamily("llmgate_redis_errors", "Redis calls of the limit store "
+                                  "that failed", value=health.errors)
+        yield CounterMetricFamily("llmgate_redis_local_admits", "Requests admitted by "
+                                  "per-pod limits because Redis failed (failOpen)",
+                                  value=health.fallbacks)
+        yield GaugeMetricFamily("llmgate_redis_degraded", "1 while limits are enforced per "
+                                "pod because Redis is unreachable", value=int(health.degraded))
+        yield GaugeMetricFamily("llmgate_redis_pending_settlements", "Settlements queued "
+                                "until Redis answers again", value=health.pending)
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
-        r = self.registry
+        self._define_traffic(self.registry)
+        self._define_upstream(self.registry)
+        self._define_limits(self.registry)
+        self._generation: str | None = None
+        self._watched: Any = None
+
+    def _define_traffic(self, r: CollectorRegistry) -> None:
         self.requests = Counter("llmgate_requests", "Requests answered, by outcome",
                                 ["route", "provider", "model", "virtual_key", "status_class"],
                                 registry=r)
@@ -37,8 +118,20 @@ class Metrics:
         self.tokens = Counter("llmgate_tokens", "Tokens reported by upstream usage",
                               ["route", "provider", "model", "virtual_key", "direction"],
                               registry=r)
+        self.cost = Counter("llmgate_cost_usd", "Cost in USD booked against budgets: priced "
+                            "from upstream usage, or the reservation when usage is unknown",
+                            ["route", "provider", "model", "virtual_key"], registry=r)
         self.in_flight = Gauge("llmgate_in_flight_requests",
                                "Requests being served now (the HPA signal)", registry=r)
+        self.cache = Counter("llmgate_cache_requests", "Response cache lookups by result "
+                             "(hit, miss, refresh, bypass)", ["route", "result"], registry=r)
+        self.config_generation = Gauge("llmgate_config_info",
+                                       "The loaded config generation (value is always 1)",
+                                       ["generation"], registry=r)
+        self.config_reloads = Counter("llmgate_config_reloads", "Config loads by result",
+                                      ["result"], registry=r)
+
+    def _define_upstream(self, r: CollectorRegistry) -> None:
         self.attempts = Counter("llmgate_upstream_attempts", "Upstream attempts by outcome",
                                 ["provider", "model", "outcome"], registry=r)
         self.upstream_errors = Counter("llmgate_upstream_errors",
@@ -52,18 +145,34 @@ class Metrics:
                                      "Streams ended by an upstream failure after the first "
                                      "byte, or by the client going away",
                                      ["route", "reason"], registry=r)
-        self.rejections = Counter("llmgate_rejections",
-                                  "Requests refused before any upstream call, by reason",
-                                  ["reason"], registry=r)
         self.circuit_open = Gauge("llmgate_circuit_open",
                                   "1 while the circuit breaker of a target is open",
                                   ["provider", "model"], registry=r)
-        self.config_generation = Gauge("llmgate_config_info",
-                                       "The loaded config generation (value is always 1)",
-                                       ["generation"], registry=r)
-        self.config_reloads = Counter("llmgate_config_reloads", "Config loads by result",
-                                      ["result"], registry=r)
-        self._generation: str | None = None
+
+    def _define_limits(self, r: CollectorRegistry) -> None:
+        self.rejections = _Rejections(Counter(
+            "llmgate_rejections", "Requests answered with a gateway error, by reason "
+            "(limits and budgets by kind; upstream = every target failed)", ["reason"],
+            registry=r))
+        self.budget_remaining = Gauge("llmgate_budget_remaining_usd",
+                                      "USD left in the current budget period of a virtual "
+                                      "key, as of its last settled request",
+                                      ["virtual_key"], registry=r)
+        self.store_duration = Histogram("llmgate_store_duration_seconds",
+                                        "Latency of one limit-store call (a Redis round "
+                                        "trip, or in memory)", ["operation", "store"],
+                                        buckets=OVERHEAD_BUCKETS, registry=r)
+        self.store_errors = Counter("llmgate_store_errors", "Limit-store calls that raised",
+                                    ["operation", "store"], registry=r)
+
+    def watch_store(self, store: Any) -> None:
+        """Export a Redis store's health counters (idempotent; ignores stores without)."""
+        if store is self._watched or not hasattr(store, "health"):
+            return
+        if self._watched is not None:
+            raise ValueError("Metrics already watches another store")
+        self._watched = store
+        self.registry.register(_StoreHealth(store))
 
     def config_loaded(self, result: str, generation: str | None) -> None:
         self.config_reloads.labels(result).inc()
@@ -72,3 +181,81 @@ class Metrics:
                 self.config_generation.remove(self._generation)
             self.config_generation.labels(generation).set(1)
             self._generation = generation
+
+    def finish(self, record: RequestRecord, elapsed: float) -> None:
+        self.duration.labels(record.route, str(record.stream).lower()).observe(elapsed)
+        self.requests.labels(record.route, record.provider, record.model, record.virtual_key,
+                             record.status_class).inc()
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What one API request did, filled in by the handler as it learns it.
+
+    Every field is bounded or numeric: names come from the config, `error` is an error
+    code; nothing the client sent is stored verbatim."""
+
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+    stream: bool = False
+    route: str = UNKNOWN
+    virtual_key: str = UNKNOWN
+    provider: str = NONE
+    model: str = NONE
+    status: int = 500
+    status_class: str = "5xx"
+    attempts: int = 0
+    fallbacks: list[str] = field(default_factory=list)
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: Decimal | None = None
+    overhead_s: float | None = None
+    error: str | None = None
+
+    def served(self, served: Any) -> None:
+        """The committed upstream answer (a routing.Served)."""
+        self.provider, self.model = served.target.provider, served.target.model
+        self.attempts, self.fallbacks = served.attempts, list(served.fallbacks)
+
+    def answered(self, status_class: str, usage: Any, overhead: str | float | None) -> None:
+        """The response went out (`overhead`: seconds, or the header's milliseconds)."""
+        self.status_class = status_class
+        self.status = 499 if status_class == "499" else 200
+        if status_class == "5xx":
+            self.error = "upstream_stream_failed"
+        if usage is not None and usage.known:
+            self.input_tokens, self.output_tokens = usage.prompt_tokens, usage.completion_tokens
+        if isinstance(overhead, str):
+            self.overhead_s = float(overhead) / 1000
+        elif overhead is not None:
+            self.overhead_s = overhead
+
+    def failed(self, exc: BaseException) -> None:
+        if isinstance(exc, asyncio.CancelledError):  # the client went away before an answer
+            self.status, self.status_class, self.error = 499, "499", "client_disconnected"
+            return
+        status = getattr(exc, "status", None)
+        self.status = status if isinstance(status, int) else 500
+        self.status_class = f"{self.status // 100}xx"
+        code = getattr(exc, "code", None)
+        self.error = code if isinstance(code, str) else "internal_error"
+        self.attempts = getattr(exc, "attempts", self.attempts)
+
+
+@contextmanager
+def observed(metrics: Metrics, record: RequestRecord,
+             headers: Mapping[str, str]) -> Iterator[RequestRecord]:
+    """Around one API request: metrics, the one log line and the span, on every outcome."""
+    with tracing.request_span(headers) as span:
+        try:
+            yield record
+        except BaseException as exc:
+            if record.status == 500 and record.error is None:  # raised before answering
+                record.failed(exc)
+            raise
+        finally:
+            elapsed = time.perf_counter() - record.started
+            metrics.finish(record, elapsed)
+            logs.log_request(record, elapsed)
+            tracing.annotate(span, record)
+

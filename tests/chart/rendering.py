@@ -29,6 +29,7 @@ ALL_FEATURES: dict[str, Any] = {
                 "podMonitor": {"enabled": True}},
     "podDisruptionBudget": {"minAvailable": 1},
     "redis": {"enabled": True},
+    "grafana": {"dashboard": {"enabled": True}},
 }
 
 
