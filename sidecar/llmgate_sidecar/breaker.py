@@ -3,7 +3,9 @@
 Closed: failures inside `window` are counted; at `failures` the breaker opens and the target
 is skipped for `cooldown`; then one request is let through (half-open) and its outcome closes
 or re-opens the breaker. Only failures that say the target is unhealthy count (server error,
-timeout, connection error, malformed payload), not the caller's bad request.
+timeout, connection error, malformed payload, rejected credentials), not the caller's bad
+request or a 429; a success clears the count. Routing calls `allow` before and `record`
+after every attempt (and after a committed stream that fails mid-way).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 
 from llmgate_contract.config import CircuitBreaker
 
-UNHEALTHY = frozenset({"serverError", "timeout", "connectionError", "malformed"})
+UNHEALTHY = frozenset({"serverError", "timeout", "connectionError", "malformed", "auth"})
 
 
 @dataclass
@@ -54,7 +56,14 @@ class Breakers:
         key = (provider, model)
         state = self._states.setdefault(key, _State())
         now = self._clock()
-        if error_class is None or error_class not in UNHEALTHY:
+        if error_class is not None and error_class not in UNHEALTHY:
+            # A 429 or a rejected request proves the target answers, but is no success:
+            # it neither counts as a failure nor clears the ones counted, except that it
+            # ends a half-open probe (the target is reachable again).
+            if not state.probe_started:
+                return
+            error_class = None
+        if error_class is None:
             if state.open_until:
                 self._on_change(provider, model, False)
             state.failures.clear()

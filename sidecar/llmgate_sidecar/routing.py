@@ -1,21 +1,25 @@
 """Routing: try a route's targets in strategy order with retries, fallbacks and breakers.
 
-Owns the upstream I/O of one request until the response is committed. Decisions are made on
-`UpstreamError.error_class`, never on message text:
+Owns the upstream I/O of one request until the response is committed, and the committed
+stream's reads afterwards. Decisions are made on `UpstreamError.error_class`, never on text:
 - the same target is retried (exponential backoff, full jitter, honouring Retry-After) while
-  the class is retriable and attempts remain;
+  the class is retriable, its status is in `retry.onStatus` and attempts and deadline allow;
 - then the next target is tried if the class is in the route's `fallbackOn`;
 - for streams the first upstream chunk is pulled here, before the client sees a byte, so a
-  failure up to that point still falls back. After that the app owns the stream.
+  failure up to that point still falls back. After that `CommittedStream` bounds every read
+  (idle gap and route deadline) and the handler reports failures in-band.
+Exact semantics: docs/routing.md. Called by the request handlers; never writes downstream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from llmgate_contract.config import Route, Target
@@ -23,14 +27,22 @@ from llmgate_contract.config import Route, Target
 from llmgate_sidecar.breaker import Breakers
 from llmgate_sidecar.errors import UpstreamError, UpstreamFailed
 from llmgate_sidecar.metrics import Metrics
+from llmgate_sidecar.pricing import price_for
 from llmgate_sidecar.providers.base import StreamDecoder, StreamItem, Usage
 from llmgate_sidecar.runtime import Runtime, Upstream
-from llmgate_sidecar.strategies import TargetStats, order
+from llmgate_sidecar.strategies import PriceOf, TargetStats, order
 
+log = logging.getLogger("llmgate.routing")
 MAX_ERROR_BODY = 64 * 1024
-# A malformed upstream payload is, for fallback purposes, a server error.
-_FALLBACK_CLASS = {"malformed": "serverError"}
+# Provider-side faults that are not in the fallbackOn vocabulary fall back like a server
+# error: a malformed payload, or a provider whose credentials were rejected.
+_FALLBACK_CLASS = {"malformed": "serverError", "auth": "serverError"}
 _CEILING_PARAMS = frozenset({"max_tokens", "max_completion_tokens"})
+# Longest silence tolerated between two chunks of a committed stream when the target sets
+# no `timeout`: a stalled upstream must end the stream, not hang it.
+STREAM_IDLE_DEFAULT = 300.0
+# How often a committed stream checks whether its client is still connected.
+DISCONNECT_POLL = 0.2
 
 
 @dataclass(slots=True)
@@ -43,8 +55,15 @@ class Served:
     upstream_seconds: float
     payload: bytes | None = None
     usage: Usage | None = None
-    stream: AsyncIterator[StreamItem] | None = None
+    stream: CommittedStream | None = None
     fallbacks: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Tally:
+    attempts: int = 0
+    fallbacks: list[str] = field(default_factory=list)
+    last: UpstreamError | None = None
 
 
 def shape_body(body: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +80,18 @@ def shape_body(body: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     return shaped
 
 
+def pricer(runtime: Runtime) -> PriceOf:
+    """USD per million input + output tokens of a target; None when the model is unpriced."""
+    def price_of(target: Target) -> Decimal | None:
+        upstream = runtime.upstreams.get(target.provider)
+        price = price_for(target.model, upstream.provider.pricing if upstream else None)
+        return price.input_per_million + price.output_per_million if price.priced else None
+    return price_of
+
+
 class Router:
+    """One per app: breakers and target stats live here, shared by every request."""
+
     def __init__(self, metrics: Metrics, *, stats: TargetStats | None = None,
                  breakers: Breakers | None = None, rng: random.Random | None = None,
                  clock: Callable[[], float] = time.monotonic,
@@ -71,6 +101,14 @@ class Router:
         self.breakers = breakers or Breakers(clock=clock, on_change=self._breaker_changed)
         self._rng = rng or random.Random()
         self._clock, self._sleep = clock, sleep
+        self.open_streams: set[CommittedStream] = set()
+
+    def interrupt_streams(self) -> int:
+        """End every committed stream at its next read (shutdown); returns how many."""
+        streams = list(self.open_streams)
+        for stream in streams:
+            stream.interrupt()
+        return len(streams)
 
     def _breaker_changed(self, provider: str, model: str, is_open: bool) -> None:
         self.metrics.circuit_open.labels(provider, model).set(1 if is_open else 0)
@@ -78,48 +116,62 @@ class Router:
     async def serve(self, runtime: Runtime, route: Route, body: dict[str, Any], *,
                     stream: bool, include_usage: bool, group_override: Any = None) -> Served:
         deadline = self._clock() + route.timeout if route.timeout else None
-        targets = order(group_override or route.group, self.stats, self._rng)
-        attempts, fallbacks = 0, []
-        last: UpstreamError | None = None
+        targets = order(group_override or route.group, self.stats, self._rng, pricer(runtime))
+        tally = _Tally()
         for index, target in enumerate(targets):
+            more = index + 1 < len(targets)
             upstream = runtime.upstreams.get(target.provider)
             if upstream is None or not self.breakers.allow(route.circuit_breaker,
                                                            target.provider, target.model):
                 reason = "unsupported" if upstream is None else "circuitOpen"
-                if index + 1 < len(targets):
-                    fallbacks.append(reason)
-                    self.metrics.fallbacks.labels(route.name, reason).inc()
-                last = last or UpstreamError(
+                self._fell_back(route, tally, reason, more)
+                tally.last = tally.last or UpstreamError(
                     "connectionError", f"{target.provider}: target skipped ({reason})",
                     provider=target.provider, model=target.model)
                 continue
-            for attempt in range(route.retry.attempts):
-                attempts += 1
-                try:
-                    served = await self._attempt(upstream, target, route, body, stream,
-                                                 include_usage, deadline)
-                except UpstreamError as exc:
-                    last = exc
-                    self._failed(route, target, exc)
-                    wait = self._retry_wait(route, exc, attempt, deadline)
-                    if wait is None:
-                        break
-                    self.metrics.retries.labels(route.name).inc()
-                    await self._sleep(wait)
-                    continue
-                served.attempts, served.fallbacks = attempts, fallbacks
-                self.breakers.record(route.circuit_breaker, target.provider, target.model, None)
+            served = await self._try_target(upstream, target, route, body, stream,
+                                            include_usage, deadline, tally)
+            if served is not None:
                 return served
-            assert last is not None
-            fallback_class = _FALLBACK_CLASS.get(last.error_class, last.error_class)
+            assert tally.last is not None
+            fallback_class = _FALLBACK_CLASS.get(tally.last.error_class, tally.last.error_class)
             if fallback_class not in route.fallback_on or self._expired(deadline):
                 break
-            if index + 1 < len(targets):
-                fallbacks.append(fallback_class)
-                self.metrics.fallbacks.labels(route.name, fallback_class).inc()
-        if last is None:
-            last = UpstreamError("connectionError", "route has no usable target")
-        raise UpstreamFailed(last, attempts)
+            self._fell_back(route, tally, fallback_class, more)
+        last = tally.last or UpstreamError("connectionError", "route has no usable target")
+        raise UpstreamFailed(last, tally.attempts)
+
+    def _fell_back(self, route: Route, tally: _Tally, reason: str, more: bool) -> None:
+        if more:
+            tally.fallbacks.append(reason)
+            self.metrics.fallbacks.labels(route.name, reason).inc()
+
+    async def _try_target(self, upstream: Upstream, target: Target, route: Route,
+                          body: dict[str, Any], stream: bool, include_usage: bool,
+                          deadline: float | None, tally: _Tally) -> Served | None:
+        """Attempts at one target; the committed answer, or None with `tally.last` set."""
+        for attempt in range(route.retry.attempts):
+            tally.attempts += 1
+            try:
+                served = await self._attempt(upstream, target, route, body, stream,
+                                             include_usage, deadline)
+            except UpstreamError as exc:
+                tally.last = exc
+                self._failed(route, target, exc)
+                wait = self._retry_wait(route, exc, attempt, deadline)
+                log.info("upstream attempt failed", extra={
+                    "route": route.name, "provider": target.provider, "model": target.model,
+                    "attempt": tally.attempts, "error_class": exc.error_class,
+                    "upstream_status": exc.status, "retry_in_s": wait})
+                if wait is None:
+                    return None
+                self.metrics.retries.labels(route.name).inc()
+                await self._sleep(wait)
+                continue
+            served.attempts, served.fallbacks = tally.attempts, tally.fallbacks
+            self.breakers.record(route.circuit_breaker, target.provider, target.model, None)
+            return served
+        return None
 
     def _failed(self, route: Route, target: Target, exc: UpstreamError) -> None:
         self.metrics.attempts.labels(target.provider, target.model, "error").inc()
@@ -137,6 +189,9 @@ class Router:
         backoff = route.retry.backoff
         wait = self._rng.uniform(0, min(backoff.max, backoff.initial * 2 ** attempt))
         if exc.retry_after is not None:
+            # The upstream asks for more patience than the route allows: try elsewhere.
+            if exc.retry_after > backoff.max:
+                return None
             wait = max(wait, exc.retry_after)
         if deadline is not None and self._clock() + wait >= deadline:
             return None
@@ -145,9 +200,8 @@ class Router:
     def _expired(self, deadline: float | None) -> bool:
         return deadline is not None and self._clock() >= deadline
 
-    async def _attempt(self, upstream: Upstream, target: Target, route: Route,
-                       body: dict[str, Any], stream: bool, include_usage: bool,
-                       deadline: float | None) -> Served:
+    def _attempt_timeout(self, route: Route, target: Target,
+                         deadline: float | None) -> float | None:
         timeout = target.timeout
         if deadline is not None:
             remaining = deadline - self._clock()
@@ -155,6 +209,12 @@ class Router:
                 raise UpstreamError("timeout", f"route {route.name}: deadline exceeded",
                                     provider=target.provider, model=target.model)
             timeout = min(timeout, remaining) if timeout else remaining
+        return timeout
+
+    async def _attempt(self, upstream: Upstream, target: Target, route: Route,
+                       body: dict[str, Any], stream: bool, include_usage: bool,
+                       deadline: float | None) -> Served:
+        timeout = self._attempt_timeout(route, target, deadline)
         prepare = getattr(upstream.adapter, "prepare", None)
         if prepare is not None:
             # I/O an adapter needs before it can translate (e.g. an OAuth token refresh).
@@ -164,6 +224,7 @@ class Router:
         started = self._clock()
         self.stats.started(target)
         seconds: float | None = None
+        committed = False
         try:
             async with asyncio.timeout(timeout):
                 response = await upstream.transport.send(
@@ -178,22 +239,166 @@ class Router:
                     items = _translate(response.events(), decoder)
                     first = await anext(items)
                     seconds = self._clock() - started
-                    return Served(target, upstream, 0, seconds, stream=_prepend(first, items))
+                    committed = True
+                    return Served(target, upstream, 0, seconds, stream=self._committed(
+                        first, items, route, target, deadline))
                 payload = await response.read()
                 seconds = self._clock() - started
                 translated, usage = upstream.adapter.chat_response(payload, target)
                 return Served(target, upstream, 0, seconds, payload=translated, usage=usage)
         except TimeoutError:
             raise UpstreamError("timeout", f"{target.provider}: no answer within "
-                                f"{timeout:.1f}s", provider=target.provider,
+                                f"{timeout or 0:.1f}s", provider=target.provider,
                                 model=target.model) from None
         except StopAsyncIteration:
             raise UpstreamError("connectionError", f"{target.provider}: empty stream",
                                 provider=target.provider, model=target.model) from None
         finally:
-            self.stats.finished(target, seconds)
+            if committed:
+                # Latency is time to the first chunk; in-flight lasts until the stream ends.
+                self.stats.observe(target, seconds)
+            else:
+                self.stats.finished(target, seconds)
             if seconds is not None:
                 self.metrics.attempts.labels(target.provider, target.model, "success").inc()
+
+    def _committed(self, first: StreamItem, items: AsyncIterator[StreamItem], route: Route,
+                   target: Target, deadline: float | None) -> CommittedStream:
+        loop = asyncio.get_running_loop()
+        deadline_at = loop.time() + (deadline - self._clock()) if deadline else None
+
+        def failed(exc: UpstreamError) -> None:
+            # A stream that dies after its first byte is as unhealthy as one that never came.
+            self.breakers.record(route.circuit_breaker, target.provider, target.model,
+                                 exc.error_class)
+            log.info("upstream stream failed after the first byte", extra={
+                "route": route.name, "provider": target.provider, "model": target.model,
+                "error_class": exc.error_class})
+
+        def closed() -> None:
+            self.open_streams.discard(stream)
+            self.stats.finished(target, None)
+
+        stream = CommittedStream(first, items, target,
+                                 idle=target.timeout or STREAM_IDLE_DEFAULT,
+                                 deadline_at=deadline_at, on_error=failed, on_close=closed)
+        self.open_streams.add(stream)
+        return stream
+
+
+class ClientGone(ConnectionResetError):
+    """The downstream client went away while the stream waited for upstream data."""
+
+
+class StreamInterrupted(Exception):
+    """The gateway ended a committed stream itself (shutdown grace over)."""
+
+
+class CommittedStream:
+    """The rest of a committed stream. Every read is bounded by the idle gap and the route
+    deadline; `stop_when(gone)` ends a read promptly once the client has gone; `aclose()`
+    (always called by the writer) closes the upstream and is idempotent, also for a stream
+    that was never iterated."""
+
+    __slots__ = ("_closed", "_consumer", "_deadline_at", "_first", "_gone",
+                 "_idle", "_interrupted", "_items", "_on_close", "_on_error", "_pulling",
+                 "_target", "_watcher")
+
+    def __init__(self, first: StreamItem, items: AsyncIterator[StreamItem], target: Target, *,
+                 idle: float, deadline_at: float | None,
+                 on_error: Callable[[UpstreamError], None],
+                 on_close: Callable[[], None]) -> None:
+        self._first: StreamItem | None = first
+        self._items, self._target = items, target
+        self._idle, self._deadline_at = idle, deadline_at
+        self._on_error, self._on_close = on_error, on_close
+        self._closed = self._gone = self._pulling = self._interrupted = False
+        self._consumer: asyncio.Task[Any] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    def stop_when(self, gone: Callable[[], bool], interval: float = DISCONNECT_POLL) -> None:
+        """Poll `gone` while the stream is open; a read in progress then raises ClientGone
+        (a ConnectionResetError), so the upstream is closed without waiting for its next
+        chunk. Called by the writer task, the one that iterates the stream."""
+        self._consumer = asyncio.current_task()
+        self._watcher = asyncio.get_running_loop().create_task(
+            self._watch(gone, interval), name="llmgate-client-watch")
+
+    async def _watch(self, gone: Callable[[], bool], interval: float) -> None:
+        # aiohttp offers no disconnect callback without cancelling every handler, so poll.
+        while not gone():  # noqa: ASYNC110
+            await asyncio.sleep(interval)
+        self._gone = True
+        self._wake_consumer()
+
+    def interrupt(self) -> None:
+        """Make the current or next read raise StreamInterrupted."""
+        self._interrupted = True
+        self._wake_consumer()
+
+    def _wake_consumer(self) -> None:
+        # Only a read parked in `_pull` is cancelled; a writer in progress finds out itself.
+        if self._pulling and self._consumer is not None:
+            self._consumer.cancel()
+
+    def __aiter__(self) -> CommittedStream:
+        return self
+
+    async def __anext__(self) -> StreamItem:
+        if self._first is not None:
+            item, self._first = self._first, None
+            return item
+        if self._closed:
+            raise StopAsyncIteration
+        if self._gone:
+            raise ClientGone("client disconnected")
+        if self._interrupted:
+            raise StreamInterrupted("the gateway is shutting down")
+        self._pulling = True
+        try:
+            return await self._pull()
+        except UpstreamError as exc:
+            self._on_error(exc)
+            raise
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not (self._gone or self._interrupted) or task is None \
+                    or task is not self._consumer:
+                raise
+            task.uncancel()  # our own cancel: say why instead of cancelling the handler
+            if self._gone:
+                raise ClientGone("client disconnected") from None
+            raise StreamInterrupted("the gateway is shutting down") from None
+        finally:
+            self._pulling = False
+
+    async def _pull(self) -> StreamItem:
+        timeout, why = self._idle, f"no data from upstream for {self._idle:g}s"
+        if self._deadline_at is not None:
+            remaining = self._deadline_at - asyncio.get_running_loop().time()
+            if remaining < timeout:
+                timeout, why = remaining, "the route's timeout passed mid-stream"
+        t = self._target
+        if timeout <= 0:
+            raise UpstreamError("timeout", f"{t.provider}: {why}", provider=t.provider,
+                                model=t.model)
+        try:
+            async with asyncio.timeout(timeout):
+                return await anext(self._items)
+        except TimeoutError:
+            raise UpstreamError("timeout", f"{t.provider}: {why}", provider=t.provider,
+                                model=t.model) from None
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+        try:
+            await self._items.aclose()  # type: ignore[attr-defined]
+        finally:
+            self._on_close()
 
 
 async def _translate(events: AsyncIterator[Any], decoder: StreamDecoder
@@ -206,13 +411,3 @@ async def _translate(events: AsyncIterator[Any], decoder: StreamDecoder
         yield decoder.finish()
     finally:
         await events.aclose()  # type: ignore[attr-defined]
-
-
-async def _prepend(first: StreamItem, rest: AsyncIterator[StreamItem]
-                   ) -> AsyncIterator[StreamItem]:
-    try:
-        yield first
-        async for item in rest:
-            yield item
-    finally:
-        await rest.aclose()  # type: ignore[attr-defined]

@@ -1,8 +1,9 @@
 """The sidecar process: both listeners, signal handling and graceful drain.
 
-`serve(settings)` runs until SIGTERM/SIGINT, then stops accepting, lets in-flight requests
-(streams included) finish within `shutdown_grace`, and returns. `main(argv)` is
-`llmgate sidecar`. Used by `llmgate dev` too, with its own config directories.
+`serve(settings)` runs until SIGTERM/SIGINT (or `stop` is set), then stops accepting, lets
+in-flight requests (streams included) finish within `shutdown_grace`, ends the streams still
+open with an in-band error, and returns. `main(argv)` is `llmgate sidecar`. Used by
+`llmgate dev` too, with its own config directories.
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ from aiohttp import web
 from llmgate_sidecar import logs
 from llmgate_sidecar.app import create_app, create_ops_app
 from llmgate_sidecar.settings import SidecarSettings, add_arguments, from_args
+from llmgate_sidecar.state import ROUTER
 
 log = logging.getLogger("llmgate.sidecar")
+# After the grace period, streams get this long to write their in-band error and finish
+# before aiohttp cancels whatever handler is still running.
+CUT_MARGIN = 2.0
 
 
 async def serve(settings: SidecarSettings, *,
@@ -27,7 +32,8 @@ async def serve(settings: SidecarSettings, *,
                 stop: asyncio.Event | None = None) -> None:
     api = create_app(settings)
     ops = create_ops_app(api)
-    api_runner = web.AppRunner(api, access_log=None, shutdown_timeout=settings.shutdown_grace)
+    api_runner = web.AppRunner(api, access_log=None,
+                               shutdown_timeout=settings.shutdown_grace + CUT_MARGIN)
     ops_runner = web.AppRunner(ops, access_log=None, shutdown_timeout=1.0)
     await api_runner.setup()
     await ops_runner.setup()
@@ -52,9 +58,22 @@ async def serve(settings: SidecarSettings, *,
         log.info("shutting down: draining in-flight requests",
                  extra={"grace_seconds": settings.shutdown_grace})
     finally:
-        # AppRunner.cleanup stops listening first, then waits for handlers to finish.
-        await api_runner.cleanup()
+        await drain(api, api_runner, settings.shutdown_grace)
         await ops_runner.cleanup()
+
+
+async def drain(api: web.Application, runner: web.AppRunner, grace: float) -> None:
+    """Stop listening, wait up to `grace` for in-flight requests, then cut open streams.
+
+    AppRunner.cleanup stops the listeners first and then waits for the handlers; a stream
+    still running when the grace is over is ended by the router with an in-band error (so
+    the client knows it is incomplete) rather than by a bare connection close."""
+    cleanup = asyncio.create_task(runner.cleanup(), name="llmgate-drain")
+    done, _ = await asyncio.wait({cleanup}, timeout=grace)
+    if not done:
+        cut = api[ROUTER].interrupt_streams()
+        log.warning("shutdown grace over: ending open streams", extra={"streams": cut})
+    await cleanup
 
 
 def install_fast_loop() -> None:

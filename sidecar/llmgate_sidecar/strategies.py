@@ -33,12 +33,19 @@ class TargetStats:
         self.in_flight[key] = self.in_flight.get(key, 0) + 1
 
     def finished(self, target: Target, seconds: float | None) -> None:
+        """The request to `target` is over; `seconds` is its latency if it succeeded."""
         key = (target.provider, target.model)
         self.in_flight[key] = max(0, self.in_flight.get(key, 0) - 1)
         if seconds is not None:
-            old = self.latency.get(key)
-            self.latency[key] = seconds if old is None else \
-                old + LATENCY_DECAY * (seconds - old)
+            self.observe(target, seconds)
+
+    def observe(self, target: Target, seconds: float | None) -> None:
+        """Fold one latency sample into the target's moving average."""
+        if seconds is None:
+            return
+        key = (target.provider, target.model)
+        old = self.latency.get(key)
+        self.latency[key] = seconds if old is None else old + LATENCY_DECAY * (seconds - old)
 
 
 PriceOf = Callable[[Target], Decimal | None]
@@ -69,7 +76,7 @@ def order(group: Group, stats: TargetStats, rng: random.Random,
 
 
 def _weighted_shuffle(children: list[Target | Group], rng: random.Random) -> list[Target | Group]:
-    # Efraimidis–Spirakis: key = u^(1/w); sorting by key draws by weight without replacement.
+    # Efraimidis-Spirakis: key = u^(1/w); sorting by key draws by weight without replacement.
     weighted = [(rng.random() ** (1.0 / c.weight) if c.weight > 0 else -1.0, i, c)
                 for i, c in enumerate(children)]
     weighted.sort(key=lambda item: (-item[0], item[1]))

@@ -72,8 +72,9 @@ class FakeOpenAI:
         if b.delay:
             await asyncio.sleep(b.delay)
         if b.kind == "status":
-            return web.json_response(b.body or {"error": {"message": "boom", "type": "server_error"}},
-                                     status=b.status, headers=b.headers)
+            return web.json_response(
+                b.body or {"error": {"message": "boom", "type": "server_error"}},
+                status=b.status, headers=b.headers)
         if b.kind == "reset":
             assert request.transport is not None
             request.transport.close()
@@ -118,7 +119,8 @@ class FakeOpenAI:
                     {"error": {"message": "overloaded", "type": "server_error"}}) + b"\n\n")
                 await response.write_eof()
                 return response
-            await response.write(b"data: " + orjson.dumps(chunk(body, word + (" " if i + 1 < len(words) else ""))) + b"\n\n")
+            piece = word + (" " if i + 1 < len(words) else "")
+            await response.write(b"data: " + orjson.dumps(chunk(body, piece)) + b"\n\n")
         await response.write(b"data: " + orjson.dumps(chunk(body, None, finish="stop")) + b"\n\n")
         if (body.get("stream_options") or {}).get("include_usage"):
             await response.write(b"data: " + orjson.dumps(
