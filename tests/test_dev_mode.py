@@ -8,10 +8,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
-
 import urllib.error
 import urllib.request
+from pathlib import Path
+
 import openai
 import pytest
 
@@ -24,7 +24,8 @@ def wait_ready(ops: str, proc: subprocess.Popen[str], seconds: float = 20) -> No
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"llmgate dev exited early: {proc.stdout.read() if proc.stdout else ''}")
+            output = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"llmgate dev exited early: {output}")
         try:
             with urllib.request.urlopen(ops + "/readyz", timeout=1) as response:
                 if response.status == 200:
@@ -39,8 +40,9 @@ def wait_ready(ops: str, proc: subprocess.Popen[str], seconds: float = 20) -> No
 def dev_server(tmp_path: Path):  # type: ignore[no-untyped-def]
     port, ops_port = free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llmgate_cli", "dev", "-f", str(ROOT / "examples" / "quickstart.yaml"),
-         "--port", str(port), "--ops-port", str(ops_port)],
+        [sys.executable, "-m", "llmgate_cli", "dev", "-f",
+         str(ROOT / "examples" / "quickstart.yaml"), "--port", str(port),
+         "--ops-port", str(ops_port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from llmgate_contract.config import BudgetPeriod, ErrorClass, ProviderKind, Strategy
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -21,6 +21,9 @@ API_VERSION = f"{GROUP}/{VERSION}"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 DECIMAL_PATTERN = r"^[0-9]+(\.[0-9]{1,6})?$"
+METADATA_PARTITION = r"metadata\.[-_.a-zA-Z0-9]+"
+RFC3339_PATTERN = (r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+                   r"(Z|[+-][0-9]{2}:[0-9]{2})")
 REQUIRES_BASE_URL = frozenset({"openai-compatible", "ollama", "vllm", "azure-openai"})
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
@@ -170,8 +173,9 @@ class CacheSpec(_Spec):
     @classmethod
     def _partitions(cls, v: list[str]) -> list[str]:
         for p in v:
-            if p not in ("virtualKey", "namespace") and not re.fullmatch(r"metadata\.[-_.a-zA-Z0-9]+", p):
-                raise ValueError(f"partitionBy entry {p!r}: use virtualKey, namespace or metadata.<key>")
+            if p not in ("virtualKey", "namespace") and not re.fullmatch(METADATA_PARTITION, p):
+                raise ValueError(
+                    f"partitionBy entry {p!r}: use virtualKey, namespace or metadata.<key>")
         return v
 
 
@@ -241,8 +245,7 @@ class VirtualKeySpec(_Spec):
     @field_validator("expires_at")
     @classmethod
     def _timestamp(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(
-                r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})", v):
+        if v is not None and not re.fullmatch(RFC3339_PATTERN, v):
             raise ValueError("expiresAt must be an RFC 3339 date-time, e.g. 2027-01-01T00:00:00Z")
         return v
 
@@ -259,7 +262,7 @@ PLURALS: dict[str, str] = {
     "VirtualKey": "virtualkeys",
 }
 
-AnySpec = Union[ProviderSecretSpec, LLMRouteSpec, VirtualKeySpec]
+AnySpec = ProviderSecretSpec | LLMRouteSpec | VirtualKeySpec
 
 
 def parse_spec(kind: str, spec: Any) -> AnySpec:

@@ -25,7 +25,7 @@ from llmgate_sidecar.errors import BadRequest, NotFound, Unavailable, UpstreamEr
 from llmgate_sidecar.inbound import parse_chat
 from llmgate_sidecar.metrics import RequestRecord, observed
 from llmgate_sidecar.providers.base import Usage
-from llmgate_sidecar.routing import Served, StreamInterrupted
+from llmgate_sidecar.routing import Served
 from llmgate_sidecar.runtime import Runtime
 from llmgate_sidecar.sse import encode
 from llmgate_sidecar.state import (
@@ -37,6 +37,7 @@ from llmgate_sidecar.state import (
     SETTINGS,
     STREAM_RESPONSE,
 )
+from llmgate_sidecar.streams import StreamInterrupted
 
 log = logging.getLogger("llmgate.request")
 METADATA_HEADER = "x-llmgate-metadata"
@@ -154,7 +155,7 @@ async def stream_out(request: web.Request, route: Route, served: Served, policy:
 
     After the first byte nothing can fall back: an upstream failure (or a shutdown whose
     grace ran out) ends the stream with an in-band error event and no `[DONE]`; a client
-    that goes away closes the upstream promptly (see routing.CommittedStream)."""
+    that goes away closes the upstream promptly (see streams.CommittedStream)."""
     metrics = request.app[METRICS]
     stream = served.stream
     assert stream is not None

@@ -1,4 +1,4 @@
-"""Typed keys for the app's shared state (`web.AppKey`) and per-request values (`web.RequestKey`)."""
+"""Typed keys for the app's state (`web.AppKey`) and per-request values (`web.RequestKey`)."""
 
 from __future__ import annotations
 

@@ -67,7 +67,7 @@ async def burst(base_urls: list[str], count: int) -> tuple[int, list[dict]]:
 async def until_refused(base_urls: list[str]) -> int:
     """Requests one at a time, alternating replicas, until the budget refuses one."""
     for n in range(BUDGET):
-        ok, refused = await burst([base_urls[n % len(base_urls)]], 1)
+        _, refused = await burst([base_urls[n % len(base_urls)]], 1)
         if refused:
             assert refused[0]["code"] == "budget_exceeded"
             return n
