@@ -24,6 +24,7 @@ from typing import Any
 
 from llmgate_contract.config import Route, Target
 
+from llmgate_sidecar import tracing
 from llmgate_sidecar.breaker import Breakers
 from llmgate_sidecar.errors import UpstreamError, UpstreamFailed
 from llmgate_sidecar.metrics import Metrics
@@ -152,9 +153,11 @@ class Router:
         for attempt in range(route.retry.attempts):
             tally.attempts += 1
             try:
-                served = await self._attempt(upstream, target, route, body, stream,
-                                             include_usage, deadline)
+                with tracing.attempt_span(target.provider, target.model, route.name):
+                    served = await self._attempt(upstream, target, route, body, stream,
+                                                 include_usage, deadline)
             except UpstreamError as exc:
+                exc.message = upstream.redact(exc.message)
                 tally.last = exc
                 self._failed(route, target, exc)
                 wait = self._retry_wait(route, exc, attempt, deadline)
@@ -240,7 +243,7 @@ class Router:
                     seconds = self._clock() - started
                     committed = True
                     return Served(target, upstream, 0, seconds, stream=self._committed(
-                        first, items, route, target, deadline))
+                        first, items, route, target, deadline, upstream.redact))
                 payload = await response.read()
                 seconds = self._clock() - started
                 translated, usage = upstream.adapter.chat_response(payload, target)
@@ -262,11 +265,13 @@ class Router:
                 self.metrics.attempts.labels(target.provider, target.model, "success").inc()
 
     def _committed(self, first: StreamItem, items: AsyncIterator[StreamItem], route: Route,
-                   target: Target, deadline: float | None) -> CommittedStream:
+                   target: Target, deadline: float | None,
+                   redact: Callable[[str], str]) -> CommittedStream:
         loop = asyncio.get_running_loop()
         deadline_at = loop.time() + (deadline - self._clock()) if deadline else None
 
         def failed(exc: UpstreamError) -> None:
+            exc.message = redact(exc.message)
             # A stream that dies after its first byte is as unhealthy as one that never came.
             self.breakers.record(route.circuit_breaker, target.provider, target.model,
                                  exc.error_class)

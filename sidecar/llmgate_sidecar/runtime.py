@@ -29,6 +29,15 @@ class Upstream:
     provider: Provider
     adapter: Adapter
     transport: Transport
+    secrets: tuple[str, ...] = ()
+
+    def redact(self, text: str) -> str:
+        """`text` with the namespace's credentials blanked: upstream error messages sometimes
+        echo the key they rejected, and those messages reach clients and logs."""
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "[REDACTED]")
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +65,9 @@ class Runtime:
         config = bundle.config
         upstreams: dict[str, Upstream] = {}
         unsupported: dict[str, str] = {}
+        # Every account's secrets are scrubbed from every upstream's messages: an error may
+        # quote a key that is not the answering account's own (e.g. a proxying upstream).
+        secrets = Credentials(extra=dict(bundle.credentials)).secret_values()
         for name, provider in config.providers.items():
             credentials = _credentials(provider, bundle.credentials)
             try:
@@ -64,7 +76,8 @@ class Runtime:
                 unsupported[name] = str(exc)
                 log.warning("provider %s: %s", name, exc)
                 continue
-            upstreams[name] = Upstream(provider, adapter, transports.for_provider(provider))
+            upstreams[name] = Upstream(provider, adapter, transports.for_provider(provider),
+                                       secrets)
         routes_by_model: dict[str, Route] = {}
         for route in config.routes:
             for public in (route.model, *route.aliases):

@@ -288,3 +288,27 @@ async def test_pod_bound_key_serves_keyless_and_placeholder_requests_from_loopba
                 await c.models.list()
     finally:
         await gw.close()
+
+
+async def test_a_provider_key_echoed_by_the_upstream_never_reaches_the_client(
+        tmp_path: Path, upstream: FakeOpenAI, second: FakeOpenAI) -> None:
+    """Some providers repeat the rejected key in their 401 message; it must not leak."""
+    provider_key = "sk-live-provider-secret-123456"
+    crs = resources(upstream.url, second.url)
+    crs[0]["spec"]["apiKey"] = {"secretKeyRef": {"name": "upstream-key", "key": "key"}}
+    gw = await start_gateway(tmp_path, crs, {"upstream-key": {"key": provider_key}})
+    echo = {"error": {"message": f"Incorrect API key provided: {provider_key}",
+                      "code": "invalid_api_key"}}
+    upstream.script.append(Behaviour(kind="status", status=401, body=echo))
+    second.script.append(Behaviour(kind="status", status=401, body=echo))
+    try:
+        async with aiohttp.ClientSession() as session, session.post(
+                gw.base_url + "/chat/completions",
+                json={"model": "chat", "messages": MESSAGES},
+                headers={"Authorization": f"Bearer {KEY}"}) as response:
+            text = await response.text()
+        assert response.status == 502
+        assert provider_key not in text and "[REDACTED]" in text
+        assert upstream.headers[0]["Authorization"] == f"Bearer {provider_key}"
+    finally:
+        await gw.close()

@@ -240,6 +240,9 @@ async def test_request_and_store_calls_become_spans_of_the_callers_trace(
     for operation in ("admit", "settle", "spend"):
         store = finished[f"llmgate.store {operation}"]
         assert store.parent is not None and store.parent.span_id == request.context.span_id
+    attempt = finished["chat up-1"]  # the one upstream attempt, a child of the request
+    assert attempt.parent is not None and attempt.parent.span_id == request.context.span_id
+    assert dict(attempt.attributes or {})["gen_ai.provider.name"] == "primary"
 
 
 def test_unconfigured_tracing_is_a_shared_no_op(monkeypatch: pytest.MonkeyPatch,

@@ -9,6 +9,8 @@ classified `UpstreamError`. Routing and the transports own all network I/O.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -64,6 +66,11 @@ class Credentials:
     def __repr__(self) -> str:
         return "Credentials(<redacted>)"
 
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret string, longest first, for scrubbing text that left the upstream."""
+        values = {v for v in (self.api_key, *self.extra.values()) if v and len(v) >= 6}
+        return tuple(sorted(values, key=len, reverse=True))
+
 
 class StreamDecoder(Protocol):
     def feed(self, event: Event) -> StreamItem:
@@ -88,8 +95,9 @@ class Adapter(Protocol):
                  target: Target) -> UpstreamError: ...
 
 
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from `retry-after-ms` or `Retry-After` (seconds; dates are ignored)."""
+def retry_after_seconds(headers: Mapping[str, str], *,
+                        now: datetime | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date."""
     ms = headers.get("retry-after-ms")
     if ms:
         try:
@@ -97,9 +105,16 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
         except ValueError:
             pass
     value = headers.get("retry-after")
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            return None
-    return None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
