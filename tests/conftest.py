@@ -1,10 +1,14 @@
-"""Fixtures shared by every test directory: free loopback ports and a quick CR builder."""
+"""Fixtures shared by every test directory: free loopback ports, a quick CR builder, and one
+real redis-server per session (the sidecar's store tests and the operator's spend tests)."""
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 
 import pytest
+
+from tests.sidecar.redis_server import RedisServer
 
 
 def free_port() -> int:
@@ -16,3 +20,14 @@ def free_port() -> int:
 @pytest.fixture
 def port_factory():  # type: ignore[no-untyped-def]
     return free_port
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, stopped by PID at the end."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -104,7 +104,7 @@ class Group(_Model):
     type: Literal["group"] = "group"
     strategy: Strategy = "fallback"
     weight: int = 1
-    targets: list[Annotated[Union[Target, Group], Field(discriminator="type")]]
+    targets: list[Annotated[Target | Group, Field(discriminator="type")]]
 
 
 class RuleMatch(_Model):

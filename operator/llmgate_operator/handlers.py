@@ -62,6 +62,8 @@ class OperatorRuntime:
     namespaces: tuple[str, ...] = ()
     resync_seconds: float = 60.0
     retry_seconds: float = 30.0
+    spend_seconds: float = 30.0
+    """How often VirtualKey spend is read from Redis (when the reconciler has a reader)."""
     peering: str | None = None
     live: Live = field(default_factory=Live)
 
@@ -208,6 +210,27 @@ async def resync_loop(runtime: OperatorRuntime) -> None:
         await asyncio.sleep(runtime.resync_seconds)
 
 
+async def spend_loop(runtime: OperatorRuntime) -> None:
+    """Read every budgeted VirtualKey's spend from Redis each `spend_seconds`, and reconcile
+    the namespaces where it changed (their status shows it; nothing else is rewritten)."""
+    tracker = runtime.reconciler.spend
+    if not tracker.enabled:
+        return
+    await runtime.live.indexed.wait()
+    memo = kopf.Memo(runtime=runtime)
+    while True:
+        indexes = runtime.live.indexes
+        # No await while the index is walked: kopf updates it from the same loop.
+        bodies = [body for store in indexes[CR_INDEXES["VirtualKey"]].values()
+                  for body in store]
+        try:
+            for namespace in sorted(await tracker.poll(bodies)):
+                await _quietly(namespace, memo, log, indexes)
+        except Exception:  # a bug must not end spend status for good
+            log.exception("spend status update failed")
+        await asyncio.sleep(runtime.spend_seconds)
+
+
 async def _orphaned_configs(runtime: OperatorRuntime) -> set[str]:
     """Namespaces with a config but no CRs any more (deleted while the operator was down)."""
     try:
@@ -242,7 +265,8 @@ async def run_operator(runtime: OperatorRuntime, *, stop_flag: Any = None,
                        ready_flag: Any = None) -> None:
     """Run kopf until `stop_flag` (or a signal); clusterwide unless namespaces are given."""
     namespaces: Collection[str] = runtime.namespaces
-    resync = asyncio.create_task(resync_loop(runtime), name="llmgate resync")
+    loops = [asyncio.create_task(resync_loop(runtime), name="llmgate resync"),
+             asyncio.create_task(spend_loop(runtime), name="llmgate spend")]
     try:
         await kopf.operator(
             registry=build_registry(runtime), memo=kopf.Memo(runtime=runtime),
@@ -250,7 +274,8 @@ async def run_operator(runtime: OperatorRuntime, *, stop_flag: Any = None,
             standalone=runtime.peering is None, peering_name=runtime.peering,
             stop_flag=stop_flag, ready_flag=ready_flag)
     finally:
-        resync.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await resync
+        for task in loops:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 

@@ -28,6 +28,7 @@ from llmgate_operator.keys import MANAGED_BY, MANAGED_BY_LABEL
 from llmgate_operator.kube import Conflict, Connection, Kube, KubeError
 from llmgate_operator.reconcile import Reconciler
 from llmgate_operator.settings import OperatorSettings, add_arguments, from_args
+from llmgate_operator.spend import SpendReader, SpendTracker
 
 log = logging.getLogger(__name__)
 TLS_CHECK_SECONDS = 60.0
@@ -55,12 +56,17 @@ async def serve(settings: OperatorSettings, *, connection: Connection | None = N
     metrics = ops.OperatorMetrics()
     health = ops.Health()
     health.wait_for("reconciler")
+    reader = SpendReader.from_url(settings.redis_url) if settings.redis_url else None
     runtime = handlers.OperatorRuntime(
-        reconciler=Reconciler(kube, observer=metrics), connection=connection,
-        namespaces=settings.namespaces, resync_seconds=settings.resync_seconds,
+        reconciler=Reconciler(kube, observer=metrics,
+                              spend=SpendTracker(reader, observer=metrics)),
+        connection=connection, namespaces=settings.namespaces,
+        resync_seconds=settings.resync_seconds, spend_seconds=settings.spend_seconds,
         peering=settings.peering)
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(kube.close)
+        if reader is not None:
+            stack.push_async_callback(reader.aclose)
         ops_runner = await ops.start(health, metrics.registry, host=settings.ops_host,
                                      port=settings.ops_port)
         stack.push_async_callback(ops_runner.cleanup)

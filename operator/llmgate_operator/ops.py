@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 class OperatorMetrics:
-    """Reconcile metrics on a private registry (implements `reconcile.Observer`)."""
+    """Reconcile and spend-poll metrics on a private registry (implements
+    `reconcile.Observer` and `spend.SpendObserver`)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -40,6 +41,11 @@ class OperatorMetrics:
             "Time to reconcile one namespace (keys, compile, writes, status).",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=self.registry)
+        self.compile_duration = Histogram(
+            "llmgate_operator_compile_duration_seconds",
+            "Time of the pure compile of one namespace (CRs -> compiled config).",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry)
         self.managed = Gauge(
             "llmgate_operator_managed_objects",
             "llmgate custom resources the operator manages, by kind.",
@@ -48,7 +54,25 @@ class OperatorMetrics:
             "llmgate_operator_managed_namespaces",
             "Namespaces with at least one llmgate custom resource.",
             registry=self.registry)
+        self.spend_polls = Counter(
+            "llmgate_operator_spend_polls_total",
+            "Reads of VirtualKey spend from Redis, by result (success, error).",
+            ["result"], registry=self.registry)
+        for result in ("success", "error"):
+            self.spend_polls.labels(result=result)
+        self.spend_store_up = Gauge(
+            "llmgate_operator_spend_store_up",
+            "1 if the last read of VirtualKey spend from Redis succeeded, else 0.",
+            registry=self.registry)
         self._per_namespace: dict[str, Mapping[str, int]] = {}
+
+    def spend_polled(self, result: str) -> None:
+        self.spend_polls.labels(result=result).inc()
+        self.spend_store_up.set(1 if result == "success" else 0)
+
+    def compiled(self, seconds: float) -> None:
+        """One `compile_namespace` call took `seconds` (the reconciler reports it)."""
+        self.compile_duration.observe(seconds)
 
     def reconciled(self, namespace: str, result: str, seconds: float,
                    managed: Mapping[str, int]) -> None:

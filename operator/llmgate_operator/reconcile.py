@@ -1,9 +1,10 @@
 """Level-based reconcile of one namespace: keys -> compile -> render -> write what changed.
 
 `handlers` calls `Reconciler.reconcile(namespace, read_state)` on any change to a CR or a
-referenced Secret, and on a timer. Runs per namespace are serialised, and triggers that
-arrive while one is queued share it. Writes go through `kube.Kube` only; this module never
-imports kopf and never writes a CR's spec. Errors from the API propagate as `KubeError`.
+referenced Secret, on a timer, and when VirtualKey spend read from Redis changed. Runs per
+namespace are serialised, and triggers that arrive while one is queued share it. Writes go
+through `kube.Kube` only; this module never imports kopf and never writes a CR's spec.
+Errors from the API propagate as `KubeError`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 from llmgate_operator import api, keys, render
 from llmgate_operator.compile import Compilation, compile_namespace
 from llmgate_operator.kube import Conflict, Kube, KubeError, NotFound
+from llmgate_operator.spend import SpendTracker
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +93,11 @@ class Reconciler:
     """Owns the per-namespace locks and a memory of its own recent writes."""
 
     def __init__(self, kube: Kube, *, observer: Observer | None = None,
-                 clock: Callable[[], datetime] = _utcnow) -> None:
+                 clock: Callable[[], datetime] = _utcnow,
+                 spend: SpendTracker | None = None) -> None:
         self.kube = kube
+        # VirtualKey spend readings, shown in status by every run (see `handlers.spend_loop`).
+        self.spend = spend if spend is not None else SpendTracker()
         self._observer = observer
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
@@ -315,7 +320,8 @@ class Reconciler:
         namespace, kind, name = meta["namespace"], body["kind"], meta["name"]
         recent = self._recent(namespace, kind, name, meta)
         current = recent if isinstance(recent, Mapping) else dict(body.get("status") or {})
-        desired = render.desired_status(compilation, body, current, now=now)
+        desired = render.desired_status(compilation, body, current, now=now,
+                                        spend=self.spend.readings(namespace))
         patch = render.status_patch(current, desired)
         if patch is None:
             return
@@ -330,6 +336,10 @@ class Reconciler:
             if condition is not None:
                 await self._event(body, "Normal" if condition.ready else "Warning",
                                   condition.reason, condition.message)
+        flip = render.budget_flip(current, desired)
+        if flip is not None:
+            await self._event(body, "Warning" if flip["status"] == "True" else "Normal",
+                              flip["reason"], flip["message"])
 
     async def _event(self, body: Mapping[str, Any], type_: str, reason: str,
                      message: str) -> None:

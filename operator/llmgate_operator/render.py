@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from llmgate_contract import CONFIGMAP_NAME, CREDENTIALS_SECRET_NAME, bundle_files
+from llmgate_contract.budget import format_usd, period_bounds, usd_to_micros
+from llmgate_contract.config import Budget
 
 from llmgate_operator import api
 from llmgate_operator.compile import Compilation, Condition
 from llmgate_operator.keys import MANAGED_BY, MANAGED_BY_LABEL, ROTATE_ANNOTATION, format_time
 
+if TYPE_CHECKING:  # a plain value type; importing it for real would pull in redis
+    from llmgate_operator.spend import Reading
+
 GENERATION_ANNOTATION = "llmgate.io/generation"
 VIRTUAL_KEY_LABEL = "llmgate.io/virtual-key"
 READY = "Ready"
 EXPIRED = "Expired"
+BUDGET_EXHAUSTED = "BudgetExhausted"
 
 Body = dict[str, Any]
 
@@ -119,11 +125,95 @@ def _condition(
     return cond
 
 
+def _ms_time(ms: int) -> str:
+    return format_time(datetime.fromtimestamp(ms / 1000, UTC))
+
+
+def spend_status(reading: Reading, budget: Budget, current: Mapping[str, Any] | None) -> Body:
+    """`status.spend` {amount, limit, periodStart, updatedAt}: decimal USD strings, RFC 3339.
+
+    `updatedAt` is when these values were read; it stays as it is while they do not change,
+    so an unchanged spend never rewrites the status.
+    """
+    spend: Body = {"amount": format_usd(reading.spent_micros),
+                   "limit": format_usd(usd_to_micros(budget.limit))}
+    if reading.period_start_ms is not None:
+        spend["periodStart"] = _ms_time(reading.period_start_ms)
+    before = current or {}
+    same = all(before.get(k) == spend.get(k) for k in ("amount", "limit", "periodStart"))
+    spend["updatedAt"] = (before["updatedAt"] if same and before.get("updatedAt")
+                          else format_time(reading.read_at))
+    return spend
+
+
+def budget_condition(
+    reading: Reading, budget: Budget, *, generation: int | None,
+    previous: Sequence[Mapping[str, Any]], now: datetime,
+) -> Body:
+    """`BudgetExhausted`: True once the period's spend reaches the limit (as the sidecar
+    refuses then), with what was spent and when requests are accepted again."""
+    limit = usd_to_micros(budget.limit)
+    exhausted = reading.spent_micros >= limit
+    spent = f"spent ${format_usd(reading.spent_micros)} of ${format_usd(limit)}"
+    if reading.period_start_ms is None:
+        since, until = "in total (lifetime budget)", "the limit is raised"
+    else:
+        end = period_bounds(reading.period, reading.period_start_ms)[1]
+        since = f"since {_ms_time(reading.period_start_ms)} ({reading.period} period)"
+        until = "the period ends at " + (_ms_time(end) if end is not None else "?")
+    message = (f"{spent} {since}; requests are refused until {until}" if exhausted
+               else f"{spent} {since}")
+    return _condition(BUDGET_EXHAUSTED, exhausted,
+                      "BudgetExhausted" if exhausted else "WithinBudget", message,
+                      generation=generation, previous=previous, now=now)
+
+
+def _virtual_key_status(
+    compilation: Compilation, body: Mapping[str, Any], current: Mapping[str, Any],
+    spend: Mapping[str, Reading], *, now: datetime,
+) -> tuple[Body, list[Body], set[str]]:
+    """A VirtualKey's own status fields, its extra conditions, and the condition types it
+    owns (a type owned but not built is removed)."""
+    name = body["metadata"]["name"]
+    generation = body["metadata"].get("generation")
+    previous = list(current.get("conditions") or [])
+    condition = compilation.conditions.get(("VirtualKey", name))
+    status: Body = {}
+    conditions: list[Body] = []
+    owned: set[str] = set()
+    vk = next((k for k in compilation.config.virtual_keys if k.name == name), None)
+    if vk is not None:
+        status["keyPrefix"] = vk.key_prefix
+        expired = bool(condition and condition.extra.get("expired"))
+        conditions.append(_condition(
+            EXPIRED, expired, "Expired" if expired else "NotExpired",
+            f"the key expired at {vk.expires_at}" if expired
+            else (f"the key expires at {vk.expires_at}" if vk.expires_at
+                  else "the key does not expire"),
+            generation=generation, previous=previous, now=now))
+        reading = spend.get(name)
+        if vk.budget is None:
+            status["spend"] = None  # the budget was removed: so are its spend and condition
+            owned.add(BUDGET_EXHAUSTED)
+        elif reading is not None and reading.period == vk.budget.period:
+            status["spend"] = spend_status(reading, vk.budget, current.get("spend"))
+            conditions.append(budget_condition(reading, vk.budget, generation=generation,
+                                               previous=previous, now=now))
+        # else: no reading yet (or Redis down): the last spend status stays as it is.
+    spec = body.get("spec") or {}
+    status["secretName"] = (spec.get("secretName") if isinstance(spec, Mapping)
+                            and isinstance(spec.get("secretName"), str)
+                            else api.default_secret_name(name))
+    return status, conditions, owned
+
+
 def desired_status(
     compilation: Compilation, body: Mapping[str, Any], current: Mapping[str, Any], *,
-    now: datetime,
+    now: datetime, spend: Mapping[str, Reading] | None = None,
 ) -> Body:
-    """The status fields llmgate owns for one CR (other condition types are kept)."""
+    """The status fields llmgate owns for one CR (other condition types are kept).
+
+    `spend` holds the namespace's latest spend readings by VirtualKey name."""
     kind, name = body["kind"], body["metadata"]["name"]
     generation = body["metadata"].get("generation")
     condition = compilation.conditions.get(
@@ -133,22 +223,14 @@ def desired_status(
     status: Body = {}
     if kind == "LLMRoute":
         status["targets"] = list(condition.extra.get("targets", []))
+    owned = {READY, EXPIRED}
     if kind == "VirtualKey":
-        vk = next((k for k in compilation.config.virtual_keys if k.name == name), None)
-        if vk is not None:
-            status["keyPrefix"] = vk.key_prefix
-            expired = bool(condition.extra.get("expired"))
-            conditions.append(_condition(
-                EXPIRED, expired, "Expired" if expired else "NotExpired",
-                f"the key expired at {vk.expires_at}" if expired
-                else (f"the key expires at {vk.expires_at}" if vk.expires_at
-                      else "the key does not expire"),
-                generation=generation, previous=previous, now=now))
-        spec = body.get("spec") or {}
-        status["secretName"] = (spec.get("secretName") if isinstance(spec, Mapping)
-                                and isinstance(spec.get("secretName"), str)
-                                else api.default_secret_name(name))
-    owned = {c["type"] for c in conditions} | {READY, EXPIRED}
+        fields, extra, owns = _virtual_key_status(compilation, body, current, spend or {},
+                                                  now=now)
+        status |= fields
+        conditions += extra
+        owned |= owns
+    owned |= {c["type"] for c in conditions}
     others = [c for c in previous if c.get("type") not in owned]
     status["conditions"] = conditions + others
     if generation is not None:
@@ -156,8 +238,9 @@ def desired_status(
     return status
 
 
-# Status fields llmgate writes; any other field (e.g. spend, written by another component)
-# is left alone.
+# Status fields llmgate writes and removes when they no longer apply; any other field is left
+# alone. (`spend` is not here: without a reading it is kept, so a Redis outage or a restart
+# never blanks it; `desired_status` removes it explicitly when the budget goes.)
 OWNED_STATUS = frozenset({"conditions", "observedGeneration", "targets", "keyPrefix",
                           "secretName"})
 
@@ -171,12 +254,27 @@ def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> Body
     return {"status": changed}
 
 
+def _find(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), None)
+
+
 def ready_changed(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     """Whether the Ready condition's status or reason differs (worth an Event)."""
     def key(status: Mapping[str, Any]) -> tuple[Any, Any] | None:
-        cond = next((c for c in status.get("conditions") or [] if c.get("type") == READY), None)
+        cond = _find(status, READY)
         return (cond.get("status"), cond.get("reason")) if cond else None
     return key(current) != key(desired)
+
+
+def budget_flip(current: Mapping[str, Any], desired: Mapping[str, Any]) -> Body | None:
+    """The new BudgetExhausted condition if it became True, or became False after being True
+    (worth an Event); None otherwise (including a first, False, reading)."""
+    after = _find(desired, BUDGET_EXHAUSTED)
+    if after is None:
+        return None
+    before = _find(current, BUDGET_EXHAUSTED)
+    was = before.get("status") if before else "False"
+    return dict(after) if after.get("status") != was else None
 
 
 def key_secret(

@@ -21,6 +21,7 @@ DEFAULT_WEBHOOK_CONFIG_NAME = "llmgate-sidecar-injector"
 DEFAULT_TLS_SECRET = "llmgate-webhook-tls"
 DEFAULT_SIDECAR_IMAGE = "ghcr.io/llmgate/llmgate-sidecar:0.1.0"
 DEFAULT_RESYNC_SECONDS = 60.0
+DEFAULT_SPEND_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,9 @@ class OperatorSettings:
 
     resync_seconds: float = DEFAULT_RESYNC_SECONDS
     """How often every namespace is re-reconciled (key expiry, rotation grace periods)."""
+
+    spend_seconds: float = DEFAULT_SPEND_SECONDS
+    """How often VirtualKey spend is read from `redis_url` into their status."""
 
     peering: str | None = None
     """kopf peering object for more than one replica (leader election); None: standalone."""
@@ -152,6 +156,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--resync-seconds", type=float,
         default=float(_env("LLMGATE_RESYNC_SECONDS", str(DEFAULT_RESYNC_SECONDS)) or 0),
         help="how often every namespace is re-reconciled")
+    add("--spend-seconds", type=float,
+        default=float(_env("LLMGATE_SPEND_SECONDS", str(DEFAULT_SPEND_SECONDS)) or 0),
+        help="how often VirtualKey spend is read from --redis-url into their status")
     add("--peering", default=_env("LLMGATE_PEERING"),
         help="kopf peering name for several replicas (needs the peering CRD); default: "
              "standalone")
@@ -179,5 +186,6 @@ def from_args(ns: argparse.Namespace) -> OperatorSettings:
         redis_url=ns.redis_url or None,
         log_level=str(ns.log_level).upper(),
         resync_seconds=max(1.0, float(ns.resync_seconds)),
+        spend_seconds=max(1.0, float(ns.spend_seconds)),
         peering=ns.peering or None,
     )

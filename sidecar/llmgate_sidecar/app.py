@@ -24,9 +24,9 @@ from llmgate_sidecar.configsource import ConfigSource
 from llmgate_sidecar.errors import GatewayError, NotFound, PayloadTooLarge
 from llmgate_sidecar.limits import Limiter
 from llmgate_sidecar.metrics import Metrics
+from llmgate_sidecar.redis_store import RedisStore
 from llmgate_sidecar.routing import Router
 from llmgate_sidecar.settings import SidecarSettings
-from llmgate_sidecar.redis_store import RedisStore
 from llmgate_sidecar.state import (
     ACCOUNTANT,
     CONFIG,

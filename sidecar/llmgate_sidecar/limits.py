@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from llmgate_contract.budget import key_scope
 from llmgate_contract.config import VirtualKey
 
 from llmgate_sidecar.errors import RateLimited
@@ -65,7 +66,7 @@ class Limiter:
         if estimated_tokens < 0 or reserve_usd < 0:
             raise ValueError("estimated_tokens and reserve_usd must not be negative")
         limits, budget = policy.limits, policy.budget
-        scope = f"{namespace}/{policy.name}"
+        scope = key_scope(namespace, policy.name)
         if budget is None and limits.requests_per_minute is None and \
                 limits.tokens_per_minute is None and limits.max_parallel is None:
             return Ticket(id="", scope=scope, origin=UNLIMITED, budgeted=False, period="none",
@@ -102,7 +103,7 @@ class Limiter:
     async def spend(self, policy: VirtualKey, *, namespace: str) -> BudgetStatus:
         """The key's spend in its current budget period (lifetime if it has no budget)."""
         period = policy.budget.period if policy.budget else "none"
-        raw = await self.store.spend(f"{namespace}/{policy.name}", period)
+        raw = await self.store.spend(key_scope(namespace, policy.name), period)
         return BudgetStatus.of(raw, policy)
 
 

@@ -3,7 +3,8 @@
 Created by the sidecar's app factory when a Redis URL is set; called only through `Limiter`.
 Scripts are registered once and run by EVALSHA (one round trip); time comes from Redis
 (`TIME`) so replicas agree; every key of a virtual key shares the hash tag
-`llmgate:{<namespace>/<key>}:` so Redis Cluster keeps them in one slot; every key has a TTL;
+`llmgate:{<namespace>/<key>}:` (layout in llmgate_contract.budget, which the operator
+reads spend with) so Redis Cluster keeps them in one slot; every key has a TTL;
 money is integer micro-dollars. On Redis errors, failOpen degrades to an internal MemoryStore
 (counted, logged once per interval) and failClosed raises Unavailable. No policy lives here.
 """
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from llmgate_contract.budget import keys_for as keys_for
 from redis.exceptions import RedisError
 
 from llmgate_sidecar.errors import Unavailable
@@ -34,15 +36,6 @@ from llmgate_sidecar.store import (
 )
 
 log = logging.getLogger("llmgate.store")
-
-KEY_SUFFIXES = ("requests", "tokens", "leases", "tickets", "tombs", "budget")
-"""Keys of one virtual key, in the scripts' KEYS order. `budget` is a hash with fields
-`period`, `start` (ms), `spent` and `reserved` (micro-dollars): the operator reads spend there
-(spent counts only if `period` and `start` match the current period)."""
-
-def keys_for(scope: str) -> list[str]:
-    """The six keys of one virtual key (`<namespace>/<name>`), all in one cluster slot."""
-    return [f"llmgate:{{{scope}}}:{suffix}" for suffix in KEY_SUFFIXES]
 
 
 @dataclass(frozen=True)

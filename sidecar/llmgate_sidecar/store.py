@@ -8,14 +8,16 @@ This module knows nothing about VirtualKey policies, prices or HTTP.
 
 from __future__ import annotations
 
-import calendar
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Literal, Protocol
+
+# Shared with the operator's spend poller; re-exported (`as`) for the sidecar's modules.
+from llmgate_contract.budget import micros_to_usd as micros_to_usd
+from llmgate_contract.budget import period_bounds as period_bounds
+from llmgate_contract.budget import usd_to_micros as usd_to_micros
 
 Clock = Callable[[], float]
 """Wall-clock seconds since the Unix epoch (time.time); injectable for tests."""
@@ -33,46 +35,6 @@ TOMB_MS = 86_400_000
 IN_FLIGHT_RETRY_MS = 1_000
 # A lifetime budget never resets; Retry-After must still say something.
 LIFETIME_RETRY_MS = 86_400_000
-MICROS_PER_USD = Decimal(1_000_000)
-
-_PERIOD_MS = {"1h": 3_600_000, "1d": 86_400_000, "7d": 604_800_000, "30d": 2_592_000_000}
-# 1970-01-05 was a Monday: weekly budgets start Monday 00:00 UTC, as people expect.
-_WEEK_OFFSET_MS = 345_600_000
-
-
-def usd_to_micros(amount: Decimal, *, round_up: bool = False) -> int:
-    """Decimal USD -> integer micro-dollars (ceil for reservations, half-up for costs)."""
-    mode = ROUND_CEILING if round_up else ROUND_HALF_UP
-    return int((amount * MICROS_PER_USD).to_integral_value(rounding=mode))
-
-
-def micros_to_usd(micros: int) -> Decimal:
-    return Decimal(micros) / MICROS_PER_USD
-
-
-def period_bounds(period: str, now_ms: int) -> tuple[int, int | None]:
-    """[start, end) in ms of the budget period containing now; end None for lifetime.
-
-    Fixed periods (not rolling windows): every replica and the operator compute the same
-    boundaries from the clock alone, status can show "spend since <start>", and one counter
-    per key suffices. 1h/1d/30d count from the Unix epoch (UTC), 7d from Monday 00:00 UTC,
-    calendar-month from the 1st 00:00 UTC. The Lua twin in redis_store.py must agree.
-    """
-    length = _PERIOD_MS.get(period)
-    if length is not None:
-        offset = _WEEK_OFFSET_MS if period == "7d" else 0
-        start = now_ms - (now_ms - offset) % length
-        return start, start + length
-    if period == "calendar-month":
-        day = datetime.fromtimestamp(now_ms // 1000, UTC)
-        start_s = calendar.timegm((day.year, day.month, 1, 0, 0, 0))
-        year, month = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)
-        return start_s * 1000, calendar.timegm((year, month, 1, 0, 0, 0)) * 1000
-    if period == "none":
-        return 0, None
-    raise ValueError(f"unknown budget period {period!r}")
-
-
 @dataclass(frozen=True, slots=True)
 class Demand:
     """One request's claim on a key, checked and consumed atomically by `Store.admit`.

@@ -79,7 +79,7 @@ class HttpResponse:
         except EventStreamError as exc:
             raise UpstreamError("malformed", f"{self._provider}: {exc}",
                                 provider=self._provider, model=self.model) from exc
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise network_error(exc, self._provider, self.model) from exc
         finally:
             self._response.close()

@@ -1,9 +1,10 @@
-"""Fixtures of the sidecar tests: a real redis-server per session, a fake clock, and the
-store under test parametrized over MemoryStore and RedisStore (one behavioural suite)."""
+"""Fixtures of the sidecar tests: a flushed client on the session's real redis-server
+(`redis_server`, in tests/conftest.py), a fake clock, and the store under test
+parametrized over MemoryStore and RedisStore (one behavioural suite)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -27,16 +28,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
