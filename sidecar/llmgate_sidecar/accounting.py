@@ -43,6 +43,10 @@ class Reservation:
     usd: Decimal
 
 
+FREE = Reservation(0, 0, Decimal(0))
+"""What a cache hit reserves: it counts as a request, but costs nothing."""
+
+
 def leaves(group: Group) -> Iterator[Target]:
     for child in group.targets:
         if isinstance(child, Target):

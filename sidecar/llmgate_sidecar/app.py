@@ -20,7 +20,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from llmgate_sidecar import handlers
 from llmgate_sidecar.accounting import Accountant
+from llmgate_sidecar.cache import ResponseCache
+from llmgate_sidecar.cache_backends import MemoryBackend, RedisBackend
 from llmgate_sidecar.configsource import ConfigSource
+from llmgate_sidecar.guardrails import Guardrails
 from llmgate_sidecar.errors import GatewayError, NotFound, PayloadTooLarge
 from llmgate_sidecar.limits import Limiter
 from llmgate_sidecar.metrics import Metrics
@@ -29,7 +32,9 @@ from llmgate_sidecar.routing import Router
 from llmgate_sidecar.settings import SidecarSettings
 from llmgate_sidecar.state import (
     ACCOUNTANT,
+    CACHE,
     CONFIG,
+    GUARDRAILS,
     METRICS,
     REQUEST_ID,
     ROUTER,
@@ -106,6 +111,9 @@ def create_app(settings: SidecarSettings, *, metrics: Metrics | None = None,
     store = store or create_store(settings)
     app[METRICS].watch_store(store)
     app[ACCOUNTANT] = Accountant(Limiter(store))
+    app[CACHE] = ResponseCache(RedisBackend.from_url(settings.redis_url) if settings.redis_url
+                               else MemoryBackend())
+    app[GUARDRAILS] = Guardrails()
     app[CONFIG] = ConfigSource(Path(settings.config_dir), Path(settings.credentials_dir),
                                app[TRANSPORTS], on_reload=app[METRICS].config_loaded,
                                interval=settings.reload_interval)
@@ -121,6 +129,7 @@ def create_app(settings: SidecarSettings, *, metrics: Metrics | None = None,
 async def _transports_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[ACCOUNTANT].drain()
+    await app[CACHE].aclose()
     await app[TRANSPORTS].close()
 
 

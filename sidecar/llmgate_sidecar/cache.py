@@ -110,6 +110,17 @@ class Hit:
     entry: Entry
 
     @property
+    def model(self) -> str:
+        """The upstream model that produced the stored answer (for the response header)."""
+        source = self.entry.body if self.entry.kind == "json" else (
+            self.entry.chunks[0] if self.entry.chunks else b"{}")
+        try:
+            value = orjson.loads(source).get("model")
+        except (orjson.JSONDecodeError, AttributeError):
+            return "unknown"
+        return value if isinstance(value, str) else "unknown"
+
+    @property
     def usage(self) -> Usage:
         """What the original answer used (for metrics; a hit costs nothing)."""
         if self.entry.kind == "json":

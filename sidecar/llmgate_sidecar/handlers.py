@@ -19,7 +19,8 @@ import orjson
 from aiohttp import web
 from llmgate_contract.config import Group, Route, VirtualKey
 
-from llmgate_sidecar.accounting import reservation
+from llmgate_sidecar.accounting import FREE, reservation
+from llmgate_sidecar.cache import CACHE_HEADER, HIT_HEADER, Hit, Recorder
 from llmgate_sidecar.auth import allows, authenticate, check_model
 from llmgate_sidecar.errors import BadRequest, NotFound, Unavailable, UpstreamError
 from llmgate_sidecar.inbound import parse_chat
@@ -30,7 +31,9 @@ from llmgate_sidecar.runtime import Runtime
 from llmgate_sidecar.sse import encode
 from llmgate_sidecar.state import (
     ACCOUNTANT,
+    CACHE,
     CONFIG,
+    GUARDRAILS,
     METRICS,
     REQUEST_ID,
     ROUTER,
@@ -100,18 +103,35 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             raise NotFound(f"the model {chat.model!r} does not exist or is not served here")
         record.route = route.name
         check_model(policy, chat.model, route.model)
-        group = select_group(route, request.headers, request_metadata(request.headers),
-                             policy.name)
-        planned = reservation(runtime, route, group, chat.body)
+        metadata = request_metadata(request.headers)
+        group = select_group(route, request.headers, metadata, policy.name)
+        rails = app[GUARDRAILS].for_route(route)
+        body = rails.apply(chat.body) if rails is not None else chat.body
+        plan = app[CACHE].plan(route, body, namespace=runtime.namespace, key_name=policy.name,
+                               metadata=metadata, headers=request.headers, group=group)
+        hit = await app[CACHE].lookup(plan, stream=chat.stream)
+        if plan.read or plan.header == "refresh":
+            metrics.cache.labels(route.name, "hit" if hit else plan.header).inc()
+        elif plan.header == "bypass":
+            metrics.cache.labels(route.name, "bypass").inc()
+        # A cache hit costs nothing: it still counts as a request, reserves no money.
+        planned = FREE if hit else reservation(runtime, route, group, body)
         ticket = await accountant.admit(runtime, policy, planned, metrics)
         metrics.in_flight.inc()
         served, usage = None, None
         try:
-            served = await app[ROUTER].serve(runtime, route, chat.body, stream=chat.stream,
+            if hit is not None:
+                usage = hit.usage
+                record.provider = record.model = "cache"
+                record.answered("2xx", usage, time.perf_counter() - record.started)
+                return await reply_from_cache(request, route, hit, chat.stream,
+                                              chat.include_usage)
+            served = await app[ROUTER].serve(runtime, route, body, stream=chat.stream,
                                              include_usage=chat.include_usage,
                                              group_override=group)
             record.served(served)
             headers = response_headers(request, route, served)
+            headers[CACHE_HEADER] = plan.header
             if served.stream is None:
                 assert served.payload is not None
                 overhead = time.perf_counter() - record.started - served.upstream_seconds
@@ -120,10 +140,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 usage = served.usage
                 record_usage(metrics, route, served, policy, usage)
                 record.answered("2xx", usage, overhead)
+                await app[CACHE].store_json(plan, served.payload)
                 return web.Response(body=served.payload, content_type="application/json",
                                     headers=headers)
             status_class, usage = await stream_out(request, route, served, policy, headers,
-                                                   record.started)
+                                                   record.started, app[CACHE].recorder(plan))
             record.answered(status_class, usage, headers.get("x-llmgate-overhead-ms"))
             return request[STREAM_RESPONSE]
         finally:
@@ -137,7 +158,25 @@ def response_headers(request: web.Request, route: Route, served: Served) -> dict
     return {"x-request-id": request[REQUEST_ID], "x-llmgate-route": route.name,
             "x-llmgate-provider": served.target.provider,
             "x-llmgate-model": served.target.model,
-            "x-llmgate-attempts": str(served.attempts), "x-llmgate-cache": "off"}
+            "x-llmgate-attempts": str(served.attempts), CACHE_HEADER: "off"}
+
+
+async def reply_from_cache(request: web.Request, route: Route, hit: Hit, stream: bool,
+                           include_usage: bool) -> web.StreamResponse:
+    """Answer from the cache: the stored JSON, or the recorded stream replayed as it was."""
+    headers = {"x-request-id": request[REQUEST_ID], "x-llmgate-route": route.name,
+               "x-llmgate-provider": "cache", "x-llmgate-model": hit.model,
+               "x-llmgate-attempts": "0", CACHE_HEADER: HIT_HEADER}
+    if not stream:
+        return web.Response(body=hit.entry.body, content_type="application/json",
+                            headers=headers)
+    response = web.StreamResponse(status=200, headers={
+        **headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    for event in hit.sse(include_usage=include_usage):
+        await response.write(event)
+    await response.write_eof()
+    return response
 
 
 def record_usage(metrics: Any, route: Route, served: Served, policy: VirtualKey,
@@ -150,7 +189,8 @@ def record_usage(metrics: Any, route: Route, served: Served, policy: VirtualKey,
 
 
 async def stream_out(request: web.Request, route: Route, served: Served, policy: VirtualKey,
-                     headers: dict[str, str], started: float) -> tuple[str, Usage | None]:
+                     headers: dict[str, str], started: float,
+                     recorder: Recorder | None = None) -> tuple[str, Usage | None]:
     """Write the committed stream; returns the status class and the usage learnt.
 
     After the first byte nothing can fall back: an upstream failure (or a shutdown whose
@@ -172,6 +212,8 @@ async def stream_out(request: web.Request, route: Route, served: Served, policy:
         await response.prepare(request)
         stream.stop_when(lambda: request.transport is None or request.transport.is_closing())
         async for item in stream:
+            if recorder is not None:
+                recorder.feed(item)
             if item.downstream:
                 await response.write(item.downstream)
                 if first:
@@ -181,6 +223,8 @@ async def stream_out(request: web.Request, route: Route, served: Served, policy:
             if item.usage is not None:
                 usage = item.usage
         await response.write_eof()
+        if recorder is not None:
+            await recorder.finish()  # stores only a complete stream; never raises
         return "2xx", usage
     except UpstreamError as exc:
         metrics.stream_errors.labels(route.name, exc.error_class).inc()

@@ -5,7 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from llmgate_sidecar.accounting import Accountant
+from llmgate_sidecar.cache import ResponseCache
 from llmgate_sidecar.configsource import ConfigSource
+from llmgate_sidecar.guardrails import Guardrails
 from llmgate_sidecar.metrics import Metrics
 from llmgate_sidecar.routing import Router
 from llmgate_sidecar.settings import SidecarSettings
@@ -17,5 +19,7 @@ ROUTER = web.AppKey("router", Router)
 TRANSPORTS = web.AppKey("transports", Transports)
 CONFIG = web.AppKey("config", ConfigSource)
 ACCOUNTANT = web.AppKey("accountant", Accountant)
+CACHE = web.AppKey("cache", ResponseCache)
+GUARDRAILS = web.AppKey("guardrails", Guardrails)
 REQUEST_ID = web.RequestKey("request_id", str)
 STREAM_RESPONSE = web.RequestKey("stream_response", web.StreamResponse)
