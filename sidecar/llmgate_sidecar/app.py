@@ -23,8 +23,8 @@ from llmgate_sidecar.accounting import Accountant
 from llmgate_sidecar.cache import ResponseCache
 from llmgate_sidecar.cache_backends import MemoryBackend, RedisBackend
 from llmgate_sidecar.configsource import ConfigSource
-from llmgate_sidecar.guardrails import Guardrails
 from llmgate_sidecar.errors import GatewayError, NotFound, PayloadTooLarge
+from llmgate_sidecar.guardrails import Guardrails
 from llmgate_sidecar.limits import Limiter
 from llmgate_sidecar.metrics import Metrics
 from llmgate_sidecar.redis_store import RedisStore

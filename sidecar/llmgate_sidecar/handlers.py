@@ -20,8 +20,8 @@ from aiohttp import web
 from llmgate_contract.config import Group, Route, VirtualKey
 
 from llmgate_sidecar.accounting import FREE, reservation
-from llmgate_sidecar.cache import CACHE_HEADER, HIT_HEADER, Hit, Recorder
 from llmgate_sidecar.auth import allows, authenticate, check_model
+from llmgate_sidecar.cache import CACHE_HEADER, HIT_HEADER, Hit, Recorder
 from llmgate_sidecar.errors import BadRequest, NotFound, Unavailable, UpstreamError
 from llmgate_sidecar.inbound import parse_chat
 from llmgate_sidecar.metrics import RequestRecord, observed

@@ -9,9 +9,9 @@ classified `UpstreamError`. Routing and the transports own all network I/O.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from llmgate_contract.config import Provider, Target
