@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: dev test lint typecheck check redis clean
+.PHONY: dev test redis clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,20 +22,14 @@ redis:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server; }
 
+# Static checks first (seconds), then the suite: import-layer contracts, lint, strict types.
 test: $(VENV)/.installed redis
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/ruff check contract operator sidecar cli tests
+	$(VENV)/bin/mypy contract/llmgate_contract sidecar/llmgate_sidecar cli/llmgate_cli operator/llmgate_operator
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken" >&2; fi; \
 	exit $$rc
-
-lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check contract operator sidecar cli tests bench
-	$(VENV)/bin/lint-imports --no-cache
-
-typecheck: $(VENV)/.installed
-	$(VENV)/bin/mypy contract/llmgate_contract sidecar/llmgate_sidecar cli/llmgate_cli operator/llmgate_operator
-
-check: lint typecheck test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -40,7 +40,6 @@ ErrorClass = Literal[
     "rateLimit", "serverError", "timeout", "connectionError", "contextWindow", "contentFilter",
 ]
 BudgetPeriod = Literal["1h", "1d", "7d", "30d", "calendar-month", "none"]
-FailMode = Literal["failOpen", "failClosed"]
 
 DEFAULT_FALLBACK_ON: tuple[ErrorClass, ...] = (
     "rateLimit", "serverError", "timeout", "connectionError",
@@ -200,10 +199,6 @@ class VirtualKey(_Model):
     metadata: dict[str, str] = Field(default_factory=dict)
 
 
-class Settings(_Model):
-    fail_mode: FailMode = Field(default="failOpen", alias="failMode")
-
-
 class CompiledConfig(_Model):
     """Everything one namespace's sidecars need, minus secret values."""
 
@@ -212,7 +207,6 @@ class CompiledConfig(_Model):
     providers: dict[str, Provider] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)
     virtual_keys: list[VirtualKey] = Field(default_factory=list, alias="virtualKeys")
-    settings: Settings = Field(default_factory=Settings)
 
     def canonical_json(self) -> str:
         """Deterministic JSON: sorted keys, no whitespace, aliases; equal configs, equal text."""
