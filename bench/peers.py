@@ -1,0 +1,155 @@
+"""The systems under test: llmgate (in-memory or Redis), and the peers LiteLLM and Portkey.
+
+Each `start_*` starts one system pinned to the gateway core, waits until it answers, and
+returns a `Target` (where to send requests, with which headers, and the process to sample
+and stop). The peers are installed on first use into `bench/.peers/` (git-ignored, never
+committed): LiteLLM's proxy into its own venv from PyPI, Portkey's gateway from npm with
+`@hono/node-server` pinned to 1.13.5 (newer releases break its streaming).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from procs import (
+    BENCH_KEY,
+    GATEWAY_CPU,
+    UPSTREAM_KEY,
+    Child,
+    free_port,
+    llmgate_config,
+    wait_http,
+)
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PEERS = BENCH / ".peers"
+LITELLM_MASTER_KEY = "sk-bench-master-key"
+HONO_NODE_SERVER = "1.13.5"
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    headers: list[str] = field(default_factory=list)
+    child: Child | None = None
+    version: str = ""
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.stop()
+
+
+def llmgate_binary() -> str:
+    candidate = Path(sys.executable).parent / "llmgate"
+    return str(candidate) if candidate.exists() else "llmgate"
+
+
+def start_llmgate(name: str, upstream_port: int, work: Path, *,
+                  redis_url: str | None = None, source: Path | None = None) -> Target:
+    """`llmgate dev` on a realistic config; from `source` (another checkout of the
+    repository, e.g. a `git archive` of a commit) instead of the installed package if given."""
+    config = work / f"{name}.yaml"
+    config.write_text(llmgate_config(upstream_port))
+    port, ops = free_port(), free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [llmgate_binary()]
+    if source is not None:
+        # PYTHONPATH is searched before the editable install's finder, so these win.
+        roots = [str(source.resolve() / d) for d in ("contract", "operator", "sidecar", "cli")]
+        env["PYTHONPATH"] = os.pathsep.join(roots)
+        command = [sys.executable, "-m", "llmgate_cli"]
+    argv = [*command, "dev", "-f", str(config), "--port", str(port),
+            "--ops-port", str(ops), "--log-level", "warning"]
+    if redis_url:
+        argv += ["--redis-url", redis_url]
+    child = Child(name, argv, cpu=GATEWAY_CPU, log_dir=work, env=env)
+    wait_http(f"http://127.0.0.1:{ops}/readyz", child, 60)
+    return Target(name, f"http://127.0.0.1:{port}/v1/chat/completions",
+                  [f"Authorization: Bearer {BENCH_KEY}"], child)
+
+
+def run_quiet(argv: list[str], log: Path, cwd: Path | None = None) -> None:
+    with log.open("ab") as out:
+        done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+                              check=False, timeout=1200)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}); see {log}")
+
+
+def install_litellm() -> Path:
+    venv = PEERS / "litellm"
+    binary = venv / "bin" / "litellm"
+    if not binary.exists():
+        PEERS.mkdir(parents=True, exist_ok=True)
+        log = PEERS / "litellm-install.log"
+        run_quiet([sys.executable, "-m", "venv", str(venv)], log)
+        run_quiet([str(venv / "bin" / "pip"), "install", "-q", "litellm[proxy]"], log)
+    return binary
+
+
+def package_version(python: Path, name: str) -> str:
+    done = subprocess.run([str(python), "-c",
+                           f"import importlib.metadata as m; print(m.version({name!r}))"],
+                          capture_output=True, text=True, check=False)
+    return done.stdout.strip()
+
+
+def start_litellm(upstream_port: int, work: Path) -> Target:
+    binary = install_litellm()
+    config = work / "litellm.yaml"
+    config.write_text(json.dumps({
+        "model_list": [{"model_name": "bench-model", "litellm_params": {
+            "model": "openai/bench-model", "api_base": f"http://127.0.0.1:{upstream_port}/v1",
+            "api_key": UPSTREAM_KEY}}],
+        "litellm_settings": {"telemetry": False, "drop_params": True},
+        "general_settings": {"master_key": LITELLM_MASTER_KEY}}))
+    port = free_port()
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           "LITELLM_MASTER_KEY": LITELLM_MASTER_KEY, "LITELLM_LOG": "ERROR",
+           "NO_PROXY": "*", "DISABLE_ADMIN_UI": "True"}
+    child = Child("litellm", [str(binary), "--config", str(config), "--host", "127.0.0.1",
+                              "--port", str(port), "--num_workers", "1"],
+                  cpu=GATEWAY_CPU, log_dir=work, env=env)
+    wait_http(f"http://127.0.0.1:{port}/health/liveliness", child, 180)
+    version = package_version(binary.parent / "python", "litellm")
+    return Target("litellm", f"http://127.0.0.1:{port}/v1/chat/completions",
+                  [f"Authorization: Bearer {LITELLM_MASTER_KEY}"], child, version)
+
+
+def install_portkey() -> Path:
+    folder = PEERS / "portkey"
+    entry = folder / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+    if not entry.exists():
+        if shutil.which("npm") is None:
+            raise RuntimeError("npm is not installed; Portkey's gateway needs Node.js")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "package.json").write_text(json.dumps({
+            "name": "llmgate-bench-portkey", "private": True,
+            "dependencies": {"@portkey-ai/gateway": "*"},
+            "overrides": {"@hono/node-server": HONO_NODE_SERVER}}, indent=2))
+        run_quiet(["npm", "install", "--no-audit", "--no-fund"], PEERS / "portkey-install.log",
+                  cwd=folder)
+    return entry
+
+
+def start_portkey(upstream_port: int, work: Path) -> Target:
+    entry = install_portkey()
+    node = shutil.which("node") or "node"
+    port = free_port()
+    child = Child("portkey", [node, str(entry), f"--port={port}", "--headless"],
+                  cpu=GATEWAY_CPU, log_dir=work, env={**os.environ, "NODE_ENV": "production"})
+    wait_http(f"http://127.0.0.1:{port}/", child, 60, ok=())
+    manifest = entry.parent.parent / "package.json"
+    version = json.loads(manifest.read_text()).get("version", "")
+    return Target("portkey", f"http://127.0.0.1:{port}/v1/chat/completions",
+                  ["x-portkey-provider: openai",
+                   f"x-portkey-custom-host: http://127.0.0.1:{upstream_port}/v1",
+                   f"Authorization: Bearer {UPSTREAM_KEY}"], child, version)
