@@ -50,6 +50,8 @@ class Observer(Protocol):
     def reconciled(self, namespace: str, result: str, seconds: float,
                    managed: Mapping[str, int]) -> None: ...
 
+    def compiled(self, seconds: float) -> None: ...
+
 
 def referenced_secrets(resources: Iterable[Mapping[str, Any]]) -> set[str]:
     """Names of Secrets the CRs of a namespace read: a change to any other is irrelevant."""
@@ -167,8 +169,11 @@ class Reconciler:
         for body in state.resources:
             if body.get("kind") == "VirtualKey":
                 await self._ensure_key(body, secrets, now)
+        started = time.perf_counter()
         compilation = compile_namespace(
             namespace, state.resources, {n: v.data for n, v in secrets.items()}, now=now)
+        if self._observer is not None:
+            self._observer.compiled(time.perf_counter() - started)
         await self._write_config(compilation, has_resources=bool(state.resources))
         for body in state.resources:
             await self._write_status(compilation, body, now)

@@ -320,6 +320,9 @@ async def test_ops_endpoints(k8s: Any) -> None:
         text = await h.eventually_async(counted, what="the VirtualKey counted in /metrics")
         assert 'llmgate_operator_managed_objects{kind="LLMRoute"} 1.0' in text
         assert "llmgate_operator_reconcile_duration_seconds_count" in text
+        compiles = [line for line in text.splitlines()
+                    if line.startswith("llmgate_operator_compile_duration_seconds_count")]
+        assert compiles and float(compiles[0].split()[-1]) >= 1
         assert await reconciles(settings) >= 1
 
 
