@@ -32,6 +32,8 @@ from llmgate_sidecar.store import Ticket
 
 log = logging.getLogger("llmgate.accounting")
 
+# Seconds between two reads of a key's remaining budget for its gauge.
+REMAINING_INTERVAL = 0.5
 # Worst-case output when neither the client nor the target's params bound it.
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 
@@ -83,9 +85,14 @@ class Accountant:
     With `metrics`, store calls are timed (and spanned when tracing), booked cost is
     counted and a budgeted key's remaining USD is read back after each settlement."""
 
-    def __init__(self, limiter: Limiter) -> None:
+    def __init__(self, limiter: Limiter, *,
+                 remaining_interval: float = REMAINING_INTERVAL) -> None:
         self.limiter = limiter
         self._tasks: set[asyncio.Task[None]] = set()
+        self._remaining_interval = remaining_interval
+        # Per key: when its remaining budget was last read, and whether a read is queued.
+        self._remaining_read: dict[tuple[str, str], float] = {}
+        self._remaining_queued: set[tuple[str, str]] = set()
 
     async def admit(self, runtime: Runtime, policy: VirtualKey, planned: Reservation,
                     metrics: Metrics | None = None) -> Ticket:
@@ -142,7 +149,26 @@ class Accountant:
             log.exception("settling usage failed", extra={"scope": ticket.scope})
             return
         if policy.budget is not None:
-            await self._publish_remaining(metrics, policy, namespace)
+            await self._publish_remaining_soon(metrics, policy, namespace)
+
+    async def _publish_remaining_soon(self, metrics: Metrics, policy: VirtualKey,
+                                      namespace: str) -> None:
+        """Read the key's spend back at most once per interval: a busy key would otherwise
+        cost one extra store round trip per request. The last settlement of a burst is
+        always followed by a read, so the gauge ends exact."""
+        key = (namespace, policy.name)
+        if key in self._remaining_queued:
+            return
+        wait = self._remaining_read.get(key, -1e9) + self._remaining_interval \
+            - time.monotonic()
+        if wait > 0:
+            self._remaining_queued.add(key)
+            try:
+                await asyncio.sleep(wait)
+            finally:
+                self._remaining_queued.discard(key)
+        self._remaining_read[key] = time.monotonic()
+        await self._publish_remaining(metrics, policy, namespace)
 
     async def _publish_remaining(self, metrics: Metrics, policy: VirtualKey,
                                  namespace: str) -> None:

@@ -101,8 +101,14 @@ async def test_success_and_stream_fill_traffic_token_cost_and_budget_series(
                                                  stream=True)
         async for _ in stream:
             pass
-    s = await settled(gateway, "llmgate_budget_remaining_usd", virtual_key="team")
-    # Both answers are priced from usage and booked; the budget shows what is left of $100.
+    # Both answers are priced from usage and booked; the budget shows what is left of $100
+    # (read back at most twice a second, so the second settlement shows a moment later).
+    for _ in range(200):
+        s = await settled(gateway, "llmgate_budget_remaining_usd", virtual_key="team")
+        if value(s, "llmgate_budget_remaining_usd", virtual_key="team") == pytest.approx(
+                100 - 2 * COST):
+            break
+        await asyncio.sleep(0.01)
     assert value(s, "llmgate_budget_remaining_usd", virtual_key="team") == pytest.approx(
         100 - 2 * COST)
     served = {"route": "chat", "provider": "primary", "model": "up-1", "virtual_key": "team"}
