@@ -5,10 +5,13 @@ Real files in the layout kubelet mounts, rewritten under a running app.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import openai
+from llmgate_contract import bundle_files
+from llmgate_operator.compile import compile_namespace
 from llmgate_sidecar.state import CONFIG
 
 from tests.sidecar.harness import KEY, provider, route, start_gateway, virtual_key
@@ -80,5 +83,40 @@ async def test_not_ready_and_503_until_a_config_exists(tmp_path: Path) -> None:
             assert r.status == 503
             assert r.headers["Retry-After"] == "1"
             assert (await r.json())["error"]["code"] == "config_not_loaded"
+    finally:
+        await gw.close()
+
+
+def kubelet_volume(directory: Path, files: dict[str, str], version: str) -> None:
+    """Write `files` the way kubelet updates a ConfigMap/Secret volume: a new timestamped
+    directory, then an atomic swap of the `..data` symlink the visible names point through."""
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = directory / f"..{version}"
+    payload.mkdir()
+    for name, text in files.items():
+        (payload / name).write_text(text)
+    tmp = directory / "..data_tmp"
+    tmp.symlink_to(payload.name)
+    tmp.replace(directory / "..data")
+    for name in files:
+        link = directory / name
+        if not link.is_symlink():
+            link.symlink_to(f"..data/{name}")
+
+
+async def test_kubelet_symlink_swaps_are_followed(tmp_path: Path) -> None:
+    gw = await start_gateway(tmp_path / "plain", BASE)
+    try:
+        source = gw.app[CONFIG]
+        source.config_dir, source.credentials_dir = tmp_path / "cm", tmp_path / "secret"
+        for version, reply in (("2026_11_22_1", "from kubelet"), ("2026_11_22_2", "swapped")):
+            result = compile_namespace(
+                "default", [provider("mock", "mock", mock={"reply": reply}), *BASE[1:]],
+                {"team-key": {"api-key": KEY}}, now=datetime.now(UTC))
+            config_files, secret_files = bundle_files(result.config, result.credentials)
+            kubelet_volume(tmp_path / "secret", secret_files, version)
+            kubelet_volume(tmp_path / "cm", config_files, version)
+            assert source.load() is True
+            assert await ask(gw.base_url) == reply
     finally:
         await gw.close()
