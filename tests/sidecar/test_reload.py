@@ -14,6 +14,7 @@ from llmgate_contract import bundle_files
 from llmgate_operator.compile import compile_namespace
 from llmgate_sidecar.state import CONFIG
 
+from tests.fakes.openai_upstream import FakeOpenAI
 from tests.sidecar.harness import KEY, provider, route, start_gateway, virtual_key
 
 BASE = [provider("mock", "mock", mock={"reply": "first"}),
@@ -120,3 +121,21 @@ async def test_kubelet_symlink_swaps_are_followed(tmp_path: Path) -> None:
             assert await ask(gw.base_url) == reply
     finally:
         await gw.close()
+
+
+async def test_a_rotated_provider_key_is_used_without_a_restart(tmp_path: Path) -> None:
+    upstream = await FakeOpenAI().start()
+    crs = [provider("up", baseURL=upstream.url,
+                    apiKey={"secretKeyRef": {"name": "up-key", "key": "token"}}),
+           route("m", [{"provider": "up", "model": "x"}]),
+           virtual_key("team", secretName="team-key")]
+    gw = await start_gateway(tmp_path, crs, {"up-key": {"token": "sk-old-000000"}})
+    try:
+        await ask(gw.base_url)
+        gw.apply(crs, {"team-key": {"api-key": KEY}, "up-key": {"token": "sk-new-111111"}})
+        await ask(gw.base_url)
+        assert [h["Authorization"] for h in upstream.headers] == [
+            "Bearer sk-old-000000", "Bearer sk-new-111111"]
+    finally:
+        await gw.close()
+        await upstream.close()
