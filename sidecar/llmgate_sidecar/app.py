@@ -3,7 +3,8 @@
 `create_app(settings, ...)` builds the API app (state in `web.AppKey`s, resources owned by
 `cleanup_ctx`); `create_ops_app(api_app)` serves `/healthz`, `/readyz`, `/metrics` from the
 same state. One middleware turns every `GatewayError` (and anything unexpected) into
-OpenAI's error envelope. Request handling is in `handlers`; this module only wires.
+the error envelope of the API called (OpenAI's; Anthropic's on `/v1/messages`). Request
+handling is in `handlers`, `embeddings` and `passthrough`; this module only wires.
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from llmgate_sidecar import handlers
+from llmgate_sidecar import embeddings, handlers, passthrough
 from llmgate_sidecar.accounting import Accountant
 from llmgate_sidecar.cache import ResponseCache
 from llmgate_sidecar.cache_backends import MemoryBackend, RedisBackend
 from llmgate_sidecar.configsource import ConfigSource
+from llmgate_sidecar.dialects import OPENAI
 from llmgate_sidecar.errors import GatewayError, NotFound, PayloadTooLarge
 from llmgate_sidecar.guardrails import Guardrails
 from llmgate_sidecar.limits import Limiter
+from llmgate_sidecar.messages_api import ANTHROPIC
 from llmgate_sidecar.metrics import Metrics
 from llmgate_sidecar.redis_store import RedisStore
 from llmgate_sidecar.routing import Router
@@ -46,12 +49,15 @@ from llmgate_sidecar.transport import Transports
 
 log = logging.getLogger("llmgate.sidecar")
 
+MESSAGES_PATH = "/v1/messages"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_response(exc: GatewayError, request_id: str) -> web.Response:
+def error_response(exc: GatewayError, request_id: str, path: str = "") -> web.Response:
+    """The error in the envelope of the API the client called (Anthropic's on /v1/messages)."""
     headers = {**exc.headers, "x-request-id": request_id}
-    return web.Response(status=exc.status, body=orjson.dumps(exc.envelope()),
+    dialect = ANTHROPIC if path.startswith(MESSAGES_PATH) else OPENAI
+    return web.Response(status=exc.status, body=orjson.dumps(dialect.envelope(exc)),
                         content_type="application/json", headers=headers)
 
 
@@ -65,25 +71,25 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except GatewayError as exc:
         request.app[METRICS].rejections.labels(_reason(exc)).inc()
-        return error_response(exc, request_id)
+        return error_response(exc, request_id, request.path)
     except web.HTTPRequestEntityTooLarge:
         exc2 = PayloadTooLarge(f"request body is larger than "
                                f"{request.app[SETTINGS].max_body_bytes} bytes")
         request.app[METRICS].rejections.labels("too_large").inc()
-        return error_response(exc2, request_id)
+        return error_response(exc2, request_id, request.path)
     except web.HTTPNotFound:
         return error_response(NotFound(f"no such endpoint: {request.method} {request.path}",
-                                       code="unknown_url"), request_id)
+                                       code="unknown_url"), request_id, request.path)
     except web.HTTPMethodNotAllowed:
         err = GatewayError(f"method {request.method} is not allowed on {request.path}",
                            code="method_not_allowed")
         err.status, err.type = 405, "invalid_request_error"
-        return error_response(err, request_id)
+        return error_response(err, request_id, request.path)
     except Exception:
         log.exception("unhandled error", extra={"request_id": request_id})
         request.app[METRICS].rejections.labels("internal").inc()
         return error_response(GatewayError("internal gateway error", code="internal_error"),
-                              request_id)
+                              request_id, request.path)
 
 
 def _reason(exc: GatewayError) -> str:
@@ -121,6 +127,10 @@ def create_app(settings: SidecarSettings, *, metrics: Metrics | None = None,
     if poll_config:
         app.cleanup_ctx.append(_config_ctx)
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
+    app.router.add_post(MESSAGES_PATH, handlers.messages)
+    app.router.add_post("/v1/embeddings", embeddings.embeddings)
+    for operation in passthrough.OPERATIONS:
+        app.router.add_post(f"/v1/{operation}", passthrough.passthrough)
     app.router.add_get("/v1/models", handlers.list_models)
     app.router.add_get("/v1/models/{model}", handlers.get_model)
     return app

@@ -17,22 +17,23 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from llmgate_contract.config import Route, Target
+from llmgate_contract.config import Group, Route, Target
 
 from llmgate_sidecar import tracing
 from llmgate_sidecar.breaker import Breakers
 from llmgate_sidecar.errors import UpstreamError, UpstreamFailed
 from llmgate_sidecar.metrics import Metrics
 from llmgate_sidecar.pricing import price_for
-from llmgate_sidecar.providers.base import StreamItem, Usage
+from llmgate_sidecar.providers.base import StreamItem, UpstreamRequest, Usage
 from llmgate_sidecar.runtime import Runtime, Upstream
 from llmgate_sidecar.strategies import PriceOf, TargetStats, order
 from llmgate_sidecar.streams import CommittedStream, translate
+from llmgate_sidecar.transport import UpstreamResponse
 
 log = logging.getLogger("llmgate.routing")
 MAX_ERROR_BODY = 64 * 1024
@@ -57,6 +58,12 @@ class Served:
     usage: Usage | None = None
     stream: CommittedStream | None = None
     fallbacks: list[str] = field(default_factory=list)
+    # Pass-through only: the upstream's 2xx response, still unread, for the caller to relay.
+    response: UpstreamResponse | None = None
+
+
+# One try at one target: the committed answer, or an UpstreamError.
+Attempt = Callable[[Upstream, Target, "float | None"], Awaitable[Served]]
 
 
 @dataclass(slots=True)
@@ -115,12 +122,26 @@ class Router:
 
     async def serve(self, runtime: Runtime, route: Route, body: dict[str, Any], *,
                     stream: bool, include_usage: bool, group_override: Any = None) -> Served:
+        """A chat completion (JSON, or a stream committed after its first chunk)."""
+        async def attempt(upstream: Upstream, target: Target,
+                          deadline: float | None) -> Served:
+            return await self._attempt(upstream, target, route, body, stream, include_usage,
+                                       deadline)
+        return await self.call(runtime, route, group_override or route.group, attempt)
+
+    async def call(self, runtime: Runtime, route: Route, group: Group, attempt: Attempt,
+                   usable: Callable[[Upstream], bool] | None = None) -> Served:
+        """Try `group`'s targets in strategy order with retries and fallbacks; `attempt` does
+        one try at one target. Targets whose upstream is not `usable` (e.g. a provider
+        without embeddings) are skipped like a missing one."""
         deadline = self._clock() + route.timeout if route.timeout else None
-        targets = order(group_override or route.group, self.stats, self._rng, pricer(runtime))
+        targets = order(group, self.stats, self._rng, pricer(runtime))
         tally = _Tally()
         for index, target in enumerate(targets):
             more = index + 1 < len(targets)
             upstream = runtime.upstreams.get(target.provider)
+            if upstream is not None and usable is not None and not usable(upstream):
+                upstream = None
             if upstream is None or not self.breakers.allow(route.circuit_breaker,
                                                            target.provider, target.model):
                 reason = "unsupported" if upstream is None else "circuitOpen"
@@ -129,8 +150,7 @@ class Router:
                     "connectionError", f"{target.provider}: target skipped ({reason})",
                     provider=target.provider, model=target.model)
                 continue
-            served = await self._try_target(upstream, target, route, body, stream,
-                                            include_usage, deadline, tally)
+            served = await self._try_target(upstream, target, route, deadline, tally, attempt)
             if served is not None:
                 return served
             assert tally.last is not None
@@ -147,15 +167,14 @@ class Router:
             self.metrics.fallbacks.labels(route.name, reason).inc()
 
     async def _try_target(self, upstream: Upstream, target: Target, route: Route,
-                          body: dict[str, Any], stream: bool, include_usage: bool,
-                          deadline: float | None, tally: _Tally) -> Served | None:
+                          deadline: float | None, tally: _Tally,
+                          attempt_once: Attempt) -> Served | None:
         """Attempts at one target; the committed answer, or None with `tally.last` set."""
         for attempt in range(route.retry.attempts):
             tally.attempts += 1
             try:
                 with tracing.attempt_span(target.provider, target.model, route.name):
-                    served = await self._attempt(upstream, target, route, body, stream,
-                                                 include_usage, deadline)
+                    served = await attempt_once(upstream, target, deadline)
             except UpstreamError as exc:
                 exc.message = upstream.redact(exc.message)
                 tally.last = exc
@@ -261,6 +280,40 @@ class Router:
                 self.stats.observe(target, seconds)
             else:
                 self.stats.finished(target, seconds)
+            if seconds is not None:
+                self.metrics.attempts.labels(target.provider, target.model, "success").inc()
+
+    async def exchange(self, upstream: Upstream, target: Target, route: Route,
+                       deadline: float | None, build: Callable[[], UpstreamRequest], *,
+                       keep_open: bool = False) -> tuple[UpstreamResponse, bytes | None, float]:
+        """One non-chat try (embeddings, pass-through): a 2xx response and its body (None
+        with `keep_open`: the caller streams it), else a classified UpstreamError."""
+        timeout = self._attempt_timeout(route, target, deadline)
+        prepare = getattr(upstream.adapter, "prepare", None)
+        if prepare is not None:
+            await prepare()
+        request = build()
+        started = self._clock()
+        self.stats.started(target)
+        seconds: float | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                response = await upstream.transport.send(
+                    request, timeout=target.timeout, provider=target.provider,
+                    model=target.model)
+                if not 200 <= response.status < 300:
+                    payload = (await response.read())[:MAX_ERROR_BODY]
+                    raise upstream.adapter.classify(response.status, response.headers,
+                                                    payload, target)
+                body = None if keep_open else await response.read()
+                seconds = self._clock() - started
+                return response, body, seconds
+        except TimeoutError:
+            raise UpstreamError("timeout", f"{target.provider}: no answer within "
+                                f"{timeout or 0:.1f}s", provider=target.provider,
+                                model=target.model) from None
+        finally:
+            self.stats.finished(target, seconds)
             if seconds is not None:
                 self.metrics.attempts.labels(target.provider, target.model, "success").inc()
 

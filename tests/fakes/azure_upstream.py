@@ -1,7 +1,8 @@
 """A fake Azure OpenAI resource replaying `data/providers/azure`.
 
 Serves `POST /openai/deployments/{deployment}/chat/completions?api-version=...`; answers
-with the recorded completion or stream (a tool call when the request offers tools).
+with the recorded completion or stream (a tool call when the request offers tools), and
+`.../embeddings` with the recorded embeddings list.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from tests.fakes.replay import ReplayUpstream, Reply
 
 
 def _default(request: web.Request, body: Any) -> Reply:
+    if request.path.endswith("/embeddings"):
+        return Reply("embeddings.json")
     tools = isinstance(body, dict) and bool(body.get("tools"))
     if isinstance(body, dict) and body.get("stream"):
         return Reply("stream_tool_call.sse" if tools else "stream_text.sse")
@@ -21,5 +24,5 @@ def _default(request: web.Request, body: Any) -> Reply:
 
 
 def fake_azure() -> ReplayUpstream:
-    return ReplayUpstream("azure", ["/openai/deployments/{deployment}/chat/completions"],
-                          _default)
+    return ReplayUpstream("azure", ["/openai/deployments/{deployment}/chat/completions",
+                                    "/openai/deployments/{deployment}/embeddings"], _default)

@@ -1,7 +1,7 @@
 """Fake Gemini API and Vertex AI endpoints replaying `data/providers/gemini`.
 
 `fake_gemini()` serves `/v1beta/models/{model}:generateContent` and
-`:streamGenerateContent`; `fake_vertex()` serves the same under
+`:streamGenerateContent` (and `:batchEmbedContents`); `fake_vertex()` serves the same under
 `/v1/projects/{p}/locations/{l}/publishers/google/models/…` plus an OAuth token endpoint
 (`/token`) that checks the service-account JWT's signature before it issues a token.
 """
@@ -20,6 +20,8 @@ VERTEX_PATH = "/v1/projects/{project}/locations/{location}/publishers/google/mod
 
 def _default(request: web.Request, body: Any) -> Reply:
     tools = isinstance(body, dict) and bool(body.get("tools"))
+    if request.path.endswith(":batchEmbedContents"):
+        return Reply("embeddings.json")
     if request.path.endswith(":streamGenerateContent"):
         return Reply("stream_function_call.sse" if tools else "stream_text.sse")
     return Reply("response_function_call.json" if tools else "response_text.json")

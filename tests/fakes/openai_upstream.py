@@ -4,13 +4,16 @@ Speaks the documented chat-completions wire format (JSON and SSE) and fails on d
 each request takes the next scripted `Behaviour` (or the default), so a test states exactly
 what the upstream does: an HTTP error with headers, a reset connection, a slow first byte, a
 stream cut mid-way, a stream that stalls, an error event inside a 200 stream, a malformed
-body or stream event. It also reports what it saw: streams open now, and streams whose
-client (the gateway) closed the connection before the end (`disconnects`).
+body or stream event. It also serves `/v1/embeddings` and reports what it saw: streams
+open now, and streams whose client (the gateway) closed the connection before the end
+(`disconnects`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -22,7 +25,7 @@ from aiohttp import web
 
 @dataclass
 class Behaviour:
-    # ok | status | reset | cut | stall | error_event | malformed | malformed_event
+    # ok | status | reset | cut | stall | error_event | malformed | malformed_event | tool_call
     kind: str = "ok"
     status: int = 200
     body: dict[str, Any] | None = None
@@ -50,6 +53,7 @@ class FakeOpenAI:
     async def start(self) -> FakeOpenAI:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         # Handler cancellation: a stalled stream learns at once that its client went away.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5,
                                      handler_cancellation=True)
@@ -81,6 +85,8 @@ class FakeOpenAI:
             return web.Response()
         if b.kind == "malformed":
             return web.Response(body=b"{\"choices\": [", content_type="application/json")
+        if b.kind == "tool_call":
+            return await self._tool_call(request, body)
         if body.get("stream"):
             self.streams_open += 1
             try:
@@ -92,6 +98,59 @@ class FakeOpenAI:
             finally:
                 self.streams_open -= 1
         return web.json_response(completion(body, b.content))
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        """OpenAI's embeddings list: one 3-dim vector per input, base64 when asked."""
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        b = self.script.popleft() if self.script else self.default
+        if b.kind == "status":
+            return web.json_response(b.body or {"error": {"message": "boom"}}, status=b.status,
+                                     headers=b.headers)
+        inputs = [body["input"]] if isinstance(body["input"], str) else body["input"]
+        data = []
+        for i, text in enumerate(inputs):
+            values = [float(len(str(text))), 0.5, -0.25]
+            vector: Any = values
+            if body.get("encoding_format") == "base64":
+                vector = base64.b64encode(struct.pack("<3f", *values)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": vector})
+        tokens = sum(len(str(t).split()) for t in inputs)
+        return web.json_response({"object": "list", "data": data, "model": body["model"],
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def _tool_call(self, request: web.Request,
+                         body: dict[str, Any]) -> web.StreamResponse:
+        """Text, then a get_weather call for Paris, as OpenAI answers (JSON or streamed)."""
+        if not body.get("stream"):
+            answer = completion(body, "Checking.")
+            answer["choices"][0]["finish_reason"] = "tool_calls"
+            answer["choices"][0]["message"]["tool_calls"] = [{
+                "id": "call_fake_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]
+            return web.json_response(answer)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        deltas: list[dict[str, Any]] = [
+            {"role": "assistant", "content": "Checking."},
+            {"tool_calls": [{"index": 0, "id": "call_fake_1", "type": "function",
+                             "function": {"name": "get_weather", "arguments": ""}}]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": "}}]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}]
+        for delta in deltas:
+            event = {**chunk(body, None), "choices": [{"index": 0, "delta": delta,
+                                                        "finish_reason": None}]}
+            await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
+        await response.write(b"data: " + orjson.dumps(
+            chunk(body, None, finish="tool_calls")) + b"\n\n")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await response.write(b"data: " + orjson.dumps(
+                {**chunk(body, None), "choices": [], "usage": usage(body, "Checking.")})
+                + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
 
     async def _stream(self, request: web.Request, body: dict[str, Any],
                       b: Behaviour) -> web.StreamResponse:

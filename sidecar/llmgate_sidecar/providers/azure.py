@@ -16,6 +16,7 @@ import orjson
 from llmgate_contract.config import Provider, Target
 
 from llmgate_sidecar.errors import UpstreamError
+from llmgate_sidecar.providers import embedding
 from llmgate_sidecar.providers.base import Credentials, UpstreamRequest, Usage
 from llmgate_sidecar.providers.openai import (
     OpenAIAdapter,
@@ -41,8 +42,8 @@ class AzureOpenAIAdapter:
         # Bodies, responses and errors are OpenAI's: reuse that adapter's translation.
         self._openai = OpenAIAdapter(provider, Credentials())
 
-    def url(self, deployment: str) -> str:
-        return (f"{self._base}/deployments/{quote(deployment, safe='')}/chat/completions"
+    def url(self, deployment: str, operation: str = "chat/completions") -> str:
+        return (f"{self._base}/deployments/{quote(deployment, safe='')}/{operation}"
                 f"?api-version={quote(self._api_version, safe='')}")
 
     def chat_request(self, body: dict[str, Any], target: Target, *,
@@ -55,6 +56,24 @@ class AzureOpenAIAdapter:
 
     def stream_decoder(self, target: Target, *, include_usage: bool) -> OpenAIStreamDecoder:
         return OpenAIStreamDecoder(self.provider, target, include_usage=include_usage)
+
+    # OpenAI paths an Azure deployment also serves (pass-through); others are refused.
+    RAW_OPERATIONS = frozenset({"completions", "images/generations", "audio/speech",
+                                "audio/transcriptions"})
+
+    def raw_request(self, operation: str, body: bytes, content_type: str,
+                    target: Target) -> UpstreamRequest:
+        return UpstreamRequest("POST", self.url(target.model, operation),
+                               {**self._headers, "content-type": content_type}, body)
+
+    def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        # The deployment in the path picks the model; the body's `model` is not needed.
+        return UpstreamRequest("POST", self.url(target.model, "embeddings"), self._headers,
+                               orjson.dumps({k: v for k, v in body.items() if k != "model"}))
+
+    def embeddings_response(self, payload: bytes, target: Target,
+                            body: Mapping[str, Any]) -> tuple[bytes, Usage]:
+        return payload, embedding.openai_usage(payload, self.provider, target)
 
     def classify(self, status: int, headers: Mapping[str, str], payload: bytes,
                  target: Target) -> UpstreamError:

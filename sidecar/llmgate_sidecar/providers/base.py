@@ -3,7 +3,9 @@
 An `Adapter` turns an OpenAI-shaped chat request into an `UpstreamRequest`, an upstream
 response body back into an OpenAI `chat.completion`, upstream stream events into OpenAI
 `chat.completion.chunk`s (a `StreamDecoder` per stream), and an upstream error into a
-classified `UpstreamError`. Routing and the transports own all network I/O.
+classified `UpstreamError`. Adapters of providers that have embeddings also implement
+`EmbeddingsAdapter` (OpenAI `/v1/embeddings` in and out); `embeddings_of` tells which do.
+Routing and the transports own all network I/O.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from llmgate_contract.config import Provider, Target
 
@@ -93,6 +95,25 @@ class Adapter(Protocol):
 
     def classify(self, status: int, headers: Mapping[str, str], payload: bytes,
                  target: Target) -> UpstreamError: ...
+
+
+@runtime_checkable
+class EmbeddingsAdapter(Protocol):
+    """The embeddings half of an adapter: OpenAI's embeddings request and response shapes."""
+
+    def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        """`body` is an OpenAI embeddings request (`input` already a list of strings)."""
+
+    def embeddings_response(self, payload: bytes, target: Target,
+                            body: Mapping[str, Any]) -> tuple[bytes, Usage]:
+        """Upstream 2xx body -> (OpenAI embeddings list JSON bytes, usage: input only)."""
+
+
+def embeddings_of(adapter: object) -> EmbeddingsAdapter | None:
+    """The adapter's embeddings side, or None when its provider has no embeddings API."""
+    if not isinstance(adapter, EmbeddingsAdapter) or not getattr(adapter, "has_embeddings", True):
+        return None
+    return adapter
 
 
 def retry_after_seconds(headers: Mapping[str, str], *,

@@ -15,7 +15,7 @@ import orjson
 from llmgate_contract.config import Provider, Target
 
 from llmgate_sidecar.errors import BadRequest, UpstreamError
-from llmgate_sidecar.providers import chat
+from llmgate_sidecar.providers import chat, embedding
 from llmgate_sidecar.providers.base import Credentials, StreamItem, UpstreamRequest, Usage
 from llmgate_sidecar.sse import Event
 
@@ -33,6 +33,7 @@ class CohereAdapter:
         self.provider = provider
         base = (provider.base_url or DEFAULT_BASE_URL).rstrip("/")
         self._url = base + ("/chat" if base.endswith("/v2") else "/v2/chat")
+        self._embed_url = base + ("/embed" if base.endswith("/v2") else "/v2/embed")
         self._headers = {"content-type": "application/json", "accept": "application/json",
                          **provider.headers}
         if credentials.api_key:
@@ -66,6 +67,29 @@ class CohereAdapter:
 
     def stream_decoder(self, target: Target, *, include_usage: bool) -> CohereStreamDecoder:
         return CohereStreamDecoder(self.provider, target, include_usage=include_usage)
+
+    def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        upstream: dict[str, Any] = {
+            "model": target.model, "texts": embedding.texts(body, "cohere"),
+            # Cohere requires input_type; a route can set another one with `params`.
+            "input_type": body.get("input_type") or "search_document",
+            "embedding_types": ["float"]}
+        if body.get("dimensions"):
+            upstream["output_dimension"] = body["dimensions"]
+        return UpstreamRequest("POST", self._embed_url, self._headers, orjson.dumps(upstream))
+
+    def embeddings_response(self, payload: bytes, target: Target,
+                            body: Mapping[str, Any]) -> tuple[bytes, Usage]:
+        data = chat.load_object(payload, self.provider, target, "embeddings response")
+        embeddings = data.get("embeddings")
+        vectors = embeddings.get("float") if isinstance(embeddings, dict) else None
+        if not isinstance(vectors, list):
+            raise chat.malformed(self.provider, target, "response has no float embeddings")
+        billed = (data.get("meta") or {}).get("billed_units") or {}
+        tokens = billed.get("input_tokens") if isinstance(billed, dict) else None
+        usage = Usage(prompt_tokens=int(tokens or 0), known=isinstance(tokens, int | float))
+        return embedding.openai_list(vectors, body, target.model, usage, self.provider,
+                                     target), usage
 
     def classify(self, status: int, headers: Mapping[str, str], payload: bytes,
                  target: Target) -> UpstreamError:

@@ -17,7 +17,7 @@ import orjson
 from llmgate_contract.config import Provider, Target
 
 from llmgate_sidecar.errors import BadRequest, UpstreamError
-from llmgate_sidecar.providers import chat
+from llmgate_sidecar.providers import chat, embedding
 from llmgate_sidecar.providers.base import Credentials, StreamItem, UpstreamRequest, Usage
 from llmgate_sidecar.sse import Event
 
@@ -65,6 +65,26 @@ class GeminiAdapter:
 
     def stream_decoder(self, target: Target, *, include_usage: bool) -> GeminiStreamDecoder:
         return GeminiStreamDecoder(self.provider, target, include_usage=include_usage)
+
+    def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        model = f"models/{target.model.removeprefix('models/')}"
+        extra = {"outputDimensionality": body["dimensions"]} if body.get("dimensions") else {}
+        requests = [{"model": model, "content": {"parts": [{"text": text}]}, **extra}
+                    for text in embedding.texts(body, self.provider.kind)]
+        return UpstreamRequest("POST", self.model_url(target.model) + ":batchEmbedContents",
+                               self.headers(), orjson.dumps({"requests": requests}))
+
+    def embeddings_response(self, payload: bytes, target: Target,
+                            body: Mapping[str, Any]) -> tuple[bytes, Usage]:
+        data = chat.load_object(payload, self.provider, target, "embeddings response")
+        items = data.get("embeddings")
+        if not isinstance(items, list):
+            raise chat.malformed(self.provider, target, "response has no embeddings list")
+        vectors = [item.get("values") if isinstance(item, dict) else None for item in items]
+        # batchEmbedContents reports no token counts: usage stays unknown (not zero).
+        usage = Usage()
+        return embedding.openai_list(vectors, body, target.model, usage, self.provider,
+                                     target), usage
 
     def classify(self, status: int, headers: Mapping[str, str], payload: bytes,
                  target: Target) -> UpstreamError:

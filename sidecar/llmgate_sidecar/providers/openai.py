@@ -15,6 +15,7 @@ import orjson
 from llmgate_contract.config import Provider, Target
 
 from llmgate_sidecar.errors import UpstreamError
+from llmgate_sidecar.providers import embedding
 from llmgate_sidecar.providers.base import (
     Credentials,
     StreamItem,
@@ -44,6 +45,8 @@ class OpenAIAdapter:
         self.provider = provider
         base = provider.base_url or DEFAULT_BASE_URLS.get(provider.kind, "")
         self._chat_url = base.rstrip("/") + "/chat/completions"
+        self._base = base.rstrip("/")
+        self._embeddings_url = self._base + "/embeddings"
         headers = {"content-type": "application/json", **provider.headers}
         if credentials.api_key:
             headers["authorization"] = f"Bearer {credentials.api_key}"
@@ -70,6 +73,23 @@ class OpenAIAdapter:
 
     def stream_decoder(self, target: Target, *, include_usage: bool) -> OpenAIStreamDecoder:
         return OpenAIStreamDecoder(self.provider, target, include_usage=include_usage)
+
+    RAW_OPERATIONS = frozenset({"responses", "completions", "images/generations",
+                                "audio/speech", "audio/transcriptions", "moderations"})
+
+    def raw_request(self, operation: str, body: bytes, content_type: str,
+                    target: Target) -> UpstreamRequest:
+        """Another OpenAI path (`operation`, e.g. "audio/speech"), body forwarded as is."""
+        return UpstreamRequest("POST", f"{self._base}/{operation}",
+                               {**self._headers, "content-type": content_type}, body)
+
+    def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        return UpstreamRequest("POST", self._embeddings_url, self._headers,
+                               orjson.dumps({**body, "model": target.model}))
+
+    def embeddings_response(self, payload: bytes, target: Target,
+                            body: Mapping[str, Any]) -> tuple[bytes, Usage]:
+        return payload, embedding.openai_usage(payload, self.provider, target)
 
     def classify(self, status: int, headers: Mapping[str, str], payload: bytes,
                  target: Target) -> UpstreamError:

@@ -23,6 +23,9 @@ SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 
 
 class VertexAIAdapter(GeminiAdapter):
+    # Vertex embeds through `:predict`, not Gemini's batchEmbedContents: not translated yet.
+    has_embeddings = False
+
     def __init__(self, provider: Provider, credentials: Credentials) -> None:
         super().__init__(provider, Credentials())
         location = provider.gcp_location or "us-central1"

@@ -1,0 +1,148 @@
+"""Writing a committed chat answer downstream: JSON, SSE chunk by chunk, or a cached replay.
+
+Called by `pipeline.serve_chat` once routing committed an upstream answer (or the cache
+hit). Everything leaves through the request's `Dialect`, so the OpenAI and the Anthropic
+APIs share this code. After the first byte of a stream nothing can fall back: an upstream
+failure ends the stream with the dialect's in-band error event, never a clean-looking end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+from llmgate_contract.config import Route, VirtualKey
+
+from llmgate_sidecar.cache import CACHE_HEADER, HIT_HEADER, Hit, Recorder
+from llmgate_sidecar.dialects import Dialect, StreamTranslator
+from llmgate_sidecar.errors import UpstreamError
+from llmgate_sidecar.providers.base import Usage
+from llmgate_sidecar.routing import Served
+from llmgate_sidecar.state import METRICS, REQUEST_ID, STREAM_RESPONSE
+from llmgate_sidecar.streams import StreamInterrupted
+
+log = logging.getLogger("llmgate.request")
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+               "X-Accel-Buffering": "no"}
+
+
+def response_headers(request: web.Request, route: Route, served: Served) -> dict[str, str]:
+    return {"x-request-id": request[REQUEST_ID], "x-llmgate-route": route.name,
+            "x-llmgate-provider": served.target.provider,
+            "x-llmgate-model": served.target.model,
+            "x-llmgate-attempts": str(served.attempts), CACHE_HEADER: "off"}
+
+
+async def reply_from_cache(request: web.Request, route: Route, hit: Hit, stream: bool,
+                           include_usage: bool, dialect: Dialect) -> web.StreamResponse:
+    """Answer from the cache: the stored JSON, or the recorded stream replayed as it was."""
+    headers = {"x-request-id": request[REQUEST_ID], "x-llmgate-route": route.name,
+               "x-llmgate-provider": "cache", "x-llmgate-model": hit.model,
+               "x-llmgate-attempts": "0", CACHE_HEADER: HIT_HEADER}
+    if not stream:
+        return web.Response(body=dialect.completion(hit.entry.body),
+                            content_type="application/json", headers=headers)
+    response = web.StreamResponse(status=200, headers={**headers, **SSE_HEADERS})
+    await response.prepare(request)
+    translator = dialect.translator(hit.model)
+    for event in hit.sse(include_usage=include_usage):
+        out = translator.feed(event, None)
+        if out:
+            await response.write(out)
+    tail = translator.finish()
+    if tail:
+        await response.write(tail)
+    await response.write_eof()
+    return response
+
+
+def record_usage(metrics: Any, route: Route, served: Served, policy: VirtualKey,
+                 usage: Usage | None) -> None:
+    if usage is None or not usage.known:
+        return
+    labels = (route.name, served.target.provider, served.target.model, policy.name)
+    metrics.tokens.labels(*labels, "input").inc(usage.prompt_tokens)
+    metrics.tokens.labels(*labels, "output").inc(usage.completion_tokens)
+
+
+async def stream_out(request: web.Request, route: Route, served: Served, policy: VirtualKey,
+                     headers: dict[str, str], started: float, dialect: Dialect,
+                     recorder: Recorder | None = None) -> tuple[str, Usage | None]:
+    """Write the committed stream; returns the status class and the usage learnt.
+
+    After the first byte nothing can fall back: an upstream failure (or a shutdown whose
+    grace ran out) ends the stream with an in-band error event and no clean end; a client
+    that goes away closes the upstream promptly (see streams.CommittedStream)."""
+    metrics = request.app[METRICS]
+    stream = served.stream
+    assert stream is not None
+    overhead = time.perf_counter() - started - served.upstream_seconds
+    headers["x-llmgate-overhead-ms"] = f"{overhead * 1000:.3f}"
+    metrics.overhead.labels("true").observe(overhead)
+    response = web.StreamResponse(status=200, headers={**headers, **SSE_HEADERS})
+    request[STREAM_RESPONSE] = response
+    translator = dialect.translator(served.target.model)
+    usage: Usage | None = None
+    first, error = True, None
+    try:
+        await response.prepare(request)
+        stream.stop_when(lambda: request.transport is None or request.transport.is_closing())
+        async for item in stream:
+            if recorder is not None:
+                recorder.feed(item)
+            out = translator.feed(item.downstream, item.usage) if item.downstream or \
+                item.usage else b""
+            if out:
+                await response.write(out)
+                if first:
+                    metrics.ttft.labels(route.name, served.target.provider).observe(
+                        time.perf_counter() - started)
+                    first = False
+            if item.usage is not None:
+                usage = item.usage
+        tail = translator.finish()
+        if tail:
+            await response.write(tail)
+        await response.write_eof()
+        if recorder is not None:
+            await recorder.finish()  # stores only a complete stream; never raises
+        return "2xx", usage
+    except UpstreamError as exc:
+        metrics.stream_errors.labels(route.name, exc.error_class).inc()
+        metrics.upstream_errors.labels(served.target.provider, exc.error_class).inc()
+        error = ("upstream_error", exc.error_class, f"upstream failed mid-stream: {exc.message}")
+        return "5xx", usage
+    except (ConnectionResetError, ConnectionError):
+        metrics.stream_errors.labels(route.name, "clientDisconnected").inc()
+        return "499", usage
+    except StreamInterrupted:
+        metrics.stream_errors.labels(route.name, "shutdown").inc()
+        error = ("server_error", "shutdown", "the gateway is shutting down; stream cut short")
+        return "5xx", usage
+    except asyncio.CancelledError:
+        metrics.stream_errors.labels(route.name, "cancelled").inc()
+        error = ("server_error", "shutdown", "the gateway is shutting down; stream cut short")
+        raise
+    except Exception:
+        log.exception("stream failed", extra={"request_id": request.get(REQUEST_ID)})
+        metrics.stream_errors.labels(route.name, "internal").inc()
+        error = ("server_error", "internal_error", "internal gateway error mid-stream")
+        return "5xx", usage
+    finally:
+        await stream.aclose()
+        record_usage(metrics, route, served, policy, usage)
+        if error is not None and response.prepared:
+            # Committed already: tell the client in-band so no SDK mistakes this for success.
+            await _write_quietly(response, translator, error)
+
+
+async def _write_quietly(response: web.StreamResponse, translator: StreamTranslator,
+                         error: tuple[str, str, str]) -> None:
+    try:
+        await response.write(translator.error(*error))
+        await response.write_eof()
+    except (ConnectionResetError, ConnectionError):
+        pass
