@@ -102,6 +102,9 @@ class MockResponse:
         yield Event(orjson.dumps(usage).decode())
         yield Event("[DONE]")
 
+    async def chunks(self) -> AsyncIterator[bytes]:
+        yield await self.read()
+
     def release(self) -> None:
         return None
 

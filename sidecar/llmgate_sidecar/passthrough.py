@@ -29,6 +29,7 @@ from llmgate_sidecar.routing import Served
 from llmgate_sidecar.runtime import Runtime, Upstream
 from llmgate_sidecar.sse import Event
 from llmgate_sidecar.state import ACCOUNTANT, METRICS, REQUEST_ID, ROUTER
+from llmgate_sidecar.transport import UpstreamResponse
 
 OPERATIONS = ("responses", "completions", "images/generations", "audio/speech",
               "audio/transcriptions", "moderations")
@@ -108,15 +109,17 @@ def usage_in(data: Any) -> Usage | None:
 
 async def relay(request: web.Request, served: Served,
                 headers: dict[str, str]) -> tuple[web.StreamResponse, Usage | None, str]:
-    """Write the upstream answer back; SSE event by event, anything else as it came."""
+    """Write the upstream answer back: JSON whole (its usage is read), SSE event by event,
+    anything else (audio, images as bytes) chunk by chunk as it arrives."""
     response = served.response
     assert response is not None
     content_type = response.headers.get("Content-Type", "application/octet-stream")
-    if not content_type.startswith("text/event-stream"):
+    if "json" in content_type:
         payload = await response.read()
-        answered = usage_in(_json_or_none(payload)) if "json" in content_type else None
         out = web.Response(body=payload, headers={**headers, "Content-Type": content_type})
-        return out, answered, "2xx"
+        return out, usage_in(_json_or_none(payload)), "2xx"
+    if not content_type.startswith("text/event-stream"):
+        return await _relay_bytes(request, response, content_type, headers)
     stream = web.StreamResponse(status=200, headers={**headers, **SSE_HEADERS})
     await stream.prepare(request)
     usage: Usage | None = None
@@ -132,6 +135,25 @@ async def relay(request: web.Request, served: Served,
         return stream, usage, "5xx"
     await stream.write_eof()
     return stream, usage, "2xx"
+
+
+async def _relay_bytes(request: web.Request, response: UpstreamResponse, content_type: str,
+                       headers: dict[str, str]) -> tuple[web.StreamResponse, None, str]:
+    out = web.StreamResponse(status=200, headers={**headers, "Content-Type": content_type})
+    length = response.headers.get("Content-Length")
+    if length and length.isdigit():
+        out.content_length = int(length)
+    await out.prepare(request)
+    try:
+        async for chunk in response.chunks():
+            await out.write(chunk)
+    except UpstreamError:
+        # Committed binary body: the only honest signal left is an incomplete response.
+        assert request.transport is not None
+        request.transport.close()
+        return out, None, "5xx"
+    await out.write_eof()
+    return out, None, "2xx"
 
 
 def _encode(event: Event) -> bytes:

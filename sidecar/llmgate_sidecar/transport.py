@@ -36,6 +36,8 @@ class UpstreamResponse(Protocol):
 
     def events(self) -> AsyncIterator[Event]: ...
 
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
     def release(self) -> None: ...
 
 
@@ -79,6 +81,16 @@ class HttpResponse:
         except EventStreamError as exc:
             raise UpstreamError("malformed", f"{self._provider}: {exc}",
                                 provider=self._provider, model=self.model) from exc
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise network_error(exc, self._provider, self.model) from exc
+        finally:
+            self._response.close()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The raw body as it arrives (binary answers such as audio), never buffered whole."""
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise network_error(exc, self._provider, self.model) from exc
         finally:

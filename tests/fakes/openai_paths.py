@@ -8,6 +8,7 @@ OpenAI's documented shapes. Every request is recorded with its raw body and head
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,7 @@ def _json(path: str, model: str) -> dict[str, Any]:
 class FakeOpenAIPaths:
     def __init__(self) -> None:
         self.seen: list[Seen] = []
+        self.speech_gate: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -84,7 +86,16 @@ class FakeOpenAIPaths:
                                       "echo_model": form["model"]})
         body = orjson.loads(raw)
         if request.path == "/v1/audio/speech":
-            return web.Response(body=SPEECH, content_type="audio/mpeg")
+            if self.speech_gate is None:
+                return web.Response(body=SPEECH, content_type="audio/mpeg")
+            # Half now, the rest once the test opens the gate: proves nobody buffers it.
+            response = web.StreamResponse(headers={"Content-Type": "audio/mpeg"})
+            await response.prepare(request)
+            await response.write(SPEECH[:1024])
+            await self.speech_gate.wait()
+            await response.write(SPEECH[1024:])
+            await response.write_eof()
+            return response
         if request.path == "/v1/responses" and body.get("stream"):
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)

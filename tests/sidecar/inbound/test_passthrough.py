@@ -4,15 +4,17 @@ comes back untouched; non-OpenAI routes are a clear 400."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import openai
 import orjson
 import pytest
 
 from tests.fakes.openai_paths import RESPONSE_EVENTS, SPEECH, FakeOpenAIPaths
-from tests.sidecar.harness import Gateway, provider, route, start_gateway, virtual_key
+from tests.sidecar.harness import KEY, Gateway, provider, route, start_gateway, virtual_key
 from tests.sidecar.providers.e2e import PROVIDER_KEY, client
 
 KEY_REF = {"secretKeyRef": {"name": "up-cred", "key": "api-key"}}
@@ -82,6 +84,20 @@ async def test_binary_speech_comes_back_byte_for_byte(gateway: Gateway) -> None:
         speech = await c.audio.speech.create(model="chat", voice="alloy", input="hi")
     assert speech.content == SPEECH
     assert speech.response.headers["content-type"] == "audio/mpeg"
+
+
+async def test_binary_answers_are_streamed_not_buffered(gateway: Gateway,
+                                                        upstream: FakeOpenAIPaths) -> None:
+    upstream.speech_gate = asyncio.Event()
+    async with aiohttp.ClientSession() as session, session.post(
+            gateway.base_url + "/audio/speech",
+            json={"model": "chat", "voice": "alloy", "input": "hi"},
+            headers={"Authorization": f"Bearer {KEY}"}) as response:
+        assert response.status == 200
+        first = await response.content.readexactly(1024)  # before the upstream finished
+        upstream.speech_gate.set()
+        rest = await response.read()
+    assert first + rest == SPEECH
 
 
 async def test_multipart_transcription_gets_the_targets_model_and_the_file_intact(
