@@ -112,13 +112,14 @@ class Accountant:
     def settle_later(self, ticket: Ticket, planned: Reservation, runtime: Runtime,
                      target: Target | None, usage: Usage | None, *,
                      metrics: Metrics | None = None, route: str = "",
-                     policy: VirtualKey | None = None) -> Decimal:
+                     policy: VirtualKey | None = None, abandoned: bool = False) -> Decimal:
         """Book the request's real cost in the background (survives the client leaving);
-        returns the cost booked."""
+        returns the cost booked. `abandoned`: the client left while an upstream call was
+        under way, so what it cost is unknown and the reservation is booked."""
         if usage is not None and usage.known and target is not None:
             tokens = usage.prompt_tokens + usage.completion_tokens
             cost = usage_cost(runtime, target, usage)
-        elif target is None:
+        elif target is None and not abandoned:
             tokens, cost = 0, Decimal(0)  # no upstream answered: nothing was spent
         else:
             tokens, cost = planned.input_tokens + planned.output_tokens, planned.usd

@@ -155,6 +155,14 @@ async def _config_ctx(app: web.Application) -> AsyncIterator[None]:
         pass
 
 
+def api_runner(app: web.Application, *, shutdown_timeout: float) -> web.AppRunner:
+    """The runner of the API app. Handlers are cancelled when their client disconnects, so a
+    request still waiting for its upstream (retries, backoff, the first byte) stops at once
+    and closes the upstream call instead of paying for an answer nobody will read."""
+    return web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout,
+                         handler_cancellation=True)
+
+
 def create_ops_app(api: web.Application) -> web.Application:
     """Health, readiness and metrics for kubelet and Prometheus, beside the API app."""
     ops = web.Application()

@@ -10,6 +10,7 @@ Called by `handlers`; never parses a dialect's own request shape.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -145,7 +146,7 @@ async def serve_chat(request: web.Request, parse: ChatParser,
         planned = FREE if hit else reservation(runtime, f.route, f.group, body)
         ticket = await accountant.admit(runtime, f.policy, planned, metrics)
         metrics.in_flight.inc()
-        served, usage = None, None
+        served, usage, abandoned = None, None, False
         try:
             if hit is not None:
                 usage = hit.usage
@@ -175,8 +176,11 @@ async def serve_chat(request: web.Request, parse: ChatParser,
                                                    app[CACHE].recorder(plan))
             record.answered(status_class, usage, headers.get("x-llmgate-overhead-ms"))
             return request[STREAM_RESPONSE]
+        except asyncio.CancelledError:
+            abandoned = served is None  # the client left while an upstream call was under way
+            raise
         finally:
             metrics.in_flight.dec()
             record.cost_usd = accountant.settle_later(
                 ticket, planned, runtime, served.target if served else None, usage,
-                metrics=metrics, route=f.route.name, policy=f.policy)
+                metrics=metrics, route=f.route.name, policy=f.policy, abandoned=abandoned)

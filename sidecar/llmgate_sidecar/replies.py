@@ -75,7 +75,7 @@ async def stream_out(request: web.Request, route: Route, served: Served, policy:
 
     After the first byte nothing can fall back: an upstream failure (or a shutdown whose
     grace ran out) ends the stream with an in-band error event and no clean end; a client
-    that goes away closes the upstream promptly (see streams.CommittedStream)."""
+    that goes away cancels this handler, which closes the upstream (see app.api_runner)."""
     metrics = request.app[METRICS]
     stream = served.stream
     assert stream is not None
@@ -89,7 +89,6 @@ async def stream_out(request: web.Request, route: Route, served: Served, policy:
     first, error = True, None
     try:
         await response.prepare(request)
-        stream.stop_when(lambda: request.transport is None or request.transport.is_closing())
         async for item in stream:
             if recorder is not None:
                 recorder.feed(item)
@@ -123,8 +122,14 @@ async def stream_out(request: web.Request, route: Route, served: Served, policy:
         error = ("server_error", "shutdown", "the gateway is shutting down; stream cut short")
         return "5xx", usage
     except asyncio.CancelledError:
-        metrics.stream_errors.labels(route.name, "cancelled").inc()
-        error = ("server_error", "shutdown", "the gateway is shutting down; stream cut short")
+        # aiohttp cancels the handler when its client disconnects, or at the end of a
+        # shutdown's grace period; only the latter still has someone to tell.
+        if request.transport is None or request.transport.is_closing():
+            metrics.stream_errors.labels(route.name, "clientDisconnected").inc()
+        else:
+            metrics.stream_errors.labels(route.name, "cancelled").inc()
+            error = ("server_error", "shutdown",
+                     "the gateway is shutting down; stream cut short")
         raise
     except Exception:
         log.exception("stream failed", extra={"request_id": request.get(REQUEST_ID)})

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from llmgate_sidecar import logs
-from llmgate_sidecar.app import create_app, create_ops_app
+from llmgate_sidecar.app import api_runner, create_app, create_ops_app
 from llmgate_sidecar.settings import SidecarSettings, add_arguments, from_args
 from llmgate_sidecar.state import ROUTER
 
@@ -32,10 +32,9 @@ async def serve(settings: SidecarSettings, *,
                 stop: asyncio.Event | None = None) -> None:
     api = create_app(settings)
     ops = create_ops_app(api)
-    api_runner = web.AppRunner(api, access_log=None,
-                               shutdown_timeout=settings.shutdown_grace + CUT_MARGIN)
+    runner = api_runner(api, shutdown_timeout=settings.shutdown_grace + CUT_MARGIN)
     ops_runner = web.AppRunner(ops, access_log=None, shutdown_timeout=1.0)
-    await api_runner.setup()
+    await runner.setup()
     await ops_runner.setup()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -45,7 +44,7 @@ async def serve(settings: SidecarSettings, *,
         except (NotImplementedError, RuntimeError):
             pass
     try:
-        await web.TCPSite(api_runner, settings.host, settings.port, backlog=1024).start()
+        await web.TCPSite(runner, settings.host, settings.port, backlog=1024).start()
         await web.TCPSite(ops_runner, settings.ops_host, settings.ops_port).start()
         log.info("llmgate sidecar listening", extra={
             "api": f"http://{settings.host}:{settings.port}/v1",
@@ -58,7 +57,7 @@ async def serve(settings: SidecarSettings, *,
         log.info("shutting down: draining in-flight requests",
                  extra={"grace_seconds": settings.shutdown_grace})
     finally:
-        await drain(api, api_runner, settings.shutdown_grace)
+        await drain(api, runner, settings.shutdown_grace)
         await ops_runner.cleanup()
 
 

@@ -1,9 +1,10 @@
 """A committed stream: the upstream stream after its first chunk went to the client.
 
 Routing hands one to the writer once the first chunk is in; from then on failures cannot
-fall back. Every read is bounded by the idle gap and the route deadline; a client that goes
-away or a gateway shutdown ends a read promptly; closing is idempotent and always closes
-the upstream. `translate` turns upstream events into `StreamItem`s through a decoder.
+fall back. Every read is bounded by the idle gap and the route deadline; a gateway shutdown
+ends a read promptly (a client that goes away cancels the handler, see `app.api_runner`);
+closing is idempotent and always closes the upstream. `translate` turns upstream events
+into `StreamItem`s through a decoder.
 """
 
 from __future__ import annotations
@@ -17,13 +18,6 @@ from llmgate_contract.config import Target
 from llmgate_sidecar.errors import UpstreamError
 from llmgate_sidecar.providers.base import StreamDecoder, StreamItem
 
-# How often a committed stream checks whether its client is still connected.
-DISCONNECT_POLL = 0.2
-
-
-class ClientGone(ConnectionResetError):
-    """The downstream client went away while the stream waited for upstream data."""
-
 
 class StreamInterrupted(Exception):
     """The gateway ended a committed stream itself (shutdown grace over)."""
@@ -31,13 +25,11 @@ class StreamInterrupted(Exception):
 
 class CommittedStream:
     """The rest of a committed stream. Every read is bounded by the idle gap and the route
-    deadline; `stop_when(gone)` ends a read promptly once the client has gone; `aclose()`
-    (always called by the writer) closes the upstream and is idempotent, also for a stream
-    that was never iterated."""
+    deadline; `interrupt()` ends a read at once (shutdown); `aclose()` (always called by the
+    writer) closes the upstream and is idempotent, also for a stream never iterated."""
 
-    __slots__ = ("_closed", "_consumer", "_deadline_at", "_first", "_gone",
-                 "_idle", "_interrupted", "_items", "_on_close", "_on_error", "_pulling",
-                 "_target", "_watcher")
+    __slots__ = ("_closed", "_consumer", "_deadline_at", "_first", "_idle", "_interrupted",
+                 "_items", "_on_close", "_on_error", "_pulling", "_target")
 
     def __init__(self, first: StreamItem, items: AsyncIterator[StreamItem], target: Target, *,
                  idle: float, deadline_at: float | None,
@@ -47,31 +39,12 @@ class CommittedStream:
         self._items, self._target = items, target
         self._idle, self._deadline_at = idle, deadline_at
         self._on_error, self._on_close = on_error, on_close
-        self._closed = self._gone = self._pulling = self._interrupted = False
+        self._closed = self._pulling = self._interrupted = False
         self._consumer: asyncio.Task[Any] | None = None
-        self._watcher: asyncio.Task[None] | None = None
-
-    def stop_when(self, gone: Callable[[], bool], interval: float = DISCONNECT_POLL) -> None:
-        """Poll `gone` while the stream is open; a read in progress then raises ClientGone
-        (a ConnectionResetError), so the upstream is closed without waiting for its next
-        chunk. Called by the writer task, the one that iterates the stream."""
-        self._consumer = asyncio.current_task()
-        self._watcher = asyncio.get_running_loop().create_task(
-            self._watch(gone, interval), name="llmgate-client-watch")
-
-    async def _watch(self, gone: Callable[[], bool], interval: float) -> None:
-        # aiohttp offers no disconnect callback without cancelling every handler, so poll.
-        while not gone():  # noqa: ASYNC110
-            await asyncio.sleep(interval)
-        self._gone = True
-        self._wake_consumer()
 
     def interrupt(self) -> None:
         """Make the current or next read raise StreamInterrupted."""
         self._interrupted = True
-        self._wake_consumer()
-
-    def _wake_consumer(self) -> None:
         # Only a read parked in `_pull` is cancelled; a writer in progress finds out itself.
         if self._pulling and self._consumer is not None:
             self._consumer.cancel()
@@ -85,10 +58,9 @@ class CommittedStream:
             return item
         if self._closed:
             raise StopAsyncIteration
-        if self._gone:
-            raise ClientGone("client disconnected")
         if self._interrupted:
             raise StreamInterrupted("the gateway is shutting down")
+        self._consumer = asyncio.current_task()
         self._pulling = True
         try:
             return await self._pull()
@@ -97,12 +69,9 @@ class CommittedStream:
             raise
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if not (self._gone or self._interrupted) or task is None \
-                    or task is not self._consumer:
+            if not self._interrupted or task is None or task is not self._consumer:
                 raise
             task.uncancel()  # our own cancel: say why instead of cancelling the handler
-            if self._gone:
-                raise ClientGone("client disconnected") from None
             raise StreamInterrupted("the gateway is shutting down") from None
         finally:
             self._pulling = False
@@ -128,8 +97,6 @@ class CommittedStream:
         if self._closed:
             return
         self._closed = True
-        if self._watcher is not None:
-            self._watcher.cancel()
         try:
             await self._items.aclose()  # type: ignore[attr-defined]
         finally:

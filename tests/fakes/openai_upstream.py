@@ -48,6 +48,7 @@ class FakeOpenAI:
         self.url = ""
         self.streams_open = 0
         self.disconnects = 0
+        self.chunks_sent = 0  # content chunks of streams written successfully
         self.disconnected = asyncio.Event()
 
     async def start(self) -> FakeOpenAI:
@@ -180,6 +181,7 @@ class FakeOpenAI:
                 return response
             piece = word + (" " if i + 1 < len(words) else "")
             await response.write(b"data: " + orjson.dumps(chunk(body, piece)) + b"\n\n")
+            self.chunks_sent += 1
         await response.write(b"data: " + orjson.dumps(chunk(body, None, finish="stop")) + b"\n\n")
         if (body.get("stream_options") or {}).get("include_usage"):
             await response.write(b"data: " + orjson.dumps(

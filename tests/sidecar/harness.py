@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from llmgate_contract import bundle_files
 from llmgate_operator.compile import compile_namespace
-from llmgate_sidecar.app import create_app, create_ops_app
+from llmgate_sidecar.app import api_runner, create_app, create_ops_app
 from llmgate_sidecar.settings import SidecarSettings
 from llmgate_sidecar.state import CONFIG, METRICS
 
@@ -90,7 +90,7 @@ async def start_gateway(root: Path, resources: list[dict[str, Any]],
                              credentials_dir=str(root / "credentials"),
                              reload_interval=0.05, **settings)
     app = create_app(config)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+    runner = api_runner(app, shutdown_timeout=2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -17,7 +17,7 @@ import aiohttp
 import openai
 import pytest
 from aiohttp import web
-from llmgate_sidecar.app import create_app
+from llmgate_sidecar.app import api_runner, create_app
 from llmgate_sidecar.metrics import Metrics
 from llmgate_sidecar.routing import Router
 from llmgate_sidecar.settings import SidecarSettings
@@ -91,7 +91,7 @@ async def start_rig(root: Path, primary: FakeOpenAI, backup: FakeOpenAI, *,
     settings = SidecarSettings(config_dir=str(root / "config"),
                                credentials_dir=str(root / "credentials"), reload_interval=60)
     app = create_app(settings, metrics=metrics, router=router)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+    runner = api_runner(app, shutdown_timeout=2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

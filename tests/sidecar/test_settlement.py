@@ -114,3 +114,21 @@ async def test_redis_down_serves_with_local_limits_or_refuses_by_fail_mode(
             assert payload["error"]["type"] == "server_error"
     finally:
         await gw.close()
+
+
+async def test_a_client_leaving_before_the_first_byte_cancels_the_upstream_call(
+        gateway: Gateway, upstream: FakeOpenAI) -> None:
+    # The upstream answers headers at once but its first chunk only after a second.
+    upstream.script.append(Behaviour(kind="stall", chunks_before=0, stall=1.0))
+    async with aiohttp.ClientSession() as session:
+        request = asyncio.ensure_future(session.post(
+            gateway.base_url + "/chat/completions", json=BODY,
+            headers={"Authorization": f"Bearer {KEY}"}))
+        await asyncio.sleep(0.3)  # still waiting for the first byte
+        request.cancel()  # the client gives up and closes its connection
+        with pytest.raises(asyncio.CancelledError):
+            await request
+    await asyncio.wait_for(upstream.disconnected.wait(), 5)
+    # The gateway hung up before the upstream's first chunk: nothing was delivered to it.
+    assert upstream.chunks_sent == 0 and upstream.disconnects == 1
+    assert await settled(gateway) == (Decimal(10), Decimal(0))
