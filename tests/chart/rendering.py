@@ -21,6 +21,7 @@ NAMESPACE = "llmgate-system"
 # Every optional feature switched on (what the "all features" tests render).
 ALL_FEATURES: dict[str, Any] = {
     "operator": {"replicaCount": 2, "watchNamespaces": ["team-a", "team-b"],
+                 "peering": {"enabled": True},
                  "logLevel": "DEBUG", "podAnnotations": {"example.com/owner": "platform"},
                  "extraEnv": [{"name": "TZ", "value": "UTC"}]},
     "webhook": {"failurePolicy": "Fail", "excludeNamespaces": ["monitoring"],

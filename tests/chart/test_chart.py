@@ -12,6 +12,7 @@ from typing import Any
 import helm_python as helm
 import kubernetes_validate
 import pytest
+import yaml
 from llmgate_operator import injection, settings, webhook
 
 from tests.chart import rendering as r
@@ -25,21 +26,38 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "namespaced-incl-release": {"operator": {"watchNamespaces": [r.NAMESPACE, "apps"]}},
 }
 # Kinds from other projects' CRDs: kubernetes_validate has no schema for them.
-NON_BUILTIN = {"ServiceMonitor", "PodMonitor", "Certificate", "Issuer"}
+NON_BUILTIN = {"ServiceMonitor", "PodMonitor", "Certificate", "Issuer", "ClusterKopfPeering",
+               "KopfPeering"}
 
 
 # --- CRDs -----------------------------------------------------------------------------------
 
+# kopf's own peering CRDs ship with the chart (for operator.peering) but are not llmgate's.
+KOPF_PEERING = "kopf-peering.yaml"
+
+
 def test_chart_crds_are_byte_identical_to_crds_dir() -> None:
     ours = {p.name: p.read_bytes() for p in crd_schema.CRD_DIR.glob("*.yaml")}
-    chart = {p.name: p.read_bytes() for p in crd_schema.CHART_CRD_DIR.glob("*.yaml")}
+    chart = {p.name: p.read_bytes() for p in crd_schema.CHART_CRD_DIR.glob("*.yaml")
+             if p.name != KOPF_PEERING}
     assert chart == ours and len(ours) == 3
 
 
 def test_helm_loads_the_crds() -> None:
     names = sorted(c["name"] for c in r.chart().crds)
-    assert names == ["crds/llmroutes.yaml", "crds/providersecrets.yaml",
-                     "crds/virtualkeys.yaml"]
+    assert names == ["crds/kopf-peering.yaml", "crds/llmroutes.yaml",
+                     "crds/providersecrets.yaml", "crds/virtualkeys.yaml"]
+
+
+def test_kopf_peering_crds_are_valid_and_keep_status_unpruned() -> None:
+    docs = [d for d in yaml.safe_load_all((crd_schema.CHART_CRD_DIR / KOPF_PEERING).read_text())
+            if d]
+    assert {(d["spec"]["names"]["kind"], d["spec"]["scope"]) for d in docs} == {
+        ("ClusterKopfPeering", "Cluster"), ("KopfPeering", "Namespaced")}
+    for crd in docs:
+        kubernetes_validate.validate(crd, "1.30.0", strict=True)
+        status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+        assert status["x-kubernetes-preserve-unknown-fields"] is True
 
 
 # --- every manifest is valid ----------------------------------------------------------------

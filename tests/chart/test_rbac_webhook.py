@@ -76,7 +76,9 @@ def test_watched_namespaces_get_roles_and_secrets_stay_namespaced() -> None:
     assert cluster == CLUSTER_NEEDS
     roles = {d["metadata"]["namespace"]: _grants(d) for d in docs if d["kind"] == "Role"}
     assert set(roles) == {"team-a", "team-b", r.NAMESPACE}
-    assert roles["team-a"] == roles["team-b"] == NAMESPACED_NEEDS
+    # ALL_FEATURES runs two replicas with peering: each watched namespace has its KopfPeering.
+    peering = {("kopf.dev", "kopfpeerings"): {"list", "watch", "get", "patch"}}
+    assert roles["team-a"] == roles["team-b"] == {**NAMESPACED_NEEDS, **peering}
     # The release namespace (not watched): the certificate Secret and events only.
     assert roles[r.NAMESPACE] == {("", "secrets"): {"get", "list", "watch", "create", "patch"},
                                   ("", "events"): {"create", "patch"}}
@@ -184,3 +186,32 @@ def test_extra_excluded_namespaces() -> None:
     mwc = r.find(r.render(r.ALL_FEATURES), "MutatingWebhookConfiguration")
     assert _fired(mwc, "monitoring", ENABLED_NS, ON) == []
     assert _fired(mwc, "team-a", ENABLED_NS, ON) == ["pods.inject.llmgate.io"]
+
+
+def test_peering_adds_the_peering_object_and_just_its_permissions() -> None:
+    docs = r.render({"operator": {"replicaCount": 2, "peering": {"enabled": True}}})
+    peering = r.find(docs, "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "llmgate"
+    container = r.find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "--peering=llmgate" in container["args"]
+    grants = _grants(r.find(docs, "ClusterRole"))
+    assert grants[("kopf.dev", "clusterkopfpeerings")] == {"list", "watch", "get", "patch"}
+    named = [rule for rule in r.find(docs, "ClusterRole")["rules"]
+             if rule["resources"] == ["clusterkopfpeerings"] and "patch" in rule["verbs"]]
+    assert named and named[0]["resourceNames"] == ["llmgate"]
+
+
+def test_namespaced_peering_meets_in_each_watched_namespace() -> None:
+    docs = r.render({"operator": {"watchNamespaces": ["team-a", "team-b"],
+                                  "peering": {"enabled": True, "name": "gw"}}})
+    peerings = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "KopfPeering"}
+    assert set(peerings) == {"team-a", "team-b"}
+    roles = {d["metadata"]["namespace"]: _grants(d) for d in docs if d["kind"] == "Role"}
+    assert roles["team-a"][("kopf.dev", "kopfpeerings")] == {"list", "watch", "get", "patch"}
+    assert ("kopf.dev", "clusterkopfpeerings") not in _grants(r.find(docs, "ClusterRole"))
+
+
+def test_no_peering_by_default() -> None:
+    docs = r.render()
+    assert not {"ClusterKopfPeering", "KopfPeering"} & set(r.kinds(docs))
+    assert not any(group == "kopf.dev" for group, _ in _grants(r.find(docs, "ClusterRole")))

@@ -104,4 +104,14 @@ app.kubernetes.io/component: operator
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- if and .Values.operator.peering.enabled .Values.operator.watchNamespaces }}
+# kopf peering of a namespaced operator: its KopfPeering in each watched namespace.
+- apiGroups: [kopf.dev]
+  resources: [kopfpeerings]
+  verbs: [list, watch]
+- apiGroups: [kopf.dev]
+  resources: [kopfpeerings]
+  resourceNames: [{{ .Values.operator.peering.name | quote }}]
+  verbs: [get, patch]
+{{- end }}
 {{- end }}
