@@ -84,7 +84,8 @@ def fold(raw: str) -> dict[str, Any]:
             "areas": top(areas, len(AREAS) + 1)}
 
 
-def profile_under_load(target: Target, work: Path) -> dict[str, Any]:
+def profile_under_load(target: Target, work: Path,
+                       shape: Load | None = None) -> dict[str, Any]:
     binary = py_spy()
     if binary is None or target.child is None:
         return {"error": "py-spy is not installed (pip install py-spy)"}
@@ -94,7 +95,7 @@ def profile_under_load(target: Target, work: Path) -> dict[str, Any]:
                 "--rate", "250", "--format", "raw", "--nonblocking", "-o", str(raw_path)],
                HARNESS_CPU), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        load(target, Load(False, 16, 10_000_000, SECONDS + 2.0, 0), work)
+        load(target, shape or Load(False, 16, 10_000_000, SECONDS + 2.0, 0), work)
         output, _ = spy.communicate(timeout=60)
     finally:
         if spy.poll() is None:
@@ -103,3 +104,43 @@ def profile_under_load(target: Target, work: Path) -> dict[str, Any]:
     if spy.returncode != 0 or not raw_path.exists():
         return {"error": f"py-spy failed: {output.decode(errors='replace')[-500:]}"}
     return fold(raw_path.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python bench/profiling.py [--stream] [--concurrency N] [--redis]`: one profile."""
+    import argparse
+
+    import orjson
+    from peers import start_llmgate
+    from procs import start_redis
+    from run import upstream
+    parser = argparse.ArgumentParser(description="py-spy profile of llmgate under load")
+    parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--redis", action="store_true")
+    parser.add_argument("--source", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    args.first_byte_ms, args.chunks, args.chunk_delay_ms = 0.0, 20, 0.0
+    work = Path(__file__).resolve().parent / "results" / "tmp" / "profile"
+    work.mkdir(parents=True, exist_ok=True)
+    with upstream(work, args) as direct:
+        port = int(direct.url.split(":")[2].split("/")[0])
+        redis, url = start_redis(work) if args.redis else (None, None)
+        target = start_llmgate("llmgate", port, work, redis_url=url, source=args.source)
+        try:
+            result = profile_under_load(target, work, Load(args.stream, args.concurrency,
+                                                           10_000_000, SECONDS + 2.0, 0))
+        finally:
+            target.stop()
+            if redis is not None:
+                redis.stop()
+    text = orjson.dumps(result, option=orjson.OPT_INDENT_2)
+    if args.out:
+        args.out.write_bytes(text)
+    print(text.decode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -25,7 +25,12 @@ from llmgate_sidecar import tracing
 from llmgate_sidecar.errors import RateLimited
 from llmgate_sidecar.limits import UNLIMITED, Limiter
 from llmgate_sidecar.metrics import Metrics
-from llmgate_sidecar.pricing import estimate_input_tokens, price_for, requested_output_tokens
+from llmgate_sidecar.pricing import (
+    ModelPrice,
+    estimate_input_tokens,
+    price_for,
+    requested_output_tokens,
+)
 from llmgate_sidecar.providers.base import Usage
 from llmgate_sidecar.runtime import Runtime
 from llmgate_sidecar.store import Ticket
@@ -57,26 +62,63 @@ def leaves(group: Group) -> Iterator[Target]:
             yield from leaves(child)
 
 
+# Per config generation: each target's price and its output ceiling, resolved once instead
+# of on every request (`price_for` lower-cases the provider's whole pricing table per call).
+# Keyed by the objects' ids with the objects kept alive beside them, so an id cannot be reused
+# while its entry exists; a few reloads' worth is kept.
+_MAX_PLANS = 64
+_plans: dict[tuple[int, int], tuple[Runtime, Group, tuple[tuple[ModelPrice, int | None], ...]]] \
+    = {}
+_prices: dict[int, tuple[Runtime, dict[tuple[str, str], ModelPrice]]] = {}
+
+
+def target_price(runtime: Runtime, target: Target) -> ModelPrice:
+    """`price_for` the target under `runtime`'s provider pricing, memoised per runtime."""
+    entry = _prices.get(id(runtime))
+    if entry is None or entry[0] is not runtime:
+        if len(_prices) >= _MAX_PLANS:
+            _prices.clear()
+        entry = _prices[id(runtime)] = (runtime, {})
+    key = (target.provider, target.model)
+    price = entry[1].get(key)
+    if price is None:
+        upstream = runtime.upstreams.get(target.provider)
+        price = entry[1][key] = price_for(target.model,
+                                          upstream.provider.pricing if upstream else None)
+    return price
+
+
+def _plan(runtime: Runtime, group: Group) -> tuple[tuple[ModelPrice, int | None], ...]:
+    entry = _plans.get((id(runtime), id(group)))
+    if entry is not None and entry[0] is runtime and entry[1] is group:
+        return entry[2]
+    plan = []
+    for target in leaves(group):
+        ceiling = target.params.get("max_completion_tokens") or target.params.get("max_tokens")
+        plan.append((target_price(runtime, target), ceiling if isinstance(ceiling, int)
+                     else None))
+    if len(_plans) >= _MAX_PLANS:
+        _plans.clear()
+    _plans[(id(runtime), id(group))] = (runtime, group, tuple(plan))
+    return tuple(plan)
+
+
 def reservation(runtime: Runtime, route: Route, group: Group,
                 body: dict[str, Any]) -> Reservation:
     """Tokens and the highest worst-case cost over the targets `group` may try."""
     input_tokens = estimate_input_tokens(body)
     asked = requested_output_tokens(body)
     worst_usd, worst_out = Decimal(0), 0
-    for target in leaves(group):
-        ceiling = target.params.get("max_completion_tokens") or target.params.get("max_tokens")
-        output = min(asked, ceiling) if asked and isinstance(ceiling, int) else \
-            asked or (ceiling if isinstance(ceiling, int) else DEFAULT_MAX_OUTPUT_TOKENS)
-        upstream = runtime.upstreams.get(target.provider)
-        overrides = upstream.provider.pricing if upstream else None
-        cost = price_for(target.model, overrides).worst_case(input_tokens, output)
+    for price, ceiling in _plan(runtime, group):
+        output = min(asked, ceiling) if asked and ceiling is not None else \
+            asked or (ceiling if ceiling is not None else DEFAULT_MAX_OUTPUT_TOKENS)
+        cost = price.worst_case(input_tokens, output)
         worst_usd, worst_out = max(worst_usd, cost), max(worst_out, output)
     return Reservation(input_tokens, worst_out, worst_usd)
 
 
 def usage_cost(runtime: Runtime, target: Target, usage: Usage) -> Decimal:
-    upstream = runtime.upstreams.get(target.provider)
-    return price_for(target.model, upstream.provider.pricing if upstream else None).cost(usage)
+    return target_price(runtime, target).cost(usage)
 
 
 class Accountant:
@@ -130,11 +172,32 @@ class Accountant:
                                     policy.name).inc(float(cost))
             if ticket.origin != UNLIMITED:
                 observe = (metrics, policy, runtime.namespace)
-        task = asyncio.get_running_loop().create_task(
-            self._settle(ticket, tokens, cost, observe), name="llmgate-settle")
+        if self.limiter.settles_now:
+            # In memory nothing awaits: settle here rather than from a task per request.
+            self._settle_now(ticket, tokens, cost, observe)
+        else:
+            self._spawn(self._settle(ticket, tokens, cost, observe))
+        return cost
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work, name="llmgate-settle")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return cost
+
+    def _settle_now(self, ticket: Ticket, tokens: int, cost: Decimal,
+                    observe: tuple[Metrics, VirtualKey, str] | None) -> None:
+        try:
+            if observe is None:
+                self.limiter.settle_now(ticket, tokens=tokens, cost_usd=cost)
+                return
+            metrics, policy, namespace = observe
+            with self._timed(metrics, "settle"):
+                self.limiter.settle_now(ticket, tokens=tokens, cost_usd=cost)
+        except Exception:
+            log.exception("settling usage failed", extra={"scope": ticket.scope})
+            return
+        if policy.budget is not None and (namespace, policy.name) not in self._remaining_queued:
+            self._spawn(self._publish_remaining_soon(metrics, policy, namespace))
 
     async def _settle(self, ticket: Ticket, tokens: int, cost: Decimal,
                       observe: tuple[Metrics, VirtualKey, str] | None = None) -> None:

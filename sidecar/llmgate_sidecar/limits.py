@@ -34,6 +34,7 @@ from llmgate_sidecar.errors import RateLimited
 from llmgate_sidecar.store import (
     Clock,
     Demand,
+    MemoryStore,
     Refusal,
     Spend,
     Store,
@@ -95,7 +96,26 @@ class Limiter:
         late = self._clock() * 1000 - ticket.admitted_ms > self._lease_ms
         counted = await self.store.settle(ticket, tokens=max(0, tokens),
                                           cost_micros=max(0, usd_to_micros(cost_usd)))
-        if late and counted:
+        self._warn_late(ticket, late and counted)
+
+    @property
+    def settles_now(self) -> bool:
+        """Whether the store can settle without awaiting (the in-memory store can)."""
+        # Exactly MemoryStore's own `settle` (which is `settle_now`), not an override of it.
+        return getattr(type(self.store), "settle", None) is MemoryStore.settle
+
+    def settle_now(self, ticket: Ticket, *, tokens: int, cost_usd: Decimal) -> None:
+        """`settle` for a store that `settles_now`: done before this returns, no task."""
+        if ticket.origin == UNLIMITED:
+            return
+        late = self._clock() * 1000 - ticket.admitted_ms > self._lease_ms
+        assert isinstance(self.store, MemoryStore)
+        counted = self.store.settle_now(
+            ticket, tokens=max(0, tokens), cost_micros=max(0, usd_to_micros(cost_usd)))
+        self._warn_late(ticket, late and counted)
+
+    def _warn_late(self, ticket: Ticket, late: bool) -> None:
+        if late:
             log.warning("request on key %s outlived its %d s lease; its reservation was "
                         "released early (raise the lease above the route deadline)",
                         ticket.scope, self._lease_ms // 1000)

@@ -66,9 +66,38 @@ class _Rejections:
 
     def __init__(self, counter: Counter) -> None:
         self.counter = counter
+        self._children = _Children(counter)
 
     def labels(self, raw: str) -> Counter:
-        return self.counter.labels(rejection_reason(raw))
+        return self._children.labels(rejection_reason(raw))  # type: ignore[no-any-return]
+
+
+class _Children:
+    """A labelled metric whose `labels(...)` children are remembered: prometheus_client's own
+    lookup validates, converts and takes a lock on every call, ~9 times per request. Labels
+    are bounded (see the module docstring), so this dict is bounded like the metric's own.
+    Only for metrics whose children are never removed (a removed child would be kept)."""
+
+    __slots__ = ("_children", "metric")
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def labels(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
+
+def _counter(name: str, doc: str, labels: list[str], r: CollectorRegistry) -> _Children:
+    return _Children(Counter(name, doc, labels, registry=r))
+
+
+def _histogram(name: str, doc: str, labels: list[str], buckets: tuple[float, ...],
+               r: CollectorRegistry) -> _Children:
+    return _Children(Histogram(name, doc, labels, buckets=buckets, registry=r))
 
 
 class _StoreHealth:
@@ -103,67 +132,64 @@ class Metrics:
         self._watched: Any = None
 
     def _define_traffic(self, r: CollectorRegistry) -> None:
-        self.requests = Counter("llmgate_requests", "Requests answered, by outcome",
-                                ["route", "provider", "model", "virtual_key", "status_class"],
-                                registry=r)
-        self.duration = Histogram("llmgate_request_duration_seconds",
-                                  "Time from request to the last byte of the response",
-                                  ["route", "stream"], buckets=LATENCY_BUCKETS, registry=r)
-        self.ttft = Histogram("llmgate_time_to_first_token_seconds",
-                              "Time from request to the first streamed chunk",
-                              ["route", "provider"], buckets=LATENCY_BUCKETS, registry=r)
-        self.overhead = Histogram("llmgate_gateway_overhead_seconds",
-                                  "Time spent in the gateway itself (total minus upstream)",
-                                  ["stream"], buckets=OVERHEAD_BUCKETS, registry=r)
-        self.tokens = Counter("llmgate_tokens", "Tokens reported by upstream usage",
-                              ["route", "provider", "model", "virtual_key", "direction"],
-                              registry=r)
-        self.cost = Counter("llmgate_cost_usd", "Cost in USD booked against budgets: priced "
-                            "from upstream usage, or the reservation when usage is unknown",
-                            ["route", "provider", "model", "virtual_key"], registry=r)
+        self.requests = _counter("llmgate_requests", "Requests answered, by outcome",
+                                 ["route", "provider", "model", "virtual_key", "status_class"], r)
+        self.duration = _histogram("llmgate_request_duration_seconds",
+                                   "Time from request to the last byte of the response",
+                                   ["route", "stream"], LATENCY_BUCKETS, r)
+        self.ttft = _histogram("llmgate_time_to_first_token_seconds",
+                               "Time from request to the first streamed chunk",
+                               ["route", "provider"], LATENCY_BUCKETS, r)
+        self.overhead = _histogram("llmgate_gateway_overhead_seconds",
+                                   "Time spent in the gateway itself (total minus upstream)",
+                                   ["stream"], OVERHEAD_BUCKETS, r)
+        self.tokens = _counter("llmgate_tokens", "Tokens reported by upstream usage",
+                               ["route", "provider", "model", "virtual_key", "direction"], r)
+        self.cost = _counter("llmgate_cost_usd", "Cost in USD booked against budgets: priced "
+                             "from upstream usage, or the reservation when usage is unknown",
+                             ["route", "provider", "model", "virtual_key"], r)
         self.in_flight = Gauge("llmgate_in_flight_requests",
                                "Requests being served now (the HPA signal)", registry=r)
-        self.cache = Counter("llmgate_cache_requests", "Response cache lookups by result "
-                             "(hit, miss, refresh, bypass)", ["route", "result"], registry=r)
+        self.cache = _counter("llmgate_cache_requests", "Response cache lookups by result "
+                              "(hit, miss, refresh, bypass)", ["route", "result"], r)
+        # Not cached by `_Children`: the previous generation's child is removed on reload.
         self.config_generation = Gauge("llmgate_config_info",
                                        "The loaded config generation (value is always 1)",
                                        ["generation"], registry=r)
-        self.config_reloads = Counter("llmgate_config_reloads", "Config loads by result",
-                                      ["result"], registry=r)
+        self.config_reloads = _counter("llmgate_config_reloads", "Config loads by result",
+                                       ["result"], r)
 
     def _define_upstream(self, r: CollectorRegistry) -> None:
-        self.attempts = Counter("llmgate_upstream_attempts", "Upstream attempts by outcome",
-                                ["provider", "model", "outcome"], registry=r)
-        self.upstream_errors = Counter("llmgate_upstream_errors",
-                                       "Failed upstream attempts by error class",
-                                       ["provider", "error_class"], registry=r)
-        self.retries = Counter("llmgate_retries", "Retries of the same target", ["route"],
-                               registry=r)
-        self.fallbacks = Counter("llmgate_fallbacks", "Moves to the next target, by reason",
-                                 ["route", "reason"], registry=r)
-        self.stream_errors = Counter("llmgate_stream_errors",
-                                     "Streams ended by an upstream failure after the first "
-                                     "byte, or by the client going away",
-                                     ["route", "reason"], registry=r)
-        self.circuit_open = Gauge("llmgate_circuit_open",
-                                  "1 while the circuit breaker of a target is open",
-                                  ["provider", "model"], registry=r)
+        self.attempts = _counter("llmgate_upstream_attempts", "Upstream attempts by outcome",
+                                 ["provider", "model", "outcome"], r)
+        self.upstream_errors = _counter("llmgate_upstream_errors",
+                                        "Failed upstream attempts by error class",
+                                        ["provider", "error_class"], r)
+        self.retries = _counter("llmgate_retries", "Retries of the same target", ["route"], r)
+        self.fallbacks = _counter("llmgate_fallbacks", "Moves to the next target, by reason",
+                                  ["route", "reason"], r)
+        self.stream_errors = _counter("llmgate_stream_errors",
+                                      "Streams ended by an upstream failure after the first "
+                                      "byte, or by the client going away",
+                                      ["route", "reason"], r)
+        self.circuit_open = _Children(Gauge("llmgate_circuit_open",
+                                            "1 while the circuit breaker of a target is open",
+                                            ["provider", "model"], registry=r))
 
     def _define_limits(self, r: CollectorRegistry) -> None:
         self.rejections = _Rejections(Counter(
             "llmgate_rejections", "Requests answered with a gateway error, by reason "
             "(limits and budgets by kind; upstream = every target failed)", ["reason"],
             registry=r))
-        self.budget_remaining = Gauge("llmgate_budget_remaining_usd",
-                                      "USD left in the current budget period of a virtual "
-                                      "key, as of its last settled request",
-                                      ["virtual_key"], registry=r)
-        self.store_duration = Histogram("llmgate_store_duration_seconds",
-                                        "Latency of one limit-store call (a Redis round "
-                                        "trip, or in memory)", ["operation", "store"],
-                                        buckets=OVERHEAD_BUCKETS, registry=r)
-        self.store_errors = Counter("llmgate_store_errors", "Limit-store calls that raised",
-                                    ["operation", "store"], registry=r)
+        self.budget_remaining = _Children(Gauge(
+            "llmgate_budget_remaining_usd", "USD left in the current budget period of a "
+            "virtual key, as of its last settled request", ["virtual_key"], registry=r))
+        self.store_duration = _histogram("llmgate_store_duration_seconds",
+                                         "Latency of one limit-store call (a Redis round "
+                                         "trip, or in memory)", ["operation", "store"],
+                                         OVERHEAD_BUCKETS, r)
+        self.store_errors = _counter("llmgate_store_errors", "Limit-store calls that raised",
+                                     ["operation", "store"], r)
 
     def watch_store(self, store: Any) -> None:
         """Export a Redis store's health counters (idempotent; ignores stores without)."""

@@ -87,6 +87,10 @@ async def stream_out(request: web.Request, route: Route, served: Served, policy:
     translator = dialect.translator(served.target.model)
     usage: Usage | None = None
     first, error = True, None
+    # Output of items that were already at hand when made: sent together with the last of
+    # them in one write (one HTTP chunk, one syscall), never held while the upstream is
+    # awaited, so no latency is added (see streams.Translated.backlog).
+    pending: list[bytes] = []
     try:
         await response.prepare(request)
         async for item in stream:
@@ -95,16 +99,21 @@ async def stream_out(request: web.Request, route: Route, served: Served, policy:
             out = translator.feed(item.downstream, item.usage) if item.downstream or \
                 item.usage else b""
             if out:
-                await response.write(out)
+                pending.append(out)
+            if pending and (first or not stream.backlog):
+                await response.write(b"".join(pending) if len(pending) > 1 else pending[0])
+                pending.clear()
                 if first:
                     metrics.ttft.labels(route.name, served.target.provider).observe(
                         time.perf_counter() - started)
                     first = False
             if item.usage is not None:
                 usage = item.usage
-        tail = translator.finish()
-        if tail:
-            await response.write(tail)
+        pending.append(translator.finish())
+        rest = b"".join(pending)
+        pending.clear()
+        if rest:
+            await response.write(rest)
         await response.write_eof()
         if recorder is not None:
             await recorder.finish()  # stores only a complete stream; never raises
@@ -140,14 +149,15 @@ async def stream_out(request: web.Request, route: Route, served: Served, policy:
         await stream.aclose()
         record_usage(metrics, route, served, policy, usage)
         if error is not None and response.prepared:
-            # Committed already: tell the client in-band so no SDK mistakes this for success.
-            await _write_quietly(response, translator, error)
+            # Committed already: tell the client in-band so no SDK mistakes this for success
+            # (after what it was owed from before the failure).
+            await _write_quietly(response, translator, error, pending)
 
 
 async def _write_quietly(response: web.StreamResponse, translator: StreamTranslator,
-                         error: tuple[str, str, str]) -> None:
+                         error: tuple[str, str, str], pending: list[bytes]) -> None:
     try:
-        await response.write(translator.error(*error))
+        await response.write(b"".join(pending) + translator.error(*error))
         await response.write_eof()
     except (ConnectionResetError, ConnectionError):
         pass

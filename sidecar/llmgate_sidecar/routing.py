@@ -257,7 +257,7 @@ class Router:
                                                     payload, target)
                 if stream:
                     decoder = upstream.adapter.stream_decoder(target, include_usage=include_usage)
-                    items = translate(response.events(), decoder)
+                    items = translate(response.events(), decoder, response)
                     first = await anext(items)
                     seconds = self._clock() - started
                     committed = True

@@ -29,17 +29,16 @@ class SSEParser:
         self._event = ""
 
     def feed(self, chunk: bytes) -> list[Event]:
-        self._buffer += chunk
+        # One split per chunk rather than a find-and-slice per line (which copied the rest of
+        # the buffer once per line); the unterminated tail stays buffered.
+        lines = (self._buffer + chunk).split(b"\n") if self._buffer else chunk.split(b"\n")
+        self._buffer = lines.pop()
         events: list[Event] = []
-        while True:
-            newline = self._buffer.find(b"\n")
-            if newline < 0:
-                return events
-            line = self._buffer[:newline].rstrip(b"\r").decode("utf-8", "replace")
-            self._buffer = self._buffer[newline + 1:]
-            event = self._line(line)
+        for raw in lines:
+            event = self._line(raw.rstrip(b"\r").decode("utf-8", "replace"))
             if event is not None:
                 events.append(event)
+        return events
 
     def close(self) -> list[Event]:
         """End of stream: a final event without its blank line still counts."""

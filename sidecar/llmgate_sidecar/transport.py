@@ -49,13 +49,16 @@ class Transport(Protocol):
 
 
 class HttpResponse:
-    __slots__ = ("_provider", "_response", "headers", "model", "status")
+    __slots__ = ("_provider", "_response", "backlog", "headers", "model", "status")
 
     def __init__(self, response: aiohttp.ClientResponse, provider: str, model: str) -> None:
         self._response = response
         self.status = response.status
         self.headers = response.headers
         self._provider, self.model = provider, model
+        # Events already read and parsed but not yet taken from `events()`: while it is above
+        # 0 the next event comes without waiting on the network (see streams.Translated).
+        self.backlog = 0
 
     async def read(self) -> bytes:
         try:
@@ -72,9 +75,13 @@ class HttpResponse:
             else SSEParser())
         try:
             async for chunk in self._response.content.iter_any():
-                for event in parser.feed(chunk):
+                events = parser.feed(chunk)
+                for index, event in enumerate(events, 1):
+                    self.backlog = len(events) - index
                     yield event
-            for event in parser.close():
+            events = parser.close()
+            for index, event in enumerate(events, 1):
+                self.backlog = len(events) - index
                 yield event
         except UpstreamError:
             raise

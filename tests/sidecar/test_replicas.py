@@ -21,12 +21,14 @@ from pathlib import Path
 import aiohttp
 import openai
 import pytest
+import redis
 import yaml
 
 from tests.conftest import free_port
 from tests.sidecar.harness import KEY, provider, route, start_gateway, virtual_key
 from tests.sidecar.redis_server import RedisServer
 
+REPLICA_DB = 13  # the other Redis tests use database 0
 REPLY = "one two three"  # 3 output tokens = $3 each
 BUDGET = 100
 RESERVE = 10  # max_tokens: 10 output tokens = $10 reserved per request
@@ -128,8 +130,10 @@ def _wait_ready(ops_url: str, proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture
 def replicas(tmp_path: Path, redis_server: RedisServer, request: pytest.FixtureRequest
              ) -> Iterator[list[str]]:
-    # A fresh Redis database per test keeps the budget counters apart.
-    db = request.node.name.__hash__() % 15 + 1
+    # A database of its own, emptied first: no other test's counters for this key.
+    url = f"{redis_server.url.rsplit('/', 1)[0]}/{REPLICA_DB}"
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
     files = _write_crs(tmp_path / "crs.yaml", getattr(request, "param", None))
     procs, urls = [], []
     try:
@@ -137,7 +141,7 @@ def replicas(tmp_path: Path, redis_server: RedisServer, request: pytest.FixtureR
             port, ops = free_port(), free_port()
             proc = subprocess.Popen(
                 [sys.executable, "-m", "llmgate_cli", "dev", "-f", str(files), "--port",
-                 str(port), "--ops-port", str(ops), "--redis-url", f"{redis_server.url[:-2]}/{db}",
+                 str(port), "--ops-port", str(ops), "--redis-url", url,
                  "--log-level", "warning"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
