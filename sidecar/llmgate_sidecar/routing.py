@@ -236,10 +236,7 @@ class Router:
                        body: dict[str, Any], stream: bool, include_usage: bool,
                        deadline: float | None) -> Served:
         timeout = self._attempt_timeout(route, target, deadline)
-        prepare = getattr(upstream.adapter, "prepare", None)
-        if prepare is not None:
-            # I/O an adapter needs before it can translate (e.g. an OAuth token refresh).
-            await prepare()
+        await _prepare(upstream)
         request = upstream.adapter.chat_request(shape_body(body, target.params), target,
                                                 stream=stream)
         started = self._clock()
@@ -248,13 +245,7 @@ class Router:
         committed = False
         try:
             async with asyncio.timeout(timeout):
-                response = await upstream.transport.send(
-                    request, timeout=target.timeout, provider=target.provider,
-                    model=target.model)
-                if not 200 <= response.status < 300:
-                    payload = (await response.read())[:MAX_ERROR_BODY]
-                    raise upstream.adapter.classify(response.status, response.headers,
-                                                    payload, target)
+                response = await self._send(upstream, target, request)
                 if stream:
                     decoder = upstream.adapter.stream_decoder(target, include_usage=include_usage)
                     items = translate(response.events(), decoder, response)
@@ -268,9 +259,7 @@ class Router:
                 translated, usage = upstream.adapter.chat_response(payload, target)
                 return Served(target, upstream, 0, seconds, payload=translated, usage=usage)
         except TimeoutError:
-            raise UpstreamError("timeout", f"{target.provider}: no answer within "
-                                f"{timeout or 0:.1f}s", provider=target.provider,
-                                model=target.model) from None
+            raise _no_answer(target, timeout) from None
         except StopAsyncIteration:
             raise UpstreamError("connectionError", f"{target.provider}: empty stream",
                                 provider=target.provider, model=target.model) from None
@@ -283,35 +272,35 @@ class Router:
             if seconds is not None:
                 self.metrics.attempts.labels(target.provider, target.model, "success").inc()
 
+    async def _send(self, upstream: Upstream, target: Target,
+                    request: UpstreamRequest) -> UpstreamResponse:
+        """Send one request; a non-2xx answer becomes the adapter's classified error."""
+        response = await upstream.transport.send(request, timeout=target.timeout,
+                                                 provider=target.provider, model=target.model)
+        if not 200 <= response.status < 300:
+            payload = (await response.read())[:MAX_ERROR_BODY]
+            raise upstream.adapter.classify(response.status, response.headers, payload, target)
+        return response
+
     async def exchange(self, upstream: Upstream, target: Target, route: Route,
                        deadline: float | None, build: Callable[[], UpstreamRequest], *,
                        keep_open: bool = False) -> tuple[UpstreamResponse, bytes | None, float]:
         """One non-chat try (embeddings, pass-through): a 2xx response and its body (None
         with `keep_open`: the caller streams it), else a classified UpstreamError."""
         timeout = self._attempt_timeout(route, target, deadline)
-        prepare = getattr(upstream.adapter, "prepare", None)
-        if prepare is not None:
-            await prepare()
+        await _prepare(upstream)
         request = build()
         started = self._clock()
         self.stats.started(target)
         seconds: float | None = None
         try:
             async with asyncio.timeout(timeout):
-                response = await upstream.transport.send(
-                    request, timeout=target.timeout, provider=target.provider,
-                    model=target.model)
-                if not 200 <= response.status < 300:
-                    payload = (await response.read())[:MAX_ERROR_BODY]
-                    raise upstream.adapter.classify(response.status, response.headers,
-                                                    payload, target)
+                response = await self._send(upstream, target, request)
                 body = None if keep_open else await response.read()
                 seconds = self._clock() - started
                 return response, body, seconds
         except TimeoutError:
-            raise UpstreamError("timeout", f"{target.provider}: no answer within "
-                                f"{timeout or 0:.1f}s", provider=target.provider,
-                                model=target.model) from None
+            raise _no_answer(target, timeout) from None
         finally:
             self.stats.finished(target, seconds)
             if seconds is not None:
@@ -341,3 +330,15 @@ class Router:
                                  deadline_at=deadline_at, on_error=failed, on_close=closed)
         self.open_streams.add(stream)
         return stream
+
+
+async def _prepare(upstream: Upstream) -> None:
+    """I/O an adapter needs before it can translate (e.g. an OAuth token refresh)."""
+    prepare = getattr(upstream.adapter, "prepare", None)
+    if prepare is not None:
+        await prepare()
+
+
+def _no_answer(target: Target, timeout: float | None) -> UpstreamError:
+    return UpstreamError("timeout", f"{target.provider}: no answer within {timeout or 0:.1f}s",
+                         provider=target.provider, model=target.model)
