@@ -9,6 +9,7 @@ event=<:event-type>)`; this module translates them chunk by chunk. No I/O here.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,7 @@ from yarl import URL
 
 from llmgate_sidecar.errors import BadRequest, UpstreamError
 from llmgate_sidecar.providers import chat
+from llmgate_sidecar.providers.aws_identity import WebIdentity, WebIdentityError
 from llmgate_sidecar.providers.base import Credentials, StreamItem, UpstreamRequest, Usage
 from llmgate_sidecar.providers.sigv4 import AwsCredentials, sign
 from llmgate_sidecar.sse import Event
@@ -53,15 +55,29 @@ class BedrockAdapter:
         self._aws = (AwsCredentials(key_id.strip(), secret.strip(),
                                     (extra.get("aws-session-token") or "").strip() or None)
                      if key_id and secret else None)
+        # No keys in spec.aws: the pod's own IAM role (EKS injects it into the environment).
+        self._identity = (WebIdentity.from_environment(os.environ, self._region)
+                          if self._aws is None else None)
         self._headers = {"content-type": "application/json", "accept": "application/json",
                          **provider.headers}
         self._clock = clock
 
+    async def prepare(self) -> None:
+        """Fetch (or reuse) the web identity's temporary credentials before signing."""
+        if self._identity is None:
+            return
+        try:
+            self._aws = await self._identity.credentials()
+        except WebIdentityError as exc:
+            raise UpstreamError("auth", f"{self.provider.name}: {exc}",
+                                provider=self.provider.name) from None
+
     def chat_request(self, body: dict[str, Any], target: Target, *,
                      stream: bool) -> UpstreamRequest:
         if self._aws is None:
-            raise UpstreamError("auth", f"{self.provider.name}: no AWS access key in the "
-                                "credentials (web identity is not supported yet)",
+            raise UpstreamError("auth", f"{self.provider.name}: no AWS credentials: set "
+                                "access keys in spec.aws or run the pod with an IAM role "
+                                "(AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE)",
                                 provider=self.provider.name, model=target.model)
         payload = orjson.dumps(converse_body(body))
         action = "converse-stream" if stream else "converse"
