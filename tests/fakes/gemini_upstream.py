@@ -2,7 +2,8 @@
 
 `fake_gemini()` serves `/v1beta/models/{model}:generateContent` and
 `:streamGenerateContent` (and `:batchEmbedContents`); `fake_vertex()` serves the same under
-`/v1/projects/{p}/locations/{l}/publishers/google/models/…` plus an OAuth token endpoint
+`/v1/projects/{p}/locations/{l}/publishers/google/models/…` (and `:predict` for
+embeddings) plus an OAuth token endpoint
 (`/token`) that checks the service-account JWT's signature before it issues a token.
 """
 
@@ -22,6 +23,8 @@ def _default(request: web.Request, body: Any) -> Reply:
     tools = isinstance(body, dict) and bool(body.get("tools"))
     if request.path.endswith(":batchEmbedContents"):
         return Reply("embeddings.json")
+    if request.path.endswith(":predict"):  # Vertex AI's text-embeddings call
+        return Reply("vertex_predict_embeddings.json")
     if request.path.endswith(":streamGenerateContent"):
         return Reply("stream_function_call.sse" if tools else "stream_text.sse")
     return Reply("response_function_call.json" if tools else "response_text.json")

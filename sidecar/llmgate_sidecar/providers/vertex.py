@@ -13,19 +13,17 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from llmgate_contract.config import Provider
+from llmgate_contract.config import Provider, Target
 
 from llmgate_sidecar.errors import UpstreamError
-from llmgate_sidecar.providers.base import Credentials
+from llmgate_sidecar.providers import chat, embedding
+from llmgate_sidecar.providers.base import Credentials, UpstreamRequest, Usage
 from llmgate_sidecar.providers.gemini import GeminiAdapter
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 
 
 class VertexAIAdapter(GeminiAdapter):
-    # Vertex embeds through `:predict`, not Gemini's batchEmbedContents: not translated yet.
-    has_embeddings = False
-
     def __init__(self, provider: Provider, credentials: Credentials) -> None:
         super().__init__(provider, Credentials())
         location = provider.gcp_location or "us-central1"
@@ -69,6 +67,32 @@ class VertexAIAdapter(GeminiAdapter):
             google_credentials, _ = google.auth.default(scopes=SCOPES)
         google_credentials.refresh(google.auth.transport.requests.Request())
         return google_credentials
+
+    def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        """Vertex embeds through the model's `:predict` (not Gemini's batchEmbedContents)."""
+        instances = [{"content": text} for text in embedding.texts(body, self.provider.kind)]
+        parameters = ({"outputDimensionality": body["dimensions"]}
+                      if body.get("dimensions") else {})
+        payload = {"instances": instances, **({"parameters": parameters} if parameters else {})}
+        return UpstreamRequest("POST", self.model_url(target.model) + ":predict",
+                               self.headers(), orjson.dumps(payload))
+
+    def embeddings_response(self, payload: bytes, target: Target,
+                            body: Mapping[str, Any]) -> tuple[bytes, Usage]:
+        data = chat.load_object(payload, self.provider, target, "embeddings response")
+        predictions = data.get("predictions")
+        if not isinstance(predictions, list):
+            raise chat.malformed(self.provider, target, "response has no predictions list")
+        vectors, tokens = [], 0
+        for item in predictions:
+            found = item.get("embeddings") if isinstance(item, dict) else None
+            vectors.append(found.get("values") if isinstance(found, dict) else None)
+            stats = found.get("statistics") if isinstance(found, dict) else None
+            count = stats.get("token_count") if isinstance(stats, dict) else None
+            tokens += int(count) if isinstance(count, (int, float)) else 0
+        usage = Usage(prompt_tokens=tokens, known=True)
+        return embedding.openai_list(vectors, body, target.model, usage, self.provider,
+                                     target), usage
 
     def _token_error(self, exc: Exception) -> UpstreamError:
         from google.auth import exceptions

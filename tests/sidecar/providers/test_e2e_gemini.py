@@ -135,3 +135,29 @@ async def test_vertex_ai_with_a_service_account_key(tmp_path: Path) -> None:
     finally:
         await gw.close()
         await fake.close()
+
+
+async def test_vertex_ai_embeddings_through_predict(tmp_path: Path) -> None:
+    tokens = TokenEndpoint("")
+    fake = await fake_vertex(tokens).start()
+    key, tokens.public_key_pem = service_account_key(fake.url + "/token")
+    gw = await gateway_for(
+        tmp_path, "vertex-ai", "text-embedding-005", api_key=False, baseURL=fake.url + "/v1",
+        gcp={"project": "acme", "location": "europe-west4",
+             "serviceAccountKey": {"secretKeyRef": {"name": "gcp", "key": "sa.json"}}},
+        secrets={"gcp": {"sa.json": key}})
+    try:
+        async with client(gw) as c:
+            result = await c.embeddings.create(model="chat", input=["hello there", "bonjour"],
+                                               dimensions=3, encoding_format="float")
+        assert [d.embedding for d in result.data] == [[0.0125, -0.0431, 0.0274],
+                                                      [-0.0217, 0.0069, 0.0512]]
+        assert result.usage.prompt_tokens == 7
+        sent = fake.requests[0]
+        assert sent.path.endswith("/publishers/google/models/text-embedding-005:predict")
+        assert sent.body == {"instances": [{"content": "hello there"}, {"content": "bonjour"}],
+                             "parameters": {"outputDimensionality": 3}}
+        assert sent.headers["Authorization"] == "Bearer ya29.fake-1"
+    finally:
+        await gw.close()
+        await fake.close()
