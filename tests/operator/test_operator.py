@@ -68,22 +68,33 @@ async def reconciles(settings: Any) -> float:
     raise AssertionError("reconcile counter missing from /metrics")
 
 
+async def converged_quickstart(k8s: Any) -> tuple[Any, Any, Any]:
+    """Wait until the ConfigMap and Secret equal the compile of the applied quickstart and
+    every CR reports its final status; returns (compilation, ConfigMap, Secret)."""
+    crs = [h.must(k8s, f"llmgate.io/v1alpha1/{api.PLURALS[d['kind']]}", NS,
+                  d["metadata"]["name"]) for d in quickstart() if d["kind"] != "Secret"]
+    secrets = {"demo-llmgate-key": {"api-key": "lg-quickstart-demo-key"}}
+    expected = compile_namespace(NS, crs, secrets, now=datetime.now(UTC))
+    want_cm, want_secret = bundle_files(expected.config, expected.credentials)
+    # Level-based: whatever order the CRs were seen in, the config converges to this.
+    cm = await h.eventually(
+        lambda: (c := h.stored(k8s, "v1/configmaps", NS, CONFIGMAP_NAME))
+        and c["data"] == want_cm and c, what="the ConfigMap equal to the compile")
+    secret = await h.eventually(
+        lambda: (c := h.stored(k8s, "v1/secrets", NS, CREDENTIALS_SECRET_NAME))
+        and h.decoded(c) == want_secret and c, what="the Secret equal to the compile")
+    for body in crs:
+        kind, name = body["kind"], body["metadata"]["name"]
+        await h.eventually(
+            lambda k=kind, n=name: (h.ready(k8s, k, NS, n) or {}).get("status") == "True",
+            what=f"{kind} {name} Ready=True")
+    return expected, cm, secret
+
+
 async def test_quickstart_compiles_into_what_the_sidecar_loads(k8s: Any) -> None:
     async with h.running_operator(k8s):
         await apply_all(k8s, quickstart())
-        crs = [h.must(k8s, f"llmgate.io/v1alpha1/{api.PLURALS[d['kind']]}", NS,
-                      d["metadata"]["name"]) for d in quickstart() if d["kind"] != "Secret"]
-        secrets = {"demo-llmgate-key": {"api-key": "lg-quickstart-demo-key"}}
-        expected = compile_namespace(NS, crs, secrets, now=datetime.now(UTC))
-        want_cm, want_secret = bundle_files(expected.config, expected.credentials)
-
-        # Level-based: whatever order the CRs were seen in, the config converges to this.
-        cm = await h.eventually(
-            lambda: (c := h.stored(k8s, "v1/configmaps", NS, CONFIGMAP_NAME))
-            and c["data"] == want_cm and c, what="the ConfigMap equal to the compile")
-        secret = await h.eventually(
-            lambda: (c := h.stored(k8s, "v1/secrets", NS, CREDENTIALS_SECRET_NAME))
-            and h.decoded(c) == want_secret and c, what="the Secret equal to the compile")
+        expected, cm, secret = await converged_quickstart(k8s)
         assert cm["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "llmgate"
         generation = expected.config.generation
         assert cm["metadata"]["annotations"]["llmgate.io/generation"] == generation
@@ -253,8 +264,7 @@ async def test_invalid_spec_is_reported_and_the_rest_still_served(k8s: Any) -> N
 async def test_nothing_is_rewritten_when_nothing_changed(k8s: Any) -> None:
     async with h.running_operator(k8s) as settings:
         await apply_all(k8s, quickstart())
-        await h.eventually(lambda: key_hashes(k8s, "demo"), what="steady config")
-        await h.eventually(lambda: h.ready(k8s, "VirtualKey", NS, "demo"), what="steady status")
+        await converged_quickstart(k8s)  # the final config and statuses, not a first draft
         names = [("v1/configmaps", CONFIGMAP_NAME), ("v1/secrets", CREDENTIALS_SECRET_NAME)]
         crs = [(d["kind"], d["metadata"]["name"]) for d in quickstart() if d["kind"] != "Secret"]
 
