@@ -83,11 +83,12 @@ async def converged_quickstart(k8s: Any) -> tuple[Any, Any, Any]:
     secret = await h.eventually(
         lambda: (c := h.stored(k8s, "v1/secrets", NS, CREDENTIALS_SECRET_NAME))
         and h.decoded(c) == want_secret and c, what="the Secret equal to the compile")
-    for body in crs:
-        kind, name = body["kind"], body["metadata"]["name"]
-        await h.eventually(
-            lambda k=kind, n=name: (h.ready(k8s, k, NS, n) or {}).get("status") == "True",
-            what=f"{kind} {name} Ready=True")
+
+    def all_ready() -> bool:
+        return all((h.ready(k8s, b["kind"], NS, b["metadata"]["name"]) or {}).get("status")
+                   == "True" for b in crs)
+
+    await h.eventually(all_ready, what="every quickstart CR Ready=True")
     return expected, cm, secret
 
 
