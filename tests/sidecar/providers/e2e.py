@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import pytest
 
+from tests.fakes.replay import ReplayUpstream, Reply
 from tests.sidecar.harness import KEY, Gateway, provider, route, start_gateway, virtual_key
 
 PROVIDER_KEY = "upstream-secret-key"
@@ -34,3 +36,31 @@ TOOLS: list[Any] = [{"type": "function", "function": {
     "name": "get_weather", "description": "Current weather for a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                    "required": ["city"]}}}]
+
+
+async def failed_request(gw: Gateway, upstream: ReplayUpstream, reply: Reply, status: int,
+                         code: str) -> openai.APIStatusError:
+    """Script `reply`, send one chat request, and check what the client sees: the gateway's
+    status and error code, and never the provider's key. Returns the error for more checks."""
+    upstream.script.append(reply)
+    async with client(gw) as c:
+        with pytest.raises(openai.APIStatusError) as info:
+            await c.chat.completions.create(model="chat", messages=MESSAGES)
+    assert info.value.status_code == status
+    assert info.value.body["code"] == code  # type: ignore[index]
+    assert PROVIDER_KEY not in str(info.value.body)
+    return info.value
+
+
+async def text_before_in_band_error(gw: Gateway, upstream: ReplayUpstream,
+                                    reply: Reply) -> str:
+    """Script `reply`, stream a chat request, check the stream ends with the in-band
+    upstream error (never a clean end), and return the text received before it."""
+    upstream.script.append(reply)
+    received = []
+    async with client(gw) as c:
+        stream = await c.chat.completions.create(model="chat", messages=MESSAGES, stream=True)
+        with pytest.raises(openai.APIError, match="upstream failed mid-stream"):
+            async for chunk in stream:
+                received.append(chunk)
+    return "".join(ch.choices[0].delta.content or "" for ch in received if ch.choices)

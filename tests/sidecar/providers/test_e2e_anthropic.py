@@ -13,7 +13,15 @@ import pytest
 from tests.fakes.anthropic_upstream import fake_anthropic
 from tests.fakes.replay import ReplayUpstream, Reply
 from tests.sidecar.harness import Gateway
-from tests.sidecar.providers.e2e import MESSAGES, PROVIDER_KEY, TOOLS, client, gateway_for
+from tests.sidecar.providers.e2e import (
+    MESSAGES,
+    PROVIDER_KEY,
+    TOOLS,
+    client,
+    failed_request,
+    gateway_for,
+    text_before_in_band_error,
+)
 
 
 @pytest.fixture
@@ -95,15 +103,9 @@ async def test_n_greater_than_one_is_a_400_naming_n(gateway: Gateway,
 async def test_upstream_errors_map_to_gateway_statuses(gateway: Gateway,
                                                        upstream: ReplayUpstream, reply: Reply,
                                                        status: int, code: str) -> None:
-    upstream.script.append(reply)
-    async with client(gateway) as c:
-        with pytest.raises(openai.APIStatusError) as info:
-            await c.chat.completions.create(model="chat", messages=MESSAGES)
-    assert info.value.status_code == status
-    assert info.value.body["code"] == code  # type: ignore[index]
-    assert PROVIDER_KEY not in str(info.value.body)
+    error = await failed_request(gateway, upstream, reply, status, code)
     if status == 429:
-        assert info.value.response.headers["retry-after"] == "3"
+        assert error.response.headers["retry-after"] == "3"
 
 
 @pytest.mark.parametrize("reply", [Reply("stream_error.sse"),
@@ -111,14 +113,7 @@ async def test_upstream_errors_map_to_gateway_statuses(gateway: Gateway,
 async def test_failure_mid_stream_ends_with_an_in_band_error(gateway: Gateway,
                                                              upstream: ReplayUpstream,
                                                              reply: Reply) -> None:
-    upstream.script.append(reply)
-    async with client(gateway) as c:
-        stream = await c.chat.completions.create(model="chat", messages=MESSAGES, stream=True)
-        received = []
-        with pytest.raises(openai.APIError, match="upstream failed mid-stream"):
-            async for chunk in stream:
-                received.append(chunk)
-    assert "".join(ch.choices[0].delta.content or "" for ch in received) == "Hello"
+    assert await text_before_in_band_error(gateway, upstream, reply) == "Hello"
 
 
 async def test_overloaded_is_retried_by_the_default_retry_policy(

@@ -21,7 +21,14 @@ from tests.fakes.bedrock_upstream import (
 )
 from tests.fakes.replay import ReplayUpstream, Reply
 from tests.sidecar.harness import Gateway
-from tests.sidecar.providers.e2e import MESSAGES, TOOLS, client, gateway_for
+from tests.sidecar.providers.e2e import (
+    MESSAGES,
+    TOOLS,
+    client,
+    failed_request,
+    gateway_for,
+    text_before_in_band_error,
+)
 
 MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 
@@ -113,12 +120,7 @@ def _error(file: str, status: int, kind: str) -> Reply:
 async def test_upstream_errors_map_to_gateway_statuses(gateway: Gateway,
                                                        upstream: ReplayUpstream, reply: Reply,
                                                        status: int, code: str) -> None:
-    upstream.script.append(reply)
-    async with client(gateway) as c:
-        with pytest.raises(openai.APIStatusError) as info:
-            await c.chat.completions.create(model="chat", messages=MESSAGES)
-    assert info.value.status_code == status
-    assert info.value.body["code"] == code  # type: ignore[index]
+    await failed_request(gateway, upstream, reply, status, code)
 
 
 @pytest.mark.parametrize("reply", [
@@ -130,12 +132,7 @@ async def test_upstream_errors_map_to_gateway_statuses(gateway: Gateway,
 async def test_stream_failures_end_with_an_in_band_error(gateway: Gateway,
                                                          upstream: ReplayUpstream,
                                                          reply: Reply) -> None:
-    upstream.script.append(reply)
-    async with client(gateway) as c:
-        stream = await c.chat.completions.create(model="chat", messages=MESSAGES, stream=True)
-        with pytest.raises(openai.APIError, match="upstream failed mid-stream"):
-            async for _ in stream:
-                pass
+    await text_before_in_band_error(gateway, upstream, reply)
 
 
 async def test_corrupt_first_frame_is_a_502_malformed(gateway: Gateway,

@@ -6,14 +6,21 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import openai
 import orjson
 import pytest
 
 from tests.fakes.gemini_upstream import TokenEndpoint, fake_gemini, fake_vertex
 from tests.fakes.replay import ReplayUpstream, Reply
 from tests.sidecar.harness import Gateway
-from tests.sidecar.providers.e2e import MESSAGES, PROVIDER_KEY, TOOLS, client, gateway_for
+from tests.sidecar.providers.e2e import (
+    MESSAGES,
+    PROVIDER_KEY,
+    TOOLS,
+    client,
+    failed_request,
+    gateway_for,
+    text_before_in_band_error,
+)
 from tests.sidecar.providers.gcp_key import service_account_key
 
 
@@ -82,15 +89,9 @@ async def test_function_calls_plain_and_streamed(gateway: Gateway) -> None:
 async def test_upstream_errors_map_to_gateway_statuses(gateway: Gateway,
                                                        upstream: ReplayUpstream, reply: Reply,
                                                        status: int, code: str) -> None:
-    upstream.script.append(reply)
-    async with client(gateway) as c:
-        with pytest.raises(openai.APIStatusError) as info:
-            await c.chat.completions.create(model="chat", messages=MESSAGES)
-    assert info.value.status_code == status
-    assert info.value.body["code"] == code  # type: ignore[index]
-    assert PROVIDER_KEY not in str(info.value.body)
+    error = await failed_request(gateway, upstream, reply, status, code)
     if status == 429:  # from google.rpc.RetryInfo, as the SDK's backoff reads it
-        assert info.value.response.headers["retry-after"] == "21"
+        assert error.response.headers["retry-after"] == "21"
 
 
 @pytest.mark.parametrize("reply", [Reply("stream_error.sse"),
@@ -98,14 +99,7 @@ async def test_upstream_errors_map_to_gateway_statuses(gateway: Gateway,
 async def test_failure_mid_stream_is_an_in_band_error(gateway: Gateway,
                                                       upstream: ReplayUpstream,
                                                       reply: Reply) -> None:
-    upstream.script.append(reply)
-    async with client(gateway) as c:
-        stream = await c.chat.completions.create(model="chat", messages=MESSAGES, stream=True)
-        received = []
-        with pytest.raises(openai.APIError, match="upstream failed mid-stream"):
-            async for chunk in stream:
-                received.append(chunk)
-    assert "".join(ch.choices[0].delta.content or "" for ch in received) == "Hello"
+    assert await text_before_in_band_error(gateway, upstream, reply) == "Hello"
 
 
 async def test_vertex_ai_with_a_service_account_key(tmp_path: Path) -> None:
