@@ -218,15 +218,9 @@ def assistant_blocks(message: Mapping[str, Any], i: int) -> list[dict[str, Any]]
     text = chat.text_of(message.get("content"), f"messages[{i}].content")
     if text:
         blocks.append({"text": text})
-    for j, call in enumerate(message.get("tool_calls") or []):
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict):
-            raise BadRequest(f"messages[{i}].tool_calls[{j}] has no function",
-                             param=f"messages[{i}].tool_calls", code="invalid_type")
-        blocks.append({"toolUse": {
-            "toolUseId": str(call.get("id", "")), "name": str(function.get("name", "")),
-            "input": chat.tool_arguments(function.get("arguments"),
-                                         f"messages[{i}].tool_calls[{j}].arguments")}})
+    blocks.extend({"toolUse": {"toolUseId": call.id, "name": call.name,
+                               "input": call.arguments}}
+                  for call in chat.requested_calls(message, i))
     return blocks
 
 

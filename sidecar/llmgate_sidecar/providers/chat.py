@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -115,6 +116,31 @@ def tool_arguments(arguments: Any, where: str) -> dict[str, Any]:
         raise BadRequest(f"{where} must be a JSON object", param=where,
                          code="invalid_tool_arguments")
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class RequestedCall:
+    """One tool call of an assistant turn in the client's history, checked and decoded."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+def requested_calls(message: Mapping[str, Any], i: int) -> list[RequestedCall]:
+    """The `tool_calls` of `messages[i]` (an OpenAI assistant turn), for translators that
+    replay the history upstream; a call without a function or with non-object arguments is
+    a 400 naming it."""
+    calls = []
+    for j, call in enumerate(message.get("tool_calls") or []):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            raise BadRequest(f"messages[{i}].tool_calls[{j}] has no function",
+                             param=f"messages[{i}].tool_calls", code="invalid_type")
+        calls.append(RequestedCall(
+            str(call.get("id", "")), str(function.get("name", "")),
+            tool_arguments(function.get("arguments"), f"messages[{i}].tool_calls[{j}].arguments")))
+    return calls
 
 
 def function_tools(body: Mapping[str, Any]) -> list[dict[str, Any]]:

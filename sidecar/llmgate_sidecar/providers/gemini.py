@@ -215,15 +215,9 @@ def model_parts(message: Mapping[str, Any], i: int,
     text = chat.text_of(message.get("content"), f"messages[{i}].content")
     if text:
         parts.append({"text": text})
-    for j, call in enumerate(message.get("tool_calls") or []):
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict):
-            raise BadRequest(f"messages[{i}].tool_calls[{j}] has no function",
-                             param=f"messages[{i}].tool_calls", code="invalid_type")
-        name = str(function.get("name", ""))
-        names[str(call.get("id", ""))] = name
-        parts.append({"functionCall": {"name": name, "args": chat.tool_arguments(
-            function.get("arguments"), f"messages[{i}].tool_calls[{j}].arguments")}})
+    for call in chat.requested_calls(message, i):
+        names[call.id] = call.name  # Gemini answers tool results by name, not by id
+        parts.append({"functionCall": {"name": call.name, "args": call.arguments}})
     return parts
 
 
