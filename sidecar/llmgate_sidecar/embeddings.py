@@ -98,7 +98,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
             record.answered("2xx", served.usage, overhead)
             assert served.payload is not None
             return web.Response(body=served.payload, content_type="application/json",
-                                headers=response_headers(request, f.route, served))
+                                headers=response_headers(request, f.route, served, ticket))
         finally:
             metrics.in_flight.dec()
             record.cost_usd = accountant.settle_later(

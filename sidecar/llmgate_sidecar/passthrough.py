@@ -199,7 +199,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
                                        usable=lambda u: supports(u, operation))
             record.served(served)
             out, usage, status_class = await relay(
-                request, served, response_headers(request, f.route, served))
+                request, served, response_headers(request, f.route, served, ticket))
             record_usage(metrics, f.route, served, f.policy, usage)
             record.answered(status_class, usage, time.perf_counter() - record.started
                             - served.upstream_seconds)

@@ -158,7 +158,7 @@ async def serve_chat(request: web.Request, parse: ChatParser,
                                              include_usage=chat.include_usage,
                                              group_override=f.group)
             record.served(served)
-            headers = response_headers(request, f.route, served)
+            headers = response_headers(request, f.route, served, ticket)
             headers[CACHE_HEADER] = plan.header
             if served.stream is None:
                 assert served.payload is not None

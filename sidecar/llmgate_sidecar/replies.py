@@ -22,6 +22,7 @@ from llmgate_sidecar.errors import UpstreamError
 from llmgate_sidecar.providers.base import Usage
 from llmgate_sidecar.routing import Served
 from llmgate_sidecar.state import METRICS, REQUEST_ID, STREAM_RESPONSE
+from llmgate_sidecar.store import Ticket, micros_to_usd
 from llmgate_sidecar.streams import StreamInterrupted
 
 log = logging.getLogger("llmgate.request")
@@ -29,11 +30,28 @@ SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                "X-Accel-Buffering": "no"}
 
 
-def response_headers(request: web.Request, route: Route, served: Served) -> dict[str, str]:
-    return {"x-request-id": request[REQUEST_ID], "x-llmgate-route": route.name,
-            "x-llmgate-provider": served.target.provider,
-            "x-llmgate-model": served.target.model,
-            "x-llmgate-attempts": str(served.attempts), CACHE_HEADER: "off"}
+def response_headers(request: web.Request, route: Route, served: Served,
+                     ticket: Ticket | None = None) -> dict[str, str]:
+    headers = {"x-request-id": request[REQUEST_ID], "x-llmgate-route": route.name,
+               "x-llmgate-provider": served.target.provider,
+               "x-llmgate-model": served.target.model,
+               "x-llmgate-attempts": str(served.attempts), CACHE_HEADER: "off"}
+    if ticket is not None:
+        headers.update(limit_headers(ticket))
+    return headers
+
+
+def limit_headers(ticket: Ticket) -> dict[str, str]:
+    """What the key has left after this request was admitted, in OpenAI's header names
+    (clients already read them) plus the budget; only for limits the key has."""
+    headers = {}
+    if ticket.remaining_requests is not None:
+        headers["x-ratelimit-remaining-requests"] = str(ticket.remaining_requests)
+    if ticket.remaining_tokens is not None:
+        headers["x-ratelimit-remaining-tokens"] = str(ticket.remaining_tokens)
+    if ticket.remaining_micros is not None:
+        headers["x-llmgate-budget-remaining-usd"] = f"{micros_to_usd(ticket.remaining_micros):.6f}"
+    return headers
 
 
 async def reply_from_cache(request: web.Request, route: Route, hit: Hit, stream: bool,

@@ -21,7 +21,6 @@ from llmgate_sidecar.mock import MockTransport
 from llmgate_sidecar.providers.base import UpstreamRequest
 from llmgate_sidecar.sse import Event, SSEParser
 
-MAX_ERROR_BODY = 64 * 1024
 EVENTSTREAM_TYPE = "application/vnd.amazon.eventstream"
 
 

@@ -104,9 +104,11 @@ async def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
     gw = await start_gateway(tmp_path, crs(rpm=3))
     try:
         async with openai.AsyncOpenAI(base_url=gw.base_url, api_key=KEY, max_retries=0) as c:
-            for _ in range(3):
-                await c.chat.completions.create(model="m", max_tokens=1, messages=[
-                    {"role": "user", "content": "x"}])
+            for left in (2, 1, 0):  # what the key has left, in OpenAI's header
+                raw = await c.chat.completions.with_raw_response.create(
+                    model="m", max_tokens=1, messages=[{"role": "user", "content": "x"}])
+                assert raw.headers["x-ratelimit-remaining-requests"] == str(left)
+                assert "x-llmgate-budget-remaining-usd" not in raw.headers  # no budget
             with pytest.raises(openai.RateLimitError) as info:
                 await c.chat.completions.create(model="m", max_tokens=1, messages=[
                     {"role": "user", "content": "x"}])

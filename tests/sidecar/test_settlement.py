@@ -78,12 +78,19 @@ async def test_a_client_leaving_mid_stream_settles_its_reservation(
 
 
 async def test_a_completed_stream_settles_its_real_cost(gateway: Gateway) -> None:
-    async with aiohttp.ClientSession() as session, session.post(
-            gateway.base_url + "/chat/completions", json=BODY,
-            headers={"Authorization": f"Bearer {KEY}"}) as response:
-        assert b"[DONE]" in await response.read()
+    async def one() -> str:
+        async with aiohttp.ClientSession() as session, session.post(
+                gateway.base_url + "/chat/completions", json=BODY,
+                headers={"Authorization": f"Bearer {KEY}"}) as response:
+            assert b"[DONE]" in await response.read()
+            return response.headers["x-llmgate-budget-remaining-usd"]
+
+    # Left after admission: the $1000 budget minus this request's $10 worst case...
+    assert await one() == "990.000000"
     # "Hello from the fake upstream" is 5 output tokens: $5 of the $10 reserved.
     assert await settled(gateway) == (Decimal(5), Decimal(0))
+    # ...and for the next one, minus what the first really cost.
+    assert await one() == "985.000000"
 
 
 async def test_a_failed_request_books_nothing(gateway: Gateway, upstream: FakeOpenAI) -> None:
