@@ -21,14 +21,14 @@ import orjson
 import yaml
 from llmgate_contract import Bundle
 from llmgate_operator.compile import compile_namespace
-from llmgate_sidecar.accounting import Accountant, reservation
-from llmgate_sidecar.limits import Limiter
-from llmgate_sidecar.metrics import Metrics
-from llmgate_sidecar.providers.base import Usage
-from llmgate_sidecar.runtime import Runtime
-from llmgate_sidecar.sse import SSEParser
-from llmgate_sidecar.store import MemoryStore
-from llmgate_sidecar.transport import Transports
+from llmgate_sidecar.config.runtime import Runtime
+from llmgate_sidecar.observability.metrics import Metrics
+from llmgate_sidecar.policy.accounting import Accountant, reservation
+from llmgate_sidecar.policy.limits import Limiter
+from llmgate_sidecar.policy.store import MemoryStore
+from llmgate_sidecar.upstream.providers.base import Usage
+from llmgate_sidecar.upstream.transport import Transports
+from llmgate_sidecar.wire.sse import SSEParser
 from measure import body
 from procs import llmgate_config
 

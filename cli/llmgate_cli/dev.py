@@ -29,7 +29,7 @@ import yaml
 from llmgate_contract import bundle_files
 from llmgate_operator.api import API_VERSION, default_secret_name
 from llmgate_operator.compile import API_KEY_DATA_KEY, Compilation, compile_namespace
-from llmgate_sidecar import logs
+from llmgate_sidecar.observability import logs
 from llmgate_sidecar.server import install_fast_loop, serve
 from llmgate_sidecar.settings import SidecarSettings
 

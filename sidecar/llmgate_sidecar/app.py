@@ -17,23 +17,11 @@ from pathlib import Path
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from llmgate_sidecar import embeddings, handlers, passthrough
-from llmgate_sidecar.accounting import Accountant
-from llmgate_sidecar.cache import ResponseCache
-from llmgate_sidecar.cache_backends import MemoryBackend, RedisBackend
-from llmgate_sidecar.configsource import ConfigSource
-from llmgate_sidecar.dialects import OPENAI
-from llmgate_sidecar.errors import GatewayError, NotFound, PayloadTooLarge
-from llmgate_sidecar.guardrails import Guardrails
-from llmgate_sidecar.limits import Limiter
-from llmgate_sidecar.messages_api import ANTHROPIC
-from llmgate_sidecar.metrics import Metrics
-from llmgate_sidecar.redis_store import RedisStore
-from llmgate_sidecar.routing import Router
-from llmgate_sidecar.settings import SidecarSettings
-from llmgate_sidecar.state import (
+from llmgate_sidecar.api import embeddings, handlers, passthrough
+from llmgate_sidecar.api.dialects import OPENAI
+from llmgate_sidecar.api.messages_api import ANTHROPIC
+from llmgate_sidecar.api.state import (
     ACCOUNTANT,
     CACHE,
     CONFIG,
@@ -44,8 +32,19 @@ from llmgate_sidecar.state import (
     SETTINGS,
     TRANSPORTS,
 )
-from llmgate_sidecar.store import MemoryStore, Store
-from llmgate_sidecar.transport import Transports
+from llmgate_sidecar.cache.backends import MemoryBackend, RedisBackend
+from llmgate_sidecar.cache.response import ResponseCache
+from llmgate_sidecar.config.source import ConfigSource
+from llmgate_sidecar.errors import GatewayError, NotFound, PayloadTooLarge
+from llmgate_sidecar.observability.metrics import Metrics
+from llmgate_sidecar.policy.accounting import Accountant
+from llmgate_sidecar.policy.guardrails import Guardrails
+from llmgate_sidecar.policy.limits import Limiter
+from llmgate_sidecar.policy.redis_store import RedisStore
+from llmgate_sidecar.policy.store import MemoryStore, Store
+from llmgate_sidecar.routing.router import Router
+from llmgate_sidecar.settings import SidecarSettings
+from llmgate_sidecar.upstream.transport import Transports
 
 log = logging.getLogger("llmgate.sidecar")
 
@@ -179,8 +178,8 @@ def create_ops_app(api: web.Application) -> web.Application:
         return web.json_response(body, status=200 if runtime is not None else 503)
 
     async def metrics(_: web.Request) -> web.Response:
-        output = generate_latest(api[METRICS].registry)
-        return web.Response(body=output, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        output, content_type = api[METRICS].exposition()
+        return web.Response(body=output, headers={"Content-Type": content_type})
 
     ops.router.add_get("/healthz", healthz)
     ops.router.add_get("/readyz", readyz)

@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from llmgate_sidecar import logs
+from llmgate_sidecar.api.state import ROUTER
 from llmgate_sidecar.app import api_runner, create_app, create_ops_app
+from llmgate_sidecar.observability import logs
 from llmgate_sidecar.settings import SidecarSettings, add_arguments, from_args
-from llmgate_sidecar.state import ROUTER
 
 log = logging.getLogger("llmgate.sidecar")
 # After the grace period, streams get this long to write their in-band error and finish

@@ -18,8 +18,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from llmgate_operator import ops, webhook_server
-from llmgate_sidecar.metrics import Metrics
-from llmgate_sidecar.redis_store import RedisStore
+from llmgate_sidecar.observability.metrics import Metrics
+from llmgate_sidecar.policy.redis_store import RedisStore
 from prometheus_client import CollectorRegistry
 
 from tests.chart import rendering as r

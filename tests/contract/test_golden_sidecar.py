@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from llmgate_contract import bundle_files, parse_config, read_bundle
-from llmgate_sidecar.runtime import Runtime
-from llmgate_sidecar.transport import Transports
+from llmgate_sidecar.config.runtime import Runtime
+from llmgate_sidecar.upstream.transport import Transports
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "config.json").exists())

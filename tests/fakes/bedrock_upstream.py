@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from llmgate_sidecar.eventstream import encode_frame
-from llmgate_sidecar.providers.sigv4 import AwsCredentials, sign
+from llmgate_sidecar.upstream.sigv4 import AwsCredentials, sign
+from llmgate_sidecar.wire.eventstream import encode_frame
 
 from tests.fakes.replay import ReplayUpstream, Reply
 

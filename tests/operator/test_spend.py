@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 from llmgate_contract.budget import period_bounds
 from llmgate_operator.spend import BudgetRef, SpendReader, SpendTracker
-from llmgate_sidecar.redis_store import RedisStore
-from llmgate_sidecar.store import Demand, Ticket
+from llmgate_sidecar.policy.redis_store import RedisStore
+from llmgate_sidecar.policy.store import Demand, Ticket
 
 from tests.conftest import free_port
 from tests.operator import harness as h

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
-from llmgate_sidecar.redis_store import RedisStore
-from llmgate_sidecar.store import MemoryStore, Store
+from llmgate_sidecar.policy.redis_store import RedisStore
+from llmgate_sidecar.policy.store import MemoryStore, Store
 
 from tests.sidecar.redis_server import RedisServer
 

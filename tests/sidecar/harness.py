@@ -15,9 +15,9 @@ from typing import Any
 from aiohttp import web
 from llmgate_contract import bundle_files
 from llmgate_operator.compile import compile_namespace
+from llmgate_sidecar.api.state import CONFIG, METRICS
 from llmgate_sidecar.app import api_runner, create_app, create_ops_app
 from llmgate_sidecar.settings import SidecarSettings
-from llmgate_sidecar.state import CONFIG, METRICS
 
 KEY = "lg-test-key-0123456789"
 

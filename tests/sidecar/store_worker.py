@@ -15,8 +15,8 @@ import sys
 from collections import Counter
 from typing import Any
 
-from llmgate_sidecar.redis_store import RedisStore
-from llmgate_sidecar.store import Demand, Ticket
+from llmgate_sidecar.policy.redis_store import RedisStore
+from llmgate_sidecar.policy.store import Demand, Ticket
 
 
 async def run(job: dict[str, Any]) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from llmgate_contract.config import CircuitBreaker
-from llmgate_sidecar.breaker import Breakers
-from llmgate_sidecar.state import METRICS
+from llmgate_sidecar.api.state import METRICS
+from llmgate_sidecar.routing.breaker import Breakers
 
 from tests.fakes.openai_upstream import Behaviour
 from tests.sidecar.test_routing_faults import fakes, rig_factory  # noqa: F401 (fixtures)

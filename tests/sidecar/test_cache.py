@@ -11,11 +11,11 @@ from typing import Any
 import orjson
 import pytest
 from llmgate_contract.config import Provider, Route, Target
-from llmgate_sidecar.cache import Entry, Hit, Plan, ResponseCache, directive
-from llmgate_sidecar.cache_backends import CacheBackend, MemoryBackend, RedisBackend
-from llmgate_sidecar.providers.base import StreamItem, Usage
-from llmgate_sidecar.providers.openai import OpenAIStreamDecoder
-from llmgate_sidecar.sse import Event
+from llmgate_sidecar.cache.backends import CacheBackend, MemoryBackend, RedisBackend
+from llmgate_sidecar.cache.response import Entry, Hit, Plan, ResponseCache, directive
+from llmgate_sidecar.upstream.providers.base import StreamItem, Usage
+from llmgate_sidecar.upstream.providers.openai import OpenAIStreamDecoder
+from llmgate_sidecar.wire.sse import Event
 
 from tests.sidecar.conftest import FakeClock
 from tests.sidecar.redis_server import RedisServer, free_port

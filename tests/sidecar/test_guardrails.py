@@ -9,7 +9,7 @@ import pytest
 from llmgate_contract.config import Guardrails as GuardrailsConfig
 from llmgate_contract.config import Pii, Route
 from llmgate_sidecar.errors import BadRequest, Forbidden
-from llmgate_sidecar.guardrails import (
+from llmgate_sidecar.policy.guardrails import (
     PII_TYPES,
     CompiledGuardrails,
     Guardrails,

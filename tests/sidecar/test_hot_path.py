@@ -15,13 +15,13 @@ from decimal import Decimal
 
 import pytest
 from llmgate_contract.config import Budget, Limits, Target, VirtualKey
-from llmgate_sidecar.accounting import Accountant, Reservation
 from llmgate_sidecar.errors import UpstreamError
-from llmgate_sidecar.limits import Limiter
-from llmgate_sidecar.metrics import Metrics
-from llmgate_sidecar.providers.base import StreamItem, Usage
-from llmgate_sidecar.store import MemoryStore, Ticket
-from llmgate_sidecar.streams import CommittedStream, StreamInterrupted, translate
+from llmgate_sidecar.observability.metrics import Metrics
+from llmgate_sidecar.policy.accounting import Accountant, Reservation
+from llmgate_sidecar.policy.limits import Limiter
+from llmgate_sidecar.policy.store import MemoryStore, Ticket
+from llmgate_sidecar.routing.streams import CommittedStream, StreamInterrupted, translate
+from llmgate_sidecar.upstream.providers.base import StreamItem, Usage
 
 TARGET = Target(provider="p", model="m")
 

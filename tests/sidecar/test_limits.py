@@ -10,8 +10,8 @@ from decimal import Decimal
 import pytest
 from llmgate_contract.config import Budget, Limits, VirtualKey
 from llmgate_sidecar.errors import RateLimited
-from llmgate_sidecar.limits import Limiter
-from llmgate_sidecar.store import MemoryStore, period_bounds, usd_to_micros
+from llmgate_sidecar.policy.limits import Limiter
+from llmgate_sidecar.policy.store import MemoryStore, period_bounds, usd_to_micros
 
 from tests.sidecar.conftest import FakeClock
 

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from llmgate_sidecar.metrics import REJECTION_REASONS, rejection_reason
+from llmgate_sidecar.observability.metrics import REJECTION_REASONS, rejection_reason
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.openai_upstream import Behaviour, FakeOpenAI

@@ -7,13 +7,13 @@ from decimal import Decimal
 
 import pytest
 from llmgate_contract.config import Price
-from llmgate_sidecar.pricing import (
+from llmgate_sidecar.config.pricing import (
     PRICES,
     estimate_input_tokens,
     price_for,
     requested_output_tokens,
 )
-from llmgate_sidecar.providers.base import Usage
+from llmgate_sidecar.upstream.providers.base import Usage
 
 
 @pytest.mark.parametrize(("asked", "entry"), [

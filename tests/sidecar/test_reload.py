@@ -12,7 +12,7 @@ import aiohttp
 import openai
 from llmgate_contract import bundle_files
 from llmgate_operator.compile import compile_namespace
-from llmgate_sidecar.state import CONFIG
+from llmgate_sidecar.api.state import CONFIG
 
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.sidecar.harness import KEY, provider, route, start_gateway, virtual_key

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from llmgate_sidecar.providers.base import retry_after_seconds
+from llmgate_sidecar.upstream.providers.base import retry_after_seconds
 from multidict import CIMultiDict
 
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)

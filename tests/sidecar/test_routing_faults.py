@@ -17,11 +17,11 @@ import aiohttp
 import openai
 import pytest
 from aiohttp import web
+from llmgate_sidecar.api.state import METRICS
 from llmgate_sidecar.app import api_runner, create_app
-from llmgate_sidecar.metrics import Metrics
-from llmgate_sidecar.routing import Router
+from llmgate_sidecar.observability.metrics import Metrics
+from llmgate_sidecar.routing.router import Router
 from llmgate_sidecar.settings import SidecarSettings
-from llmgate_sidecar.state import METRICS
 
 from tests.fakes.openai_upstream import Behaviour, FakeOpenAI
 from tests.sidecar.harness import KEY, compile_to, provider, route, virtual_key

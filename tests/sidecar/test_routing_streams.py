@@ -15,7 +15,7 @@ import aiohttp
 import openai
 import orjson
 import pytest
-from llmgate_sidecar.state import CONFIG, ROUTER
+from llmgate_sidecar.api.state import CONFIG, ROUTER
 
 from tests.fakes.openai_upstream import Behaviour, FakeOpenAI
 from tests.sidecar.harness import KEY, Gateway, provider, route, start_gateway, virtual_key

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from llmgate_sidecar.state import ACCOUNTANT, CONFIG
+from llmgate_sidecar.api.state import ACCOUNTANT, CONFIG
 
 from tests.conftest import free_port
 from tests.fakes.openai_upstream import Behaviour, FakeOpenAI

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from llmgate_sidecar.sse import DONE, Event, SSEParser, encode
+from llmgate_sidecar.wire.sse import DONE, Event, SSEParser, encode
 
 STREAM = (b": keep-alive comment\r\n\r\n"
           b"event: message_start\r\ndata: {\"a\": 1}\r\n\r\n"

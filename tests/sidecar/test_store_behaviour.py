@@ -5,7 +5,7 @@ semantics: sliding windows, parallel slots, reservations, settle, leases, period
 from __future__ import annotations
 
 import pytest
-from llmgate_sidecar.store import (
+from llmgate_sidecar.policy.store import (
     IN_FLIGHT_RETRY_MS,
     LIFETIME_RETRY_MS,
     Demand,

@@ -13,8 +13,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from llmgate_sidecar.redis_store import RedisStore
-from llmgate_sidecar.store import Demand, Store, Ticket
+from llmgate_sidecar.policy.redis_store import RedisStore
+from llmgate_sidecar.policy.store import Demand, Store, Ticket
 
 from tests.sidecar.redis_server import RedisServer
 

@@ -3,7 +3,7 @@ state that still matters (live tickets, lifetime budgets) is kept."""
 
 from __future__ import annotations
 
-from llmgate_sidecar.store import TOMB_MS, Demand, MemoryStore, Ticket
+from llmgate_sidecar.policy.store import TOMB_MS, Demand, MemoryStore, Ticket
 
 from tests.sidecar.conftest import FakeClock
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from llmgate_sidecar.redis_store import RedisStore, keys_for
-from llmgate_sidecar.store import Demand, Ticket
+from llmgate_sidecar.policy.redis_store import RedisStore, keys_for
+from llmgate_sidecar.policy.store import Demand, Ticket
 
 from tests.sidecar.redis_server import RedisServer
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from llmgate_sidecar.errors import Unavailable
-from llmgate_sidecar.redis_store import RedisStore, keys_for
-from llmgate_sidecar.store import Demand, Refusal, Ticket
+from llmgate_sidecar.policy.redis_store import RedisStore, keys_for
+from llmgate_sidecar.policy.store import Demand, Refusal, Ticket
 
 from tests.sidecar.redis_server import RedisServer
 

@@ -12,7 +12,7 @@ from collections import Counter
 from decimal import Decimal
 
 from llmgate_contract.config import Group, Target
-from llmgate_sidecar.strategies import EXPLORE, TargetStats, order
+from llmgate_sidecar.routing.strategies import EXPLORE, TargetStats, order
 
 
 def t(name: str, weight: int = 1) -> Target:

@@ -6,8 +6,8 @@ from typing import Any
 
 import orjson
 from llmgate_contract.config import Provider, Target
-from llmgate_sidecar.providers.base import StreamDecoder, StreamItem
-from llmgate_sidecar.sse import Event, SSEParser
+from llmgate_sidecar.upstream.providers.base import StreamDecoder, StreamItem
+from llmgate_sidecar.wire.sse import Event, SSEParser
 
 
 def target(model: str = "up-model", provider: str = "up") -> Target:

@@ -11,7 +11,7 @@ from pathlib import Path
 import openai
 import pytest
 from aiohttp import web
-from llmgate_sidecar.providers.aws_identity import (
+from llmgate_sidecar.upstream.aws_identity import (
     WebIdentity,
     WebIdentityError,
     parse_assume_role,

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from llmgate_sidecar.eventstream import EventStreamError, EventStreamParser, encode_frame
-from llmgate_sidecar.providers.sigv4 import AwsCredentials, sign
+from llmgate_sidecar.upstream.sigv4 import AwsCredentials, sign
+from llmgate_sidecar.wire.eventstream import EventStreamError, EventStreamParser, encode_frame
 
 EXAMPLE = AwsCredentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
 

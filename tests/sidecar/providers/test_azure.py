@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 import pytest
 from llmgate_sidecar.errors import UpstreamError
-from llmgate_sidecar.providers import adapter_for
-from llmgate_sidecar.providers.azure import DEFAULT_API_VERSION, AzureOpenAIAdapter
-from llmgate_sidecar.providers.base import Credentials
+from llmgate_sidecar.upstream.providers import adapter_for
+from llmgate_sidecar.upstream.providers.azure import DEFAULT_API_VERSION, AzureOpenAIAdapter
+from llmgate_sidecar.upstream.providers.base import Credentials
 
 from tests.fakes.replay import transcript
 from tests.sidecar.providers.streams import chunks, decode, events_of, provider_config, target

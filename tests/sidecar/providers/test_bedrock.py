@@ -9,10 +9,10 @@ from typing import Any
 import orjson
 import pytest
 from llmgate_sidecar.errors import BadRequest, UpstreamError
-from llmgate_sidecar.eventstream import EventStreamParser
-from llmgate_sidecar.providers.base import Credentials
-from llmgate_sidecar.providers.bedrock import BedrockAdapter
-from llmgate_sidecar.sse import Event
+from llmgate_sidecar.upstream.providers.base import Credentials
+from llmgate_sidecar.upstream.providers.bedrock import BedrockAdapter
+from llmgate_sidecar.wire.eventstream import EventStreamParser
+from llmgate_sidecar.wire.sse import Event
 
 from tests.fakes.bedrock_upstream import ACCESS_KEY_ID, SECRET_ACCESS_KEY, frames
 from tests.fakes.replay import transcript, transcript_json

@@ -8,10 +8,10 @@ from typing import Any
 import orjson
 import pytest
 from llmgate_sidecar.errors import BadRequest, UpstreamError
-from llmgate_sidecar.providers import adapter_for
-from llmgate_sidecar.providers.base import Credentials
-from llmgate_sidecar.providers.cohere import CohereAdapter
-from llmgate_sidecar.sse import Event
+from llmgate_sidecar.upstream.providers import adapter_for
+from llmgate_sidecar.upstream.providers.base import Credentials
+from llmgate_sidecar.upstream.providers.cohere import CohereAdapter
+from llmgate_sidecar.wire.sse import Event
 
 from tests.fakes.replay import transcript, transcript_json
 from tests.sidecar.providers.streams import (

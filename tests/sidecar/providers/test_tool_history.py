@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from llmgate_sidecar.errors import BadRequest
-from llmgate_sidecar.providers import anthropic, bedrock, chat, gemini
+from llmgate_sidecar.upstream.providers import anthropic, bedrock, chat, gemini
 
 TURN = {"role": "assistant", "content": None, "tool_calls": [
     {"id": "call_1", "type": "function",

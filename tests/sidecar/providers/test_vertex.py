@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 from llmgate_sidecar.errors import UpstreamError
-from llmgate_sidecar.providers import adapter_for
-from llmgate_sidecar.providers.base import Credentials
-from llmgate_sidecar.providers.vertex import VertexAIAdapter
+from llmgate_sidecar.upstream.providers import adapter_for
+from llmgate_sidecar.upstream.providers.base import Credentials
+from llmgate_sidecar.upstream.providers.vertex import VertexAIAdapter
 
 from tests.fakes.gemini_upstream import TokenEndpoint, fake_vertex
 from tests.fakes.replay import ReplayUpstream

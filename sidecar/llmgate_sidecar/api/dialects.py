@@ -1,0 +1,67 @@
+"""How an inbound API speaks: the shape of its answers, stream events and error envelopes.
+
+The chat pipeline (`pipeline`) always works on OpenAI-shaped bodies and chunks; a `Dialect`
+turns what it produced into what the client's SDK expects. `OPENAI` is the identity;
+`messages_api.ANTHROPIC` is the Anthropic Messages dialect. Dialects are pure: no I/O, no
+state beyond one stream's `StreamTranslator`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from llmgate_sidecar.errors import GatewayError
+from llmgate_sidecar.upstream.providers.base import Usage
+from llmgate_sidecar.wire.sse import encode
+
+
+class StreamTranslator(Protocol):
+    def feed(self, data: bytes, usage: Usage | None) -> bytes:
+        """OpenAI chunk SSE bytes (one or more events) -> bytes for the client."""
+
+    def finish(self) -> bytes:
+        """The stream ended well: whatever closes it in this dialect."""
+
+    def error(self, error_type: str, code: str, message: str) -> bytes:
+        """The in-band error event that ends a committed stream that failed."""
+
+
+class Dialect(Protocol):
+    api: str  # names the inbound API for the cache key
+
+    def completion(self, payload: bytes) -> bytes:
+        """An OpenAI `chat.completion` body -> this dialect's response body."""
+
+    def translator(self, model: str) -> StreamTranslator: ...
+
+    def envelope(self, exc: GatewayError) -> dict[str, Any]: ...
+
+
+class _OpenAIStream:
+    def feed(self, data: bytes, usage: Usage | None) -> bytes:
+        return data
+
+    def finish(self) -> bytes:
+        return b""
+
+    def error(self, error_type: str, code: str, message: str) -> bytes:
+        return encode({"error": {"type": error_type, "code": code, "message": message,
+                                 "param": None}})
+
+
+class OpenAIDialect:
+    """The OpenAI chat-completions API: the pipeline's own shape, passed through untouched."""
+
+    api = "chat"
+
+    def completion(self, payload: bytes) -> bytes:
+        return payload
+
+    def translator(self, model: str) -> StreamTranslator:
+        return _OpenAIStream()
+
+    def envelope(self, exc: GatewayError) -> dict[str, Any]:
+        return exc.envelope()
+
+
+OPENAI = OpenAIDialect()

@@ -1,0 +1,1 @@
+"""The response cache (`response`) and where it keeps entries (`backends`)."""

@@ -1,0 +1,293 @@
+"""What a request costs: the built-in price table, per-provider overrides, token estimates.
+
+Called by the app before routing (`worst_case` of the chosen target, to reserve budget) and
+after the response (`cost` of the real usage, to settle). Decimal USD throughout, never
+floats. Pure: no I/O, no limits (limits.py), no knowledge of the wire beyond the few request
+fields counted by `estimate_input_tokens`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any, Literal
+
+from llmgate_contract.config import Price
+
+from llmgate_sidecar.upstream.providers.base import Usage
+
+PRICES_AS_OF = "2025-11"
+# USD per million tokens: (input, output, cached input or None when the vendor lists none,
+# in which case cached tokens cost the input price). From the vendors' public pricing pages,
+# standard tier, prompts under any long-context surcharge threshold. Keys are lower-case
+# model names without date/version suffixes (see `_candidates`). Override per provider with
+# ProviderSecret `spec.pricing`.
+PRICES: dict[str, tuple[str, str, str | None]] = {
+    # OpenAI
+    "gpt-5": ("1.25", "10.00", "0.125"),
+    "gpt-5-chat": ("1.25", "10.00", "0.125"),
+    "gpt-5-mini": ("0.25", "2.00", "0.025"),
+    "gpt-5-nano": ("0.05", "0.40", "0.005"),
+    "gpt-4.1": ("2.00", "8.00", "0.50"),
+    "gpt-4.1-mini": ("0.40", "1.60", "0.10"),
+    "gpt-4.1-nano": ("0.10", "0.40", "0.025"),
+    "gpt-4o": ("2.50", "10.00", "1.25"),
+    "gpt-4o-mini": ("0.15", "0.60", "0.075"),
+    "chatgpt-4o": ("5.00", "15.00", None),
+    "o1": ("15.00", "60.00", "7.50"),
+    "o1-mini": ("1.10", "4.40", "0.55"),
+    "o1-pro": ("150.00", "600.00", None),
+    "o3": ("2.00", "8.00", "0.50"),
+    "o3-pro": ("20.00", "80.00", None),
+    "o3-mini": ("1.10", "4.40", "0.55"),
+    "o4-mini": ("1.10", "4.40", "0.275"),
+    "gpt-4-turbo": ("10.00", "30.00", None),
+    "gpt-4-1106-preview": ("10.00", "30.00", None),
+    "gpt-4-0125-preview": ("10.00", "30.00", None),
+    "gpt-4": ("30.00", "60.00", None),
+    "gpt-4-32k": ("60.00", "120.00", None),
+    "gpt-3.5-turbo": ("0.50", "1.50", None),
+    "text-embedding-3-small": ("0.02", "0", None),
+    "text-embedding-3-large": ("0.13", "0", None),
+    "text-embedding-ada-002": ("0.10", "0", None),
+    # Anthropic (cached = cache read)
+    "claude-opus-4-5": ("5.00", "25.00", "0.50"),
+    "claude-opus-4-1": ("15.00", "75.00", "1.50"),
+    "claude-opus-4": ("15.00", "75.00", "1.50"),
+    "claude-sonnet-4-5": ("3.00", "15.00", "0.30"),
+    "claude-sonnet-4": ("3.00", "15.00", "0.30"),
+    "claude-haiku-4-5": ("1.00", "5.00", "0.10"),
+    "claude-3-7-sonnet": ("3.00", "15.00", "0.30"),
+    "claude-3-5-sonnet": ("3.00", "15.00", "0.30"),
+    "claude-3-5-haiku": ("0.80", "4.00", "0.08"),
+    "claude-3-opus": ("15.00", "75.00", "1.50"),
+    "claude-3-haiku": ("0.25", "1.25", "0.03"),
+    # Google Gemini (prompts up to 200k tokens)
+    "gemini-2.5-pro": ("1.25", "10.00", None),
+    "gemini-2.5-flash": ("0.30", "2.50", None),
+    "gemini-2.5-flash-lite": ("0.10", "0.40", None),
+    "gemini-2.0-flash": ("0.10", "0.40", "0.025"),
+    "gemini-2.0-flash-lite": ("0.075", "0.30", None),
+    "gemini-1.5-pro": ("1.25", "5.00", None),
+    "gemini-1.5-flash": ("0.075", "0.30", None),
+    "gemini-embedding-001": ("0.15", "0", None),
+    # Mistral
+    "mistral-large": ("2.00", "6.00", None),
+    "mistral-medium": ("0.40", "2.00", None),
+    "mistral-small": ("0.10", "0.30", None),
+    "magistral-medium": ("2.00", "5.00", None),
+    "magistral-small": ("0.50", "1.50", None),
+    "codestral": ("0.30", "0.90", None),
+    "pixtral-large": ("2.00", "6.00", None),
+    "ministral-8b": ("0.10", "0.10", None),
+    "ministral-3b": ("0.04", "0.04", None),
+    "open-mistral-nemo": ("0.15", "0.15", None),
+    "mistral-embed": ("0.10", "0", None),
+    # Cohere
+    "command-a": ("2.50", "10.00", None),
+    "command-r-plus": ("2.50", "10.00", None),
+    "command-r": ("0.15", "0.60", None),
+    "command-r7b": ("0.0375", "0.15", None),
+    "embed-v4.0": ("0.12", "0", None),
+    "embed-english-v3.0": ("0.10", "0", None),
+    "embed-multilingual-v3.0": ("0.10", "0", None),
+    # DeepSeek (cached = cache hit)
+    "deepseek-chat": ("0.28", "0.42", "0.028"),
+    "deepseek-reasoner": ("0.28", "0.42", "0.028"),
+    # Groq
+    "llama-3.3-70b-versatile": ("0.59", "0.79", None),
+    "llama-3.1-8b-instant": ("0.05", "0.08", None),
+    "llama-4-scout-17b-16e-instruct": ("0.11", "0.34", None),
+    "llama-4-maverick-17b-128e-instruct": ("0.20", "0.60", None),
+    "qwen3-32b": ("0.29", "0.59", None),
+    "kimi-k2-instruct": ("1.00", "3.00", None),
+    "gpt-oss-120b": ("0.15", "0.75", None),
+    "gpt-oss-20b": ("0.10", "0.50", None),
+    # Together
+    "llama-3.3-70b-instruct-turbo": ("0.88", "0.88", None),
+    # xAI
+    "grok-4": ("3.00", "15.00", "0.75"),
+    "grok-4-fast-reasoning": ("0.20", "0.50", "0.05"),
+    "grok-4-fast-non-reasoning": ("0.20", "0.50", "0.05"),
+    "grok-code-fast-1": ("0.20", "1.50", "0.02"),
+    "grok-3": ("3.00", "15.00", "0.75"),
+    "grok-3-mini": ("0.30", "0.50", "0.075"),
+    "grok-2": ("2.00", "10.00", None),
+    # Amazon Bedrock
+    "nova-pro": ("0.80", "3.20", None),
+    "nova-lite": ("0.06", "0.24", None),
+    "nova-micro": ("0.035", "0.14", None),
+}
+
+MILLION = Decimal(1_000_000)
+# Bedrock ids: "us.anthropic.claude-3-5-haiku-20241022-v1:0"; routers: "openai/gpt-4o".
+_PREFIX = re.compile(r"^(?:.*/)?(?:(?:us|eu|apac|global)\.)?(?:[a-z0-9-]+\.(?=[a-z]))?")
+# Tried in order, repeatedly, each strip giving the next candidate name.
+_SUFFIXES = tuple(re.compile(p) for p in (
+    r"@[\w.-]+$",                 # Vertex: claude-3-5-sonnet-v2@20241022
+    r"-v\d+:\d+$",                # Bedrock: -v1:0
+    r"-latest$",
+    r"-\d{4}-\d{2}-\d{2}$",       # gpt-4o-2024-08-06
+    r"-\d{8}$",                   # claude-sonnet-4-20250514
+    r"-\d{2}-\d{4}$",             # command-r-08-2024
+    r"-\d{4}$",                   # gpt-4-0613, mistral-large-2411, grok-2-1212
+    r"-\d{2}-\d{2}$",             # gemini-2.5-pro-preview-06-05
+    r"-\d{3}$",                   # gemini-1.5-pro-002
+    r"-preview$",
+    r"-v\d+$",                    # claude-3-5-sonnet-v2
+))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    """The price of one model for one provider; all zero (and `priced` False) if unknown."""
+
+    model: str
+    matched: str | None
+    source: Literal["override", "builtin", "unpriced"]
+    input_per_million: Decimal
+    output_per_million: Decimal
+    cached_input_per_million: Decimal
+
+    @property
+    def priced(self) -> bool:
+        return self.source != "unpriced"
+
+    def cost(self, usage: Usage) -> Decimal:
+        cached = min(max(usage.cached_tokens, 0), max(usage.prompt_tokens, 0))
+        fresh = max(usage.prompt_tokens, 0) - cached
+        total = (fresh * self.input_per_million + cached * self.cached_input_per_million
+                 + max(usage.completion_tokens, 0) * self.output_per_million)
+        return total / MILLION
+
+    def worst_case(self, input_tokens: int, max_output_tokens: int) -> Decimal:
+        """Upper bound of a request's cost: no cache discount, every output token used."""
+        return (max(input_tokens, 0) * self.input_per_million
+                + max(max_output_tokens, 0) * self.output_per_million) / MILLION
+
+
+def price_for(model: str, overrides: Mapping[str, Price] | None = None) -> ModelPrice:
+    """Price of `model`; `overrides` is a provider's `pricing` and wins over the table.
+
+    Names match case-insensitively, first exactly, then without vendor/region prefixes and
+    date or version suffixes (`gpt-4o-2024-08-06` -> `gpt-4o`)."""
+    names = _candidates(model.strip().lower())
+    if overrides:
+        lowered = {name.lower(): price for name, price in overrides.items()}
+        for name in names:
+            price = lowered.get(name)
+            if price is not None:
+                cached = price.cached_input_per_million
+                return ModelPrice(model, name, "override", price.input_per_million,
+                                  price.output_per_million,
+                                  price.input_per_million if cached is None else cached)
+    return _builtin(model, names)
+
+
+@lru_cache(maxsize=1024)
+def _candidates(model: str) -> tuple[str, ...]:
+    names = [model]
+    name = _PREFIX.sub("", model) or model
+    while True:
+        if name not in names:
+            names.append(name)
+        for suffix in _SUFFIXES:
+            shorter = suffix.sub("", name)
+            if shorter != name and shorter:
+                name = shorter
+                break
+        else:
+            return tuple(names)
+
+
+@lru_cache(maxsize=1024)
+def _builtin(model: str, names: tuple[str, ...]) -> ModelPrice:
+    for name in names:
+        row = PRICES.get(name)
+        if row is not None:
+            inp, out, cached = (Decimal(x) if x is not None else None for x in row)
+            assert inp is not None and out is not None
+            return ModelPrice(model, name, "builtin", inp, out, inp if cached is None else cached)
+    zero = Decimal(0)
+    return ModelPrice(model, None, "unpriced", zero, zero, zero)
+
+
+# Rough by design: about 4 characters per token for English text and code (OpenAI's rule of
+# thumb), a fixed overhead per message, a flat count per image. The estimate only feeds
+# tokens/min admission and the budget reservation; settle replaces it with the real usage.
+CHARS_PER_TOKEN = 4
+TOKENS_PER_MESSAGE = 4
+TOKENS_PER_IMAGE = 765       # one 1024x1024 image at high detail, OpenAI's accounting
+
+
+def estimate_input_tokens(body: Mapping[str, Any]) -> int:
+    """Estimated prompt tokens of a chat, Anthropic messages, embeddings or completion body."""
+    chars = images = 0
+    messages = body.get("messages")
+    count = 0
+    if isinstance(messages, list):
+        count = len(messages)
+        for message in messages:
+            if isinstance(message, Mapping):
+                c, i = _content_size(message.get("content"))
+                chars, images = chars + c, images + i
+                if message.get("tool_calls"):
+                    chars += len(json.dumps(message["tool_calls"], default=str))
+    for field in ("system", "input", "prompt"):
+        if field == "input" and _is_token_array(body.get(field)):
+            return _token_array_size(body[field])
+        c, i = _content_size(body.get(field))
+        chars, images = chars + c, images + i
+    for field in ("tools", "functions", "response_format"):
+        if body.get(field):
+            chars += len(json.dumps(body[field], default=str))
+    return (math.ceil(chars / CHARS_PER_TOKEN) + count * TOKENS_PER_MESSAGE
+            + images * TOKENS_PER_IMAGE)
+
+
+def requested_output_tokens(body: Mapping[str, Any]) -> int | None:
+    """The output ceiling the client asked for, times `n` choices; None if it set none."""
+    for field in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        value = body.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            n = body.get("n")
+            choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+            return value * choices
+    return None
+
+
+def _content_size(content: Any) -> tuple[int, int]:
+    """(characters, images) of a content value: a string or a list of parts/strings."""
+    if isinstance(content, str):
+        return len(content), 0
+    if not isinstance(content, list):
+        return 0, 0
+    chars = images = 0
+    for part in content:
+        if isinstance(part, str):
+            chars += len(part)
+        elif isinstance(part, Mapping):
+            kind = part.get("type")
+            if kind in ("image_url", "image", "input_image"):
+                images += 1
+            elif isinstance(part.get("text"), str):
+                chars += len(part["text"])
+            elif kind in ("tool_use", "tool_result", "function_call"):
+                chars += len(json.dumps(part, default=str))
+    return chars, images
+
+
+def _is_token_array(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and (
+        isinstance(value[0], int) or (isinstance(value[0], list) and bool(value[0])
+                                      and isinstance(value[0][0], int)))
+
+
+def _token_array_size(value: list[Any]) -> int:
+    """Embeddings input given as token ids: the count is exact."""
+    return sum(len(v) if isinstance(v, list) else 1 for v in value)

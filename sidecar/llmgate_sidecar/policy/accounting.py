@@ -1,0 +1,269 @@
+"""Reserve before the call, settle after: the money side of one request.
+
+`reservation` (pure) prices a request's worst case over every target the route might use;
+`Accountant` admits it through the `Limiter` and settles the real cost from a task the app
+owns, so a client that disconnects mid-stream still gets its usage booked. When usage is
+unknown (a stream cut before its usage event) the reservation is booked: never less than
+what may have been spent. Handlers call it; it never talks HTTP. Given the app's `Metrics`
+it also records cost, remaining budget and store latency (nothing else).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from llmgate_contract.config import Group, Route, Target, VirtualKey
+
+from llmgate_sidecar.config.pricing import (
+    ModelPrice,
+    estimate_input_tokens,
+    price_for,
+    requested_output_tokens,
+)
+from llmgate_sidecar.config.runtime import Runtime
+from llmgate_sidecar.errors import RateLimited
+from llmgate_sidecar.observability import tracing
+from llmgate_sidecar.observability.metrics import Metrics
+from llmgate_sidecar.policy.limits import UNLIMITED, Limiter
+from llmgate_sidecar.policy.store import Ticket
+from llmgate_sidecar.upstream.providers.base import Usage
+
+log = logging.getLogger("llmgate.accounting")
+
+# Seconds between two reads of a key's remaining budget for its gauge.
+REMAINING_INTERVAL = 0.5
+# Worst-case output when neither the client nor the target's params bound it.
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    input_tokens: int
+    output_tokens: int
+    usd: Decimal
+
+
+FREE = Reservation(0, 0, Decimal(0))
+"""What a cache hit reserves: it counts as a request, but costs nothing."""
+
+
+def leaves(group: Group) -> Iterator[Target]:
+    for child in group.targets:
+        if isinstance(child, Target):
+            yield child
+        else:
+            yield from leaves(child)
+
+
+# Per config generation: each target's price and its output ceiling, resolved once instead
+# of on every request (`price_for` lower-cases the provider's whole pricing table per call).
+# Keyed by the objects' ids with the objects kept alive beside them, so an id cannot be reused
+# while its entry exists; a few reloads' worth is kept.
+_MAX_PLANS = 64
+_plans: dict[tuple[int, int], tuple[Runtime, Group, tuple[tuple[ModelPrice, int | None], ...]]] \
+    = {}
+_prices: dict[int, tuple[Runtime, dict[tuple[str, str], ModelPrice]]] = {}
+
+
+def target_price(runtime: Runtime, target: Target) -> ModelPrice:
+    """`price_for` the target under `runtime`'s provider pricing, memoised per runtime."""
+    entry = _prices.get(id(runtime))
+    if entry is None or entry[0] is not runtime:
+        if len(_prices) >= _MAX_PLANS:
+            _prices.clear()
+        entry = _prices[id(runtime)] = (runtime, {})
+    key = (target.provider, target.model)
+    price = entry[1].get(key)
+    if price is None:
+        upstream = runtime.upstreams.get(target.provider)
+        price = entry[1][key] = price_for(target.model,
+                                          upstream.provider.pricing if upstream else None)
+    return price
+
+
+def _plan(runtime: Runtime, group: Group) -> tuple[tuple[ModelPrice, int | None], ...]:
+    entry = _plans.get((id(runtime), id(group)))
+    if entry is not None and entry[0] is runtime and entry[1] is group:
+        return entry[2]
+    plan = []
+    for target in leaves(group):
+        ceiling = target.params.get("max_completion_tokens") or target.params.get("max_tokens")
+        plan.append((target_price(runtime, target), ceiling if isinstance(ceiling, int)
+                     else None))
+    if len(_plans) >= _MAX_PLANS:
+        _plans.clear()
+    _plans[(id(runtime), id(group))] = (runtime, group, tuple(plan))
+    return tuple(plan)
+
+
+def reservation(runtime: Runtime, route: Route, group: Group,
+                body: dict[str, Any]) -> Reservation:
+    """Tokens and the highest worst-case cost over the targets `group` may try."""
+    input_tokens = estimate_input_tokens(body)
+    asked = requested_output_tokens(body)
+    worst_usd, worst_out = Decimal(0), 0
+    for price, ceiling in _plan(runtime, group):
+        output = min(asked, ceiling) if asked and ceiling is not None else \
+            asked or (ceiling if ceiling is not None else DEFAULT_MAX_OUTPUT_TOKENS)
+        cost = price.worst_case(input_tokens, output)
+        worst_usd, worst_out = max(worst_usd, cost), max(worst_out, output)
+    return Reservation(input_tokens, worst_out, worst_usd)
+
+
+def usage_cost(runtime: Runtime, target: Target, usage: Usage) -> Decimal:
+    return target_price(runtime, target).cost(usage)
+
+
+class Accountant:
+    """Admission and settlement for one app; settlement tasks are awaited on shutdown.
+
+    With `metrics`, store calls are timed (and spanned when tracing), booked cost is
+    counted and a budgeted key's remaining USD is read back after each settlement."""
+
+    def __init__(self, limiter: Limiter, *,
+                 remaining_interval: float = REMAINING_INTERVAL) -> None:
+        self.limiter = limiter
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._remaining_interval = remaining_interval
+        # Per key: when its remaining budget was last read, and whether a read is queued.
+        self._remaining_read: dict[tuple[str, str], float] = {}
+        self._remaining_queued: set[tuple[str, str]] = set()
+
+    async def admit(self, runtime: Runtime, policy: VirtualKey, planned: Reservation,
+                    metrics: Metrics | None = None) -> Ticket:
+        if metrics is None:
+            return await self._admit(runtime, policy, planned)
+        metrics.watch_store(self.limiter.store)
+        with self._timed(metrics, "admit"):
+            return await self._admit(runtime, policy, planned)
+
+    async def _admit(self, runtime: Runtime, policy: VirtualKey,
+                     planned: Reservation) -> Ticket:
+        return await self.limiter.admit(
+            policy, namespace=runtime.namespace,
+            estimated_tokens=planned.input_tokens + planned.output_tokens,
+            reserve_usd=planned.usd)
+
+    def settle_later(self, ticket: Ticket, planned: Reservation, runtime: Runtime,
+                     target: Target | None, usage: Usage | None, *,
+                     metrics: Metrics | None = None, route: str = "",
+                     policy: VirtualKey | None = None, abandoned: bool = False) -> Decimal:
+        """Book the request's real cost in the background (survives the client leaving);
+        returns the cost booked. `abandoned`: the client left while an upstream call was
+        under way, so what it cost is unknown and the reservation is booked."""
+        if usage is not None and usage.known and target is not None:
+            tokens = usage.prompt_tokens + usage.completion_tokens
+            cost = usage_cost(runtime, target, usage)
+        elif target is None and not abandoned:
+            tokens, cost = 0, Decimal(0)  # no upstream answered: nothing was spent
+        else:
+            tokens, cost = planned.input_tokens + planned.output_tokens, planned.usd
+        observe = None
+        if metrics is not None and policy is not None:
+            if target is not None:
+                metrics.cost.labels(route, target.provider, target.model,
+                                    policy.name).inc(float(cost))
+            if ticket.origin != UNLIMITED:
+                observe = (metrics, policy, runtime.namespace)
+        if self.limiter.settles_now:
+            # In memory nothing awaits: settle here rather than from a task per request.
+            self._settle_now(ticket, tokens, cost, observe)
+        else:
+            self._spawn(self._settle(ticket, tokens, cost, observe))
+        return cost
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work, name="llmgate-settle")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _settle_now(self, ticket: Ticket, tokens: int, cost: Decimal,
+                    observe: tuple[Metrics, VirtualKey, str] | None) -> None:
+        try:
+            if observe is None:
+                self.limiter.settle_now(ticket, tokens=tokens, cost_usd=cost)
+                return
+            metrics, policy, namespace = observe
+            with self._timed(metrics, "settle"):
+                self.limiter.settle_now(ticket, tokens=tokens, cost_usd=cost)
+        except Exception:
+            log.exception("settling usage failed", extra={"scope": ticket.scope})
+            return
+        if policy.budget is not None and (namespace, policy.name) not in self._remaining_queued:
+            self._spawn(self._publish_remaining_soon(metrics, policy, namespace))
+
+    async def _settle(self, ticket: Ticket, tokens: int, cost: Decimal,
+                      observe: tuple[Metrics, VirtualKey, str] | None = None) -> None:
+        try:
+            if observe is None:
+                await self.limiter.settle(ticket, tokens=tokens, cost_usd=cost)
+                return
+            metrics, policy, namespace = observe
+            with self._timed(metrics, "settle"):
+                await self.limiter.settle(ticket, tokens=tokens, cost_usd=cost)
+        except Exception:
+            # The store's lease releases the reservation eventually; say that it happened.
+            log.exception("settling usage failed", extra={"scope": ticket.scope})
+            return
+        if policy.budget is not None:
+            await self._publish_remaining_soon(metrics, policy, namespace)
+
+    async def _publish_remaining_soon(self, metrics: Metrics, policy: VirtualKey,
+                                      namespace: str) -> None:
+        """Read the key's spend back at most once per interval: a busy key would otherwise
+        cost one extra store round trip per request. The last settlement of a burst is
+        always followed by a read, so the gauge ends exact."""
+        key = (namespace, policy.name)
+        if key in self._remaining_queued:
+            return
+        wait = self._remaining_read.get(key, -1e9) + self._remaining_interval \
+            - time.monotonic()
+        if wait > 0:
+            self._remaining_queued.add(key)
+            try:
+                await asyncio.sleep(wait)
+            finally:
+                self._remaining_queued.discard(key)
+        self._remaining_read[key] = time.monotonic()
+        await self._publish_remaining(metrics, policy, namespace)
+
+    async def _publish_remaining(self, metrics: Metrics, policy: VirtualKey,
+                                 namespace: str) -> None:
+        assert policy.budget is not None
+        try:
+            with self._timed(metrics, "spend"):
+                status = await self.limiter.spend(policy, namespace=namespace)
+        except Exception:
+            return  # store down: counted by _timed; the gauge keeps its last value
+        remaining = max(Decimal(0), policy.budget.limit - status.spent)
+        metrics.budget_remaining.labels(policy.name).set(float(remaining))
+
+    @contextmanager
+    def _timed(self, metrics: Metrics, operation: str) -> Iterator[None]:
+        """Time (and trace) one store call; errors are counted, then propagate."""
+        store = str(getattr(self.limiter.store, "origin", "unknown"))
+        started = time.perf_counter()
+        with tracing.span(f"llmgate.store {operation}", {"db.system.name": store,
+                                                          "db.operation.name": operation}):
+            try:
+                yield
+            except RateLimited:
+                raise  # a refusal is the store working
+            except Exception:
+                metrics.store_errors.labels(operation, store).inc()
+                raise
+            finally:
+                metrics.store_duration.labels(operation, store).observe(
+                    time.perf_counter() - started)
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.limiter.store.aclose()

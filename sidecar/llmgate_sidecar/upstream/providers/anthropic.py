@@ -1,0 +1,312 @@
+"""Anthropic Messages API <-> OpenAI chat completions, both ways, stream included.
+
+Requests: system/developer messages become `system`, content parts become content blocks
+(text, images by data URL or URL), tool calls and tool results become `tool_use` /
+`tool_result` blocks, and `max_tokens` (required upstream) comes from the request or
+`DEFAULT_MAX_TOKENS`. Responses and SSE events (message_start ... message_stop) become
+OpenAI completions and chunks one event at a time. Pure translation; routing does the I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from llmgate_contract.config import Provider, Target
+
+from llmgate_sidecar.errors import BadRequest, UpstreamError
+from llmgate_sidecar.upstream.providers import chat
+from llmgate_sidecar.upstream.providers.base import Credentials, StreamItem, UpstreamRequest, Usage
+from llmgate_sidecar.wire.sse import Event
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+API_VERSION = "2023-06-01"
+# Anthropic requires max_tokens; a route can set it with `params`, else this applies.
+DEFAULT_MAX_TOKENS = 4096
+FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
+                  "max_tokens": "length", "tool_use": "tool_calls",
+                  "refusal": "content_filter", "model_context_window_exceeded": "length"}
+_UNSUPPORTED = (*chat.ALWAYS_UNSUPPORTED, "presence_penalty", "frequency_penalty", "audio",
+                "prediction")
+_CONTEXT_HINTS = ("prompt is too long", "context limit", "context window", "too many tokens")
+
+
+class AnthropicAdapter:
+    def __init__(self, provider: Provider, credentials: Credentials) -> None:
+        self.provider = provider
+        base = (provider.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self._url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+        headers = {"content-type": "application/json", "anthropic-version": API_VERSION,
+                   **provider.headers}
+        if credentials.api_key:
+            headers["x-api-key"] = credentials.api_key
+        self._headers = headers
+
+    def chat_request(self, body: dict[str, Any], target: Target, *,
+                     stream: bool) -> UpstreamRequest:
+        return UpstreamRequest("POST", self._url, self._headers,
+                               orjson.dumps(messages_body(body, target.model, stream=stream)))
+
+    def chat_response(self, payload: bytes, target: Target) -> tuple[bytes, Usage]:
+        data = chat.load_object(payload, self.provider, target, "response")
+        content = data.get("content")
+        if data.get("type") != "message" or not isinstance(content, list):
+            raise chat.malformed(self.provider, target, "response is not a message")
+        texts, calls = [], []
+        for block in content:
+            if not isinstance(block, dict):
+                raise chat.malformed(self.provider, target, "content block is not an object")
+            if block.get("type") == "text":
+                texts.append(str(block.get("text", "")))
+            elif block.get("type") == "tool_use":
+                calls.append(chat.tool_call(str(block.get("id")), str(block.get("name")),
+                                            block.get("input") or {}))
+        usage = usage_of(data.get("usage"))
+        finish = FINISH_REASONS.get(str(data.get("stop_reason")), "stop")
+        text = "".join(texts) if texts or not calls else None
+        return (chat.completion(str(data.get("id", "msg")), str(data.get("model", target.model)),
+                                text, calls, finish, usage), usage)
+
+    def stream_decoder(self, target: Target, *, include_usage: bool) -> AnthropicStreamDecoder:
+        return AnthropicStreamDecoder(self.provider, target, include_usage=include_usage)
+
+    def classify(self, status: int, headers: Mapping[str, str], payload: bytes,
+                 target: Target) -> UpstreamError:
+        return classify_error(self.provider, target, status, headers, payload)
+
+
+def messages_body(body: Mapping[str, Any], model: str, *, stream: bool) -> dict[str, Any]:
+    """The Messages API request for one OpenAI chat request."""
+    chat.reject_unsupported(body, "anthropic", _UNSUPPORTED)
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
+        raise BadRequest("'response_format' other than text is not supported by provider "
+                         "anthropic", param="response_format", code="unsupported_parameter")
+    system, messages = convert_messages(body["messages"])
+    upstream: dict[str, Any] = {"model": model, "messages": messages,
+                                "max_tokens": chat.max_tokens(body) or DEFAULT_MAX_TOKENS}
+    if system:
+        upstream["system"] = system
+    for name in ("temperature", "top_p", "top_k"):
+        if body.get(name) is not None:
+            upstream[name] = body[name]
+    stop = chat.stop_list(body)
+    if stop:
+        upstream["stop_sequences"] = stop
+    if isinstance(body.get("user"), str):
+        upstream["metadata"] = {"user_id": body["user"]}
+    functions = chat.function_tools(body)
+    if functions:
+        upstream["tools"] = [{"name": f["name"], "description": f.get("description", ""),
+                              "input_schema": f.get("parameters")
+                              or {"type": "object", "properties": {}}} for f in functions]
+    choice = tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+    if choice is not None:
+        upstream["tool_choice"] = choice
+    if stream:
+        upstream["stream"] = True
+    return upstream
+
+
+def tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    if choice is None and parallel is not False:
+        return None
+    result: dict[str, Any]
+    if choice is None or choice == "auto":
+        result = {"type": "auto"}
+    elif choice == "required":
+        result = {"type": "any"}
+    elif choice == "none":
+        return {"type": "none"}
+    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        result = {"type": "tool", "name": choice["function"].get("name")}
+    else:
+        raise BadRequest("'tool_choice' must be auto, none, required or a function",
+                         param="tool_choice", code="invalid_type")
+    if parallel is False:
+        result["disable_parallel_tool_use"] = True
+    return result
+
+
+def convert_messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """(system text, Anthropic messages); consecutive same-role turns are merged."""
+    system: list[str] = []
+    out: list[dict[str, Any]] = []
+    for i, message in enumerate(messages):
+        role = message["role"]
+        if role in ("system", "developer"):
+            system.append(chat.text_of(message.get("content"), f"messages[{i}].content"))
+            continue
+        if role == "user":
+            blocks = user_blocks(message.get("content"), i)
+            turn = "user"
+        elif role == "assistant":
+            blocks, turn = assistant_blocks(message, i), "assistant"
+        elif role == "tool":
+            blocks, turn = [{"type": "tool_result",
+                             "tool_use_id": str(message.get("tool_call_id", "")),
+                             "content": chat.text_of(message.get("content"),
+                                                     f"messages[{i}].content")}], "user"
+        else:
+            raise BadRequest(f"messages[{i}].role {role!r} is not supported by provider "
+                             "anthropic", param=f"messages[{i}].role", code="invalid_value")
+        if out and out[-1]["role"] == turn:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": turn, "content": blocks})
+    return "\n\n".join(s for s in system if s), out
+
+
+def user_blocks(content: Any, i: int) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise BadRequest(f"messages[{i}].content must be a string or an array of parts",
+                         param=f"messages[{i}].content", code="invalid_type")
+    blocks: list[dict[str, Any]] = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            blocks.append({"type": "text", "text": str(part.get("text", ""))})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if not isinstance(url, str):
+                raise BadRequest(f"messages[{i}] has an image_url part without a url",
+                                 param=f"messages[{i}].content", code="invalid_image")
+            inline = chat.data_url(url)
+            source = ({"type": "base64", "media_type": inline[0], "data": inline[1]} if inline
+                      else {"type": "url", "url": url})
+            blocks.append({"type": "image", "source": source})
+        else:
+            raise BadRequest(f"messages[{i}] has a {kind!r} part, which provider anthropic "
+                             "does not take", param=f"messages[{i}].content",
+                             code="unsupported_parameter")
+    return blocks
+
+
+def assistant_blocks(message: Mapping[str, Any], i: int) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    text = chat.text_of(message.get("content"), f"messages[{i}].content")
+    if text:
+        blocks.append({"type": "text", "text": text})
+    blocks.extend({"type": "tool_use", "id": call.id, "name": call.name,
+                   "input": call.arguments} for call in chat.requested_calls(message, i))
+    return blocks
+
+
+def usage_of(raw: Any) -> Usage:
+    if not isinstance(raw, Mapping):
+        return Usage()
+    cache_read = int(raw.get("cache_read_input_tokens") or 0)
+    cache_write = int(raw.get("cache_creation_input_tokens") or 0)
+    # OpenAI's prompt_tokens include cached ones; Anthropic counts them apart.
+    return Usage(prompt_tokens=int(raw.get("input_tokens") or 0) + cache_read + cache_write,
+                 completion_tokens=int(raw.get("output_tokens") or 0),
+                 cached_tokens=cache_read, known=True)
+
+
+class AnthropicStreamDecoder:
+    """One Messages stream -> OpenAI chunks; keeps only ids, tool indexes and usage."""
+
+    def __init__(self, provider: Provider, target: Target, *, include_usage: bool) -> None:
+        self._provider, self._target = provider, target
+        self._writer = chat.ChunkWriter("msg", target.model, include_usage=include_usage)
+        self._usage = Usage()
+        self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
+        self._done = False
+
+    def feed(self, event: Event) -> StreamItem:
+        data = chat.load_object(event.data, self._provider, self._target, "stream event")
+        kind = data.get("type")
+        if kind == "message_start":
+            return self._start(data.get("message"))
+        if kind == "content_block_start":
+            return self._block_start(data)
+        if kind == "content_block_delta":
+            return self._block_delta(data)
+        if kind == "message_delta":
+            delta = data.get("delta")
+            delta = delta if isinstance(delta, dict) else {}
+            usage = data.get("usage")
+            if isinstance(usage, dict) and usage.get("output_tokens") is not None:
+                self._usage.completion_tokens = int(usage["output_tokens"])
+            finish = FINISH_REASONS.get(str(delta.get("stop_reason")), "stop")
+            return StreamItem(self._writer.delta({}, finish))
+        if kind == "message_stop":
+            self._done = True
+            return StreamItem(self._writer.end(self._usage), usage=self._usage, done=True)
+        if kind == "error":
+            raise classify_error(self._provider, self._target, 500, {},
+                                 event.data.encode(), in_stream=True)
+        return StreamItem()  # ping, content_block_stop, and event types added later
+
+    def _start(self, message: Any) -> StreamItem:
+        if not isinstance(message, dict):
+            raise chat.malformed(self._provider, self._target, "message_start has no message")
+        self._writer.id = str(message.get("id", "msg"))
+        self._writer.model = str(message.get("model") or self._target.model)
+        self._usage = usage_of(message.get("usage"))
+        return StreamItem(self._writer.delta({"role": "assistant", "content": ""}))
+
+    def _block_start(self, data: dict[str, Any]) -> StreamItem:
+        block = data.get("content_block")
+        if not isinstance(block, dict):
+            raise chat.malformed(self._provider, self._target, "content_block_start "
+                                 "has no content_block")
+        if block.get("type") == "tool_use":
+            index = self._tools[int(data.get("index", 0))] = len(self._tools)
+            return StreamItem(self._writer.delta({"tool_calls": [{
+                "index": index, "id": str(block.get("id")), "type": "function",
+                "function": {"name": str(block.get("name")), "arguments": ""}}]}))
+        if block.get("type") == "text" and block.get("text"):
+            return StreamItem(self._writer.delta({"content": str(block["text"])}))
+        return StreamItem()
+
+    def _block_delta(self, data: dict[str, Any]) -> StreamItem:
+        delta = data.get("delta")
+        if not isinstance(delta, dict):
+            raise chat.malformed(self._provider, self._target, "content_block_delta "
+                                 "has no delta")
+        if delta.get("type") == "text_delta":
+            return StreamItem(self._writer.delta({"content": str(delta.get("text", ""))}))
+        if delta.get("type") == "input_json_delta":
+            index = self._tools.get(int(data.get("index", 0)))
+            if index is None:
+                raise chat.malformed(self._provider, self._target,
+                                     "input_json_delta for a block that is not a tool_use")
+            return StreamItem(self._writer.delta({"tool_calls": [{
+                "index": index, "function": {"arguments": str(delta.get("partial_json", ""))}}]}))
+        return StreamItem()  # thinking and signature deltas have no OpenAI equivalent
+
+    def finish(self) -> StreamItem:
+        if not self._done:
+            raise chat.stream_ended_early(self._provider, self._target)
+        return StreamItem(usage=self._usage)
+
+
+def classify_error(provider: Provider, target: Target, status: int,
+                   headers: Mapping[str, str], payload: bytes, *,
+                   in_stream: bool = False) -> UpstreamError:
+    body = chat.json_or_none(payload)
+    error = body.get("error") if isinstance(body, dict) else None
+    kind, message = "", f"upstream returned HTTP {status}"
+    if isinstance(error, dict):
+        kind = str(error.get("type") or "")
+        message = str(error.get("message") or message)
+    if kind == "overloaded_error" or status == 529:
+        # 529 means what 503 means elsewhere: retriable with the default retry.onStatus.
+        error_class, status = "serverError", 503
+    elif kind == "rate_limit_error":
+        error_class = "rateLimit"
+    elif kind in ("authentication_error", "permission_error"):
+        error_class = "auth"
+    elif kind == "invalid_request_error" and any(h in message.lower() for h in _CONTEXT_HINTS):
+        error_class = "contextWindow"
+    elif kind == "api_error":
+        error_class = "serverError"
+    else:
+        error_class = chat.classify_status(status, in_stream=in_stream)
+    return chat.upstream_error(provider, target, error_class, status, headers, message, body,
+                               in_stream=in_stream)

@@ -1,0 +1,141 @@
+"""The one interface every provider implements: a pure translator, no I/O.
+
+An `Adapter` turns an OpenAI-shaped chat request into an `UpstreamRequest`, an upstream
+response body back into an OpenAI `chat.completion`, upstream stream events into OpenAI
+`chat.completion.chunk`s (a `StreamDecoder` per stream), and an upstream error into a
+classified `UpstreamError`. Adapters of providers that have embeddings also implement
+`EmbeddingsAdapter` (OpenAI `/v1/embeddings` in and out); `embeddings_of` tells which do.
+Routing and the transports own all network I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol, runtime_checkable
+
+from llmgate_contract.config import Provider, Target
+
+from llmgate_sidecar.errors import UpstreamError
+from llmgate_sidecar.wire.sse import Event
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    known: bool = False
+
+    @classmethod
+    def from_openai(cls, usage: Mapping[str, Any] | None) -> Usage:
+        if not isinstance(usage, Mapping):
+            return cls()
+        details = usage.get("prompt_tokens_details") or {}
+        return cls(prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                   completion_tokens=int(usage.get("completion_tokens") or 0),
+                   cached_tokens=int(details.get("cached_tokens") or 0)
+                   if isinstance(details, Mapping) else 0,
+                   known=True)
+
+
+@dataclass(slots=True)
+class StreamItem:
+    """What a decoder made of one upstream event: bytes for the client, and what it learnt."""
+
+    downstream: bytes = b""
+    usage: Usage | None = None
+    done: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Secret values of one provider, read from the credentials volume. Never logged."""
+
+    api_key: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return "Credentials(<redacted>)"
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret string, longest first, for scrubbing text that left the upstream."""
+        values = {v for v in (self.api_key, *self.extra.values()) if v and len(v) >= 6}
+        return tuple(sorted(values, key=len, reverse=True))
+
+
+class StreamDecoder(Protocol):
+    def feed(self, event: Event) -> StreamItem:
+        """Translate one upstream event; raise UpstreamError for an in-band error."""
+
+    def finish(self) -> StreamItem:
+        """The upstream stream ended; raise UpstreamError if it ended too early."""
+
+
+class Adapter(Protocol):
+    provider: Provider
+
+    def chat_request(self, body: dict[str, Any], target: Target, *,
+                     stream: bool) -> UpstreamRequest: ...
+
+    def chat_response(self, payload: bytes, target: Target) -> tuple[bytes, Usage]:
+        """Upstream 2xx body -> (OpenAI chat.completion JSON bytes, usage)."""
+
+    def stream_decoder(self, target: Target, *, include_usage: bool) -> StreamDecoder: ...
+
+    def classify(self, status: int, headers: Mapping[str, str], payload: bytes,
+                 target: Target) -> UpstreamError: ...
+
+
+@runtime_checkable
+class EmbeddingsAdapter(Protocol):
+    """The embeddings half of an adapter: OpenAI's embeddings request and response shapes."""
+
+    def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        """`body` is an OpenAI embeddings request (`input` already a list of strings)."""
+
+    def embeddings_response(self, payload: bytes, target: Target,
+                            body: Mapping[str, Any]) -> tuple[bytes, Usage]:
+        """Upstream 2xx body -> (OpenAI embeddings list JSON bytes, usage: input only)."""
+
+
+def embeddings_of(adapter: object) -> EmbeddingsAdapter | None:
+    """The adapter's embeddings side, or None when its provider has no embeddings API."""
+    if not isinstance(adapter, EmbeddingsAdapter) or not getattr(adapter, "has_embeddings", True):
+        return None
+    return adapter
+
+
+def retry_after_seconds(headers: Mapping[str, str], *,
+                        now: datetime | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())

@@ -1,0 +1,323 @@
+"""Amazon Bedrock Converse / ConverseStream <-> OpenAI chat completions, SigV4-signed.
+
+Requests become Converse bodies (system blocks, text/image/toolUse/toolResult content,
+`inferenceConfig`, `toolConfig`) at `/model/{modelId}/converse[-stream]` in
+`Provider.aws_region`, signed with the keys in `Credentials.extra`. ConverseStream arrives
+as AWS event-stream frames, which the transport turns into `Event(data=<json>,
+event=<:event-type>)`; this module translates them chunk by chunk. No I/O here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+from llmgate_contract.config import Provider, Target
+from yarl import URL
+
+from llmgate_sidecar.errors import BadRequest, UpstreamError
+from llmgate_sidecar.upstream.aws_identity import WebIdentity, WebIdentityError
+from llmgate_sidecar.upstream.providers import chat
+from llmgate_sidecar.upstream.providers.base import Credentials, StreamItem, UpstreamRequest, Usage
+from llmgate_sidecar.upstream.sigv4 import AwsCredentials, sign
+from llmgate_sidecar.wire.sse import Event
+
+FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
+                  "tool_use": "tool_calls", "guardrail_intervened": "content_filter",
+                  "content_filtered": "content_filter"}
+IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg",
+                 "image/gif": "gif", "image/webp": "webp"}
+_UNSUPPORTED = (*chat.ALWAYS_UNSUPPORTED, "presence_penalty", "frequency_penalty", "seed")
+_ERROR_CLASSES = {"ThrottlingException": "rateLimit", "ServiceQuotaExceededException":
+                  "rateLimit", "AccessDeniedException": "auth",
+                  "UnrecognizedClientException": "auth", "ExpiredTokenException": "auth",
+                  "InvalidSignatureException": "auth", "ModelTimeoutException": "timeout",
+                  "InternalServerException": "serverError", "ModelErrorException":
+                  "serverError", "ServiceUnavailableException": "serverError",
+                  "ModelNotReadyException": "serverError",
+                  "ModelStreamErrorException": "serverError"}
+_CONTEXT_HINTS = ("too long", "too many input tokens", "context window", "context length")
+
+
+class BedrockAdapter:
+    def __init__(self, provider: Provider, credentials: Credentials, *,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.provider = provider
+        self._region = provider.aws_region or "us-east-1"
+        self._base = (provider.base_url
+                      or f"https://bedrock-runtime.{self._region}.amazonaws.com").rstrip("/")
+        extra = credentials.extra
+        key_id, secret = extra.get("aws-access-key-id"), extra.get("aws-secret-access-key")
+        self._aws = (AwsCredentials(key_id.strip(), secret.strip(),
+                                    (extra.get("aws-session-token") or "").strip() or None)
+                     if key_id and secret else None)
+        # No keys in spec.aws: the pod's own IAM role (EKS injects it into the environment).
+        self._identity = (WebIdentity.from_environment(os.environ, self._region)
+                          if self._aws is None else None)
+        self._headers = {"content-type": "application/json", "accept": "application/json",
+                         **provider.headers}
+        self._clock = clock
+
+    async def prepare(self) -> None:
+        """Fetch (or reuse) the web identity's temporary credentials before signing."""
+        if self._identity is None:
+            return
+        try:
+            self._aws = await self._identity.credentials()
+        except WebIdentityError as exc:
+            raise UpstreamError("auth", f"{self.provider.name}: {exc}",
+                                provider=self.provider.name) from None
+
+    def chat_request(self, body: dict[str, Any], target: Target, *,
+                     stream: bool) -> UpstreamRequest:
+        if self._aws is None:
+            raise UpstreamError("auth", f"{self.provider.name}: no AWS credentials: set "
+                                "access keys in spec.aws or run the pod with an IAM role "
+                                "(AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE)",
+                                provider=self.provider.name, model=target.model)
+        payload = orjson.dumps(converse_body(body))
+        action = "converse-stream" if stream else "converse"
+        # Sign the URL exactly as it goes on the wire: aiohttp (yarl) normalises the path
+        # (e.g. `%3A` in model ids back to `:`), and AWS signs the path it receives.
+        url = str(URL(f"{self._base}/model/{quote(target.model, safe='')}/{action}"))
+        headers = sign("POST", url, self._headers, payload, credentials=self._aws,
+                       region=self._region, service="bedrock", now=self._clock())
+        return UpstreamRequest("POST", url, headers, payload)
+
+    def chat_response(self, payload: bytes, target: Target) -> tuple[bytes, Usage]:
+        data = chat.load_object(payload, self.provider, target, "response")
+        output = data.get("output")
+        message = output.get("message") if isinstance(output, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            raise chat.malformed(self.provider, target, "response has no output message")
+        texts, calls = [], []
+        for block in content:
+            if not isinstance(block, dict):
+                raise chat.malformed(self.provider, target, "content block is not an object")
+            if "text" in block:
+                texts.append(str(block["text"]))
+            elif isinstance(block.get("toolUse"), dict):
+                use = block["toolUse"]
+                calls.append(chat.tool_call(str(use.get("toolUseId")), str(use.get("name")),
+                                            use.get("input") or {}))
+        usage = usage_of(data.get("usage"))
+        finish = FINISH_REASONS.get(str(data.get("stopReason")), "stop")
+        return (chat.completion("bedrock", target.model, "".join(texts) if texts or not calls
+                                else None, calls, finish, usage), usage)
+
+    def stream_decoder(self, target: Target, *, include_usage: bool) -> BedrockStreamDecoder:
+        return BedrockStreamDecoder(self.provider, target, include_usage=include_usage)
+
+    def classify(self, status: int, headers: Mapping[str, str], payload: bytes,
+                 target: Target) -> UpstreamError:
+        kind = str(headers.get("x-amzn-errortype") or "").split(":")[0]
+        return classify_error(self.provider, target, status, headers, payload, kind)
+
+
+def converse_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    chat.reject_unsupported(body, "bedrock", _UNSUPPORTED)
+    if isinstance(body.get("response_format"), dict) and body["response_format"].get(
+            "type") not in (None, "text"):
+        raise BadRequest("'response_format' other than text is not supported by provider "
+                         "bedrock", param="response_format", code="unsupported_parameter")
+    system, messages = convert_messages(body["messages"])
+    upstream: dict[str, Any] = {"messages": messages}
+    if system:
+        upstream["system"] = [{"text": s} for s in system]
+    config: dict[str, Any] = {}
+    if chat.max_tokens(body):
+        config["maxTokens"] = chat.max_tokens(body)
+    for name, field in (("temperature", "temperature"), ("top_p", "topP")):
+        if body.get(name) is not None:
+            config[field] = body[name]
+    stop = chat.stop_list(body)
+    if stop:
+        config["stopSequences"] = stop
+    if config:
+        upstream["inferenceConfig"] = config
+    tools = [{"toolSpec": {"name": f["name"], "description": f.get("description") or f["name"],
+                           "inputSchema": {"json": f.get("parameters")
+                                           or {"type": "object", "properties": {}}}}}
+             for f in chat.function_tools(body)]
+    if tools:
+        upstream["toolConfig"] = {"tools": tools}
+        choice = tool_choice(body.get("tool_choice"))
+        if choice:
+            upstream["toolConfig"]["toolChoice"] = choice
+    return upstream
+
+
+def tool_choice(choice: Any) -> dict[str, Any] | None:
+    if choice in (None, "auto", "none"):
+        return None if choice != "auto" else {"auto": {}}
+    if choice == "required":
+        return {"any": {}}
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        return {"tool": {"name": choice["function"].get("name")}}
+    raise BadRequest("'tool_choice' must be auto, none, required or a function",
+                     param="tool_choice", code="invalid_type")
+
+
+def convert_messages(messages: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    system: list[str] = []
+    out: list[dict[str, Any]] = []
+    for i, message in enumerate(messages):
+        role, where = message["role"], f"messages[{i}].content"
+        if role in ("system", "developer"):
+            system.append(chat.text_of(message.get("content"), where))
+            continue
+        if role == "user":
+            turn, blocks = "user", user_blocks(message.get("content"), i)
+        elif role == "assistant":
+            turn, blocks = "assistant", assistant_blocks(message, i)
+        elif role == "tool":
+            turn, blocks = "user", [{"toolResult": {
+                "toolUseId": str(message.get("tool_call_id", "")),
+                "content": [{"text": chat.text_of(message.get("content"), where)}]}}]
+        else:
+            raise BadRequest(f"messages[{i}].role {role!r} is not supported by provider "
+                             "bedrock", param=f"messages[{i}].role", code="invalid_value")
+        if out and out[-1]["role"] == turn:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": turn, "content": blocks})
+    return [s for s in system if s], out
+
+
+def user_blocks(content: Any, i: int) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"text": content}]
+    if not isinstance(content, list):
+        raise BadRequest(f"messages[{i}].content must be a string or an array of parts",
+                         param=f"messages[{i}].content", code="invalid_type")
+    blocks: list[dict[str, Any]] = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            blocks.append({"text": str(part.get("text", ""))})
+            continue
+        image = part.get("image_url") if kind == "image_url" else None
+        url = image.get("url") if isinstance(image, dict) else image
+        inline = chat.data_url(url) if isinstance(url, str) else None
+        if inline is None or inline[0] not in IMAGE_FORMATS:
+            raise BadRequest(f"messages[{i}]: provider bedrock takes text parts and png, "
+                             "jpeg, gif or webp images as base64 data URLs",
+                             param=f"messages[{i}].content", code="unsupported_parameter")
+        blocks.append({"image": {"format": IMAGE_FORMATS[inline[0]],
+                                 "source": {"bytes": inline[1]}}})
+    return blocks
+
+
+def assistant_blocks(message: Mapping[str, Any], i: int) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    text = chat.text_of(message.get("content"), f"messages[{i}].content")
+    if text:
+        blocks.append({"text": text})
+    blocks.extend({"toolUse": {"toolUseId": call.id, "name": call.name,
+                               "input": call.arguments}}
+                  for call in chat.requested_calls(message, i))
+    return blocks
+
+
+def usage_of(raw: Any) -> Usage:
+    if not isinstance(raw, Mapping):
+        return Usage()
+    cache_read = int(raw.get("cacheReadInputTokens") or 0)
+    cache_write = int(raw.get("cacheWriteInputTokens") or 0)
+    return Usage(prompt_tokens=int(raw.get("inputTokens") or 0) + cache_read + cache_write,
+                 completion_tokens=int(raw.get("outputTokens") or 0),
+                 cached_tokens=cache_read, known=True)
+
+
+class BedrockStreamDecoder:
+    """ConverseStream events -> OpenAI chunks; the usage chunk goes out on `metadata`."""
+
+    def __init__(self, provider: Provider, target: Target, *, include_usage: bool) -> None:
+        self._provider, self._target = provider, target
+        self._writer = chat.ChunkWriter("bedrock", target.model, include_usage=include_usage)
+        self._usage = Usage()
+        self._tools: dict[int, int] = {}  # contentBlockIndex -> OpenAI tool_calls index
+        self._stopped = self._ended = False
+
+    def feed(self, event: Event) -> StreamItem:
+        kind = event.event
+        if kind.startswith(("exception:", "error:")):
+            return self._exception(kind.partition(":")[2], event.data)
+        data = chat.load_object(event.data, self._provider, self._target, "stream event")
+        if kind == "messageStart":
+            return StreamItem(self._writer.delta({"role": "assistant", "content": ""}))
+        if kind == "contentBlockStart":
+            start = data.get("start")
+            use = start.get("toolUse") if isinstance(start, dict) else None
+            if not isinstance(use, dict):
+                return StreamItem()
+            index = self._tools[int(data.get("contentBlockIndex") or 0)] = len(self._tools)
+            return StreamItem(self._writer.delta({"tool_calls": [{
+                "index": index, "id": str(use.get("toolUseId")), "type": "function",
+                "function": {"name": str(use.get("name")), "arguments": ""}}]}))
+        if kind == "contentBlockDelta":
+            return self._delta(data)
+        if kind == "messageStop":
+            self._stopped = True
+            finish = FINISH_REASONS.get(str(data.get("stopReason")), "stop")
+            return StreamItem(self._writer.delta({}, finish))
+        if kind == "metadata":
+            self._usage = usage_of(data.get("usage"))
+            return self._end()
+        return StreamItem()  # contentBlockStop, and event types added later
+
+    def _delta(self, data: Mapping[str, Any]) -> StreamItem:
+        delta = data.get("delta")
+        if not isinstance(delta, dict):
+            raise chat.malformed(self._provider, self._target, "contentBlockDelta has no "
+                                 "delta")
+        if "text" in delta:
+            return StreamItem(self._writer.delta({"content": str(delta["text"])}))
+        use = delta.get("toolUse")
+        if isinstance(use, dict):
+            index = self._tools.get(int(data.get("contentBlockIndex") or 0))
+            if index is None:
+                raise chat.malformed(self._provider, self._target,
+                                     "toolUse delta for a block that is not a tool use")
+            return StreamItem(self._writer.delta({"tool_calls": [{
+                "index": index, "function": {"arguments": str(use.get("input", ""))}}]}))
+        return StreamItem()  # reasoning content has no OpenAI equivalent
+
+    def _end(self) -> StreamItem:
+        self._ended = True
+        return StreamItem(self._writer.end(self._usage), usage=self._usage, done=True)
+
+    def _exception(self, kind: str, payload: str) -> StreamItem:
+        raise classify_error(self._provider, self._target, 500, {}, payload.encode(), kind,
+                             in_stream=True)
+
+    def finish(self) -> StreamItem:
+        if not self._stopped:
+            raise chat.stream_ended_early(self._provider, self._target)
+        # Bedrock sends metadata (usage) after messageStop; end cleanly even without it.
+        return StreamItem(usage=self._usage) if self._ended else self._end()
+
+
+def classify_error(provider: Provider, target: Target, status: int,
+                   headers: Mapping[str, str], payload: bytes, kind: str, *,
+                   in_stream: bool = False) -> UpstreamError:
+    body = chat.json_or_none(payload)
+    message = f"upstream returned HTTP {status}"
+    if isinstance(body, dict) and (body.get("message") or body.get("Message")):
+        message = str(body.get("message") or body.get("Message"))
+    kind = kind[:1].upper() + kind[1:]  # stream exceptions are camelCase
+    error_class = _ERROR_CLASSES.get(kind)
+    if error_class is None:
+        if kind == "ValidationException" and any(h in message.lower() for h in _CONTEXT_HINTS):
+            error_class = "contextWindow"
+        elif status == 403:
+            error_class = "auth"
+        else:
+            error_class = chat.classify_status(status, in_stream=in_stream)
+    return chat.upstream_error(provider, target, error_class, status, headers, message, body,
+                               in_stream=in_stream)

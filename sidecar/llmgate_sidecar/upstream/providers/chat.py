@@ -1,0 +1,244 @@
+"""The OpenAI chat shapes that the non-OpenAI adapters build and read, written once.
+
+Used by the Anthropic, Gemini, Cohere and Bedrock adapters: the `chat.completion` and
+`chat.completion.chunk` envelopes, reading OpenAI message content, rejecting request
+features an upstream cannot honour (a 400 naming the parameter), and the generic parts of
+error classification. Pure functions; no I/O and no provider-specific wire format.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from llmgate_contract.config import Provider, Target
+
+from llmgate_sidecar.errors import BadRequest, UpstreamError
+from llmgate_sidecar.upstream.providers.base import Usage, retry_after_seconds
+from llmgate_sidecar.wire.sse import DONE
+
+# OpenAI parameters no translated upstream supports; each is a 400 when actually used.
+ALWAYS_UNSUPPORTED = ("logprobs", "top_logprobs", "logit_bias")
+
+
+def malformed(provider: Provider, target: Target, what: str) -> UpstreamError:
+    return UpstreamError("malformed", f"{provider.name}: malformed upstream payload: {what}",
+                         provider=provider.name, model=target.model)
+
+
+def load_object(payload: bytes | str, provider: Provider, target: Target,
+                what: str) -> dict[str, Any]:
+    """Parse an upstream JSON object or raise a `malformed` error naming `what`."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise malformed(provider, target, f"{what} is not JSON") from None
+    if not isinstance(data, dict):
+        raise malformed(provider, target, f"{what} is not a JSON object")
+    return data
+
+
+def reject_unsupported(body: Mapping[str, Any], provider_kind: str,
+                       names: Iterable[str] = ALWAYS_UNSUPPORTED) -> None:
+    """400 for features the upstream cannot do, instead of silently answering differently."""
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise BadRequest(f"'n' other than 1 is not supported by provider {provider_kind}",
+                         param="n", code="unsupported_parameter")
+    for name in names:
+        if body.get(name) not in (None, False, 0, {}):
+            raise BadRequest(f"'{name}' is not supported by provider {provider_kind}",
+                             param=name, code="unsupported_parameter")
+
+
+def max_tokens(body: Mapping[str, Any]) -> int | None:
+    value = body.get("max_completion_tokens") or body.get("max_tokens")
+    return value if isinstance(value, int) else None
+
+
+def stop_list(body: Mapping[str, Any]) -> list[str] | None:
+    stop = body.get("stop")
+    if stop is None:
+        return None
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        return list(stop)
+    raise BadRequest("'stop' must be a string or an array of strings", param="stop",
+                     code="invalid_type")
+
+
+def text_of(content: Any, where: str) -> str:
+    """OpenAI content (a string, or text parts) as plain text."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise BadRequest(f"{where} may only contain text parts", param=where,
+                                 code="invalid_type")
+            texts.append(str(part.get("text", "")))
+        return "".join(texts)
+    raise BadRequest(f"{where} must be a string or an array of parts", param=where,
+                     code="invalid_type")
+
+
+def data_url(url: str) -> tuple[str, str] | None:
+    """`data:<media type>;base64,<data>` -> (media type, base64 data); None for other URLs."""
+    if not url.startswith("data:"):
+        return None
+    head, _, data = url[5:].partition(",")
+    media_type, _, encoding = head.partition(";")
+    if encoding != "base64" or not data:
+        raise BadRequest("image data URLs must be base64 encoded", param="messages",
+                         code="invalid_image")
+    return media_type or "application/octet-stream", data
+
+
+def tool_arguments(arguments: Any, where: str) -> dict[str, Any]:
+    """A tool call's JSON-encoded `arguments` as the object other upstreams expect."""
+    if isinstance(arguments, dict):
+        return arguments
+    if not arguments:
+        return {}
+    try:
+        value = orjson.loads(arguments)
+    except (orjson.JSONDecodeError, TypeError):
+        raise BadRequest(f"{where} must be a JSON object", param=where,
+                         code="invalid_tool_arguments") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"{where} must be a JSON object", param=where,
+                         code="invalid_tool_arguments")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class RequestedCall:
+    """One tool call of an assistant turn in the client's history, checked and decoded."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+def requested_calls(message: Mapping[str, Any], i: int) -> list[RequestedCall]:
+    """The `tool_calls` of `messages[i]` (an OpenAI assistant turn), for translators that
+    replay the history upstream; a call without a function or with non-object arguments is
+    a 400 naming it."""
+    calls = []
+    for j, call in enumerate(message.get("tool_calls") or []):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            raise BadRequest(f"messages[{i}].tool_calls[{j}] has no function",
+                             param=f"messages[{i}].tool_calls", code="invalid_type")
+        calls.append(RequestedCall(
+            str(call.get("id", "")), str(function.get("name", "")),
+            tool_arguments(function.get("arguments"), f"messages[{i}].tool_calls[{j}].arguments")))
+    return calls
+
+
+def function_tools(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The `function` objects of the request's tools (name, description, parameters)."""
+    tools = body.get("tools") or []
+    if not isinstance(tools, list):
+        raise BadRequest("'tools' must be an array", param="tools", code="invalid_type")
+    functions = []
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if (not isinstance(tool, dict) or tool.get("type") != "function"
+                or not isinstance(function, dict) or not function.get("name")):
+            raise BadRequest(f"tools[{i}] must be a function tool with a name",
+                             param=f"tools[{i}]", code="invalid_type")
+        functions.append(function)
+    return functions
+
+
+def usage_json(usage: Usage) -> dict[str, Any]:
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}}
+
+
+def tool_call(call_id: str, name: str, arguments: Any) -> dict[str, Any]:
+    return {"id": call_id, "type": "function",
+            "function": {"name": name, "arguments": orjson.dumps(arguments).decode()}}
+
+
+def completion(response_id: str, model: str, text: str | None,
+               tool_calls: list[dict[str, Any]], finish_reason: str, usage: Usage) -> bytes:
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return orjson.dumps({
+        "id": response_id, "object": "chat.completion", "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None,
+                     "finish_reason": finish_reason}],
+        "usage": usage_json(usage)})
+
+
+class ChunkWriter:
+    """Builds one stream's `chat.completion.chunk` SSE events with a stable id and time."""
+
+    __slots__ = ("created", "id", "include_usage", "model")
+
+    def __init__(self, response_id: str, model: str, *, include_usage: bool) -> None:
+        self.id, self.model = response_id, model
+        self.created = int(time.time())
+        self.include_usage = include_usage
+
+    def delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        return b"data: " + orjson.dumps({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                         "finish_reason": finish_reason}]}) + b"\n\n"
+
+    def end(self, usage: Usage) -> bytes:
+        """The usage chunk (only if the client asked for it) and `[DONE]`."""
+        if not self.include_usage:
+            return DONE
+        return b"data: " + orjson.dumps({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model, "choices": [], "usage": usage_json(usage)}) + b"\n\n" + DONE
+
+
+def classify_status(status: int, *, in_stream: bool = False) -> str:
+    """The error class an HTTP status means when the body says nothing more specific."""
+    if status == 429:
+        return "rateLimit"
+    if status in (401, 403):
+        return "auth"
+    if status in (408, 504):
+        return "timeout"
+    if status >= 500 or in_stream:
+        return "serverError"
+    return "badRequest"
+
+
+def upstream_error(provider: Provider, target: Target, error_class: str, status: int,
+                   headers: Mapping[str, str], message: str, body: Any, *,
+                   in_stream: bool = False) -> UpstreamError:
+    where = "in stream" if in_stream else f"HTTP {status}"
+    return UpstreamError(error_class, f"{provider.name}: {where}: {message[:500]}",
+                         status=status, retry_after=retry_after_seconds(headers),
+                         provider=provider.name, model=target.model,
+                         body=body if isinstance(body, dict) else None)
+
+
+def stream_ended_early(provider: Provider, target: Target) -> UpstreamError:
+    return UpstreamError("connectionError", f"{provider.name}: upstream stream ended before "
+                         "its final event", provider=provider.name, model=target.model)
+
+
+def json_or_none(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload) if payload else None
+    except orjson.JSONDecodeError:
+        return None

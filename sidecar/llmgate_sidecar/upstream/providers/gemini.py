@@ -1,0 +1,357 @@
+"""Gemini `generateContent` / `streamGenerateContent?alt=sse` <-> OpenAI chat completions.
+
+Requests: roles become user/model, system messages `systemInstruction`, images
+`inlineData`/`fileData`, tools `functionDeclarations`, tool results `functionResponse`
+(named by looking the tool_call_id up in earlier assistant turns). Responses and SSE chunks
+become OpenAI completions and chunks; a prompt blocked by safety is a `contentFilter`
+error. The API key goes in `x-goog-api-key`. `vertex.py` reuses all of this for Vertex AI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+from llmgate_contract.config import Provider, Target
+
+from llmgate_sidecar.errors import BadRequest, UpstreamError
+from llmgate_sidecar.upstream.providers import chat, embedding
+from llmgate_sidecar.upstream.providers.base import Credentials, StreamItem, UpstreamRequest, Usage
+from llmgate_sidecar.wire.sse import Event
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
+FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter",
+                  "RECITATION": "content_filter", "BLOCKLIST": "content_filter",
+                  "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
+                  "IMAGE_SAFETY": "content_filter"}
+_CONFIG = {"temperature": "temperature", "top_p": "topP", "top_k": "topK", "seed": "seed",
+           "presence_penalty": "presencePenalty", "frequency_penalty": "frequencyPenalty"}
+_CONTEXT_HINTS = ("exceeds the maximum number of tokens", "input token count",
+                  "context window")
+
+
+class GeminiAdapter:
+    def __init__(self, provider: Provider, credentials: Credentials) -> None:
+        self.provider = provider
+        self._base = (provider.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self._headers = {"content-type": "application/json", **provider.headers}
+        if credentials.api_key:
+            self._headers["x-goog-api-key"] = credentials.api_key
+
+    def model_url(self, model: str) -> str:
+        return f"{self._base}/models/{quote(model, safe='')}"
+
+    def headers(self) -> Mapping[str, str]:
+        return self._headers
+
+    def chat_request(self, body: dict[str, Any], target: Target, *,
+                     stream: bool) -> UpstreamRequest:
+        method = ":streamGenerateContent?alt=sse" if stream else ":generateContent"
+        return UpstreamRequest("POST", self.model_url(target.model) + method, self.headers(),
+                               orjson.dumps(gemini_body(body, self.provider.kind)))
+
+    def chat_response(self, payload: bytes, target: Target) -> tuple[bytes, Usage]:
+        data = chat.load_object(payload, self.provider, target, "response")
+        candidate = first_candidate(data, self.provider, target)
+        text, calls = parts_of(candidate, self.provider, target)
+        usage = usage_of(data.get("usageMetadata"))
+        finish = finish_reason(candidate, calls)
+        return (chat.completion(str(data.get("responseId") or "gemini"),
+                                str(data.get("modelVersion") or target.model),
+                                text if text or not calls else None, calls, finish, usage),
+                usage)
+
+    def stream_decoder(self, target: Target, *, include_usage: bool) -> GeminiStreamDecoder:
+        return GeminiStreamDecoder(self.provider, target, include_usage=include_usage)
+
+    def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        model = f"models/{target.model.removeprefix('models/')}"
+        extra = {"outputDimensionality": body["dimensions"]} if body.get("dimensions") else {}
+        requests = [{"model": model, "content": {"parts": [{"text": text}]}, **extra}
+                    for text in embedding.texts(body, self.provider.kind)]
+        return UpstreamRequest("POST", self.model_url(target.model) + ":batchEmbedContents",
+                               self.headers(), orjson.dumps({"requests": requests}))
+
+    def embeddings_response(self, payload: bytes, target: Target,
+                            body: Mapping[str, Any]) -> tuple[bytes, Usage]:
+        data = chat.load_object(payload, self.provider, target, "embeddings response")
+        items = data.get("embeddings")
+        if not isinstance(items, list):
+            raise chat.malformed(self.provider, target, "response has no embeddings list")
+        vectors = [item.get("values") if isinstance(item, dict) else None for item in items]
+        # batchEmbedContents reports no token counts: usage stays unknown (not zero).
+        usage = Usage()
+        return embedding.openai_list(vectors, body, target.model, usage, self.provider,
+                                     target), usage
+
+    def classify(self, status: int, headers: Mapping[str, str], payload: bytes,
+                 target: Target) -> UpstreamError:
+        return classify_error(self.provider, target, status, headers, payload)
+
+
+def gemini_body(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    chat.reject_unsupported(body, kind)
+    system, contents = convert_messages(body["messages"], kind)
+    upstream: dict[str, Any] = {"contents": contents}
+    if system:
+        upstream["systemInstruction"] = {"parts": [{"text": system}]}
+    config = {_CONFIG[k]: body[k] for k in _CONFIG if body.get(k) is not None}
+    if chat.max_tokens(body):
+        config["maxOutputTokens"] = chat.max_tokens(body)
+    stop = chat.stop_list(body)
+    if stop:
+        config["stopSequences"] = stop
+    config.update(response_format(body.get("response_format")))
+    if config:
+        upstream["generationConfig"] = config
+    functions = chat.function_tools(body)
+    if functions:
+        upstream["tools"] = [{"functionDeclarations": [
+            {k: f[k] for k in ("name", "description", "parameters") if f.get(k)}
+            for f in functions]}]
+    choice = body.get("tool_choice")
+    if choice is not None:
+        upstream["toolConfig"] = {"functionCallingConfig": tool_config(choice)}
+    return upstream
+
+
+def response_format(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or value.get("type") in (None, "text"):
+        return {}
+    if value.get("type") == "json_object":
+        return {"responseMimeType": "application/json"}
+    schema = value.get("json_schema")
+    if value.get("type") == "json_schema" and isinstance(schema, dict):
+        return {"responseMimeType": "application/json",
+                "responseJsonSchema": schema.get("schema") or {}}
+    raise BadRequest("'response_format' must be text, json_object or json_schema",
+                     param="response_format", code="invalid_value")
+
+
+def tool_config(choice: Any) -> dict[str, Any]:
+    if choice in ("auto", "none"):
+        return {"mode": choice.upper()}
+    if choice == "required":
+        return {"mode": "ANY"}
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        return {"mode": "ANY", "allowedFunctionNames": [choice["function"].get("name")]}
+    raise BadRequest("'tool_choice' must be auto, none, required or a function",
+                     param="tool_choice", code="invalid_type")
+
+
+def convert_messages(messages: list[dict[str, Any]],
+                     kind: str) -> tuple[str, list[dict[str, Any]]]:
+    """(system text, Gemini contents); consecutive same-role turns are merged."""
+    system: list[str] = []
+    contents: list[dict[str, Any]] = []
+    names: dict[str, str] = {}  # tool_call_id -> function name, for functionResponse
+    for i, message in enumerate(messages):
+        role, where = message["role"], f"messages[{i}].content"
+        if role in ("system", "developer"):
+            system.append(chat.text_of(message.get("content"), where))
+            continue
+        if role == "user":
+            turn, parts = "user", user_parts(message.get("content"), i, kind)
+        elif role == "assistant":
+            turn, parts = "model", model_parts(message, i, names)
+        elif role == "tool":
+            call_id = str(message.get("tool_call_id", ""))
+            text = chat.text_of(message.get("content"), where)
+            turn, parts = "user", [{"functionResponse": {
+                "name": names.get(call_id, call_id), "response": tool_response(text)}}]
+        else:
+            raise BadRequest(f"messages[{i}].role {role!r} is not supported by provider "
+                             f"{kind}", param=f"messages[{i}].role", code="invalid_value")
+        if contents and contents[-1]["role"] == turn:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": turn, "parts": parts})
+    return "\n\n".join(s for s in system if s), contents
+
+
+def tool_response(text: str) -> dict[str, Any]:
+    """Gemini wants an object: a JSON object result as is, anything else wrapped."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = None
+    return value if isinstance(value, dict) else {"content": text}
+
+
+def user_parts(content: Any, i: int, kind: str) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"text": content}]
+    if not isinstance(content, list):
+        raise BadRequest(f"messages[{i}].content must be a string or an array of parts",
+                         param=f"messages[{i}].content", code="invalid_type")
+    parts: list[dict[str, Any]] = []
+    for part in content:
+        ptype = part.get("type") if isinstance(part, dict) else None
+        if ptype == "text":
+            parts.append({"text": str(part.get("text", ""))})
+        elif ptype == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            inline = chat.data_url(url) if isinstance(url, str) else None
+            if inline:
+                parts.append({"inlineData": {"mimeType": inline[0], "data": inline[1]}})
+            elif isinstance(url, str) and url:
+                parts.append({"fileData": {"mimeType": "image/*", "fileUri": url}})
+            else:
+                raise BadRequest(f"messages[{i}] has an image_url part without a url",
+                                 param=f"messages[{i}].content", code="invalid_image")
+        else:
+            raise BadRequest(f"messages[{i}] has a {ptype!r} part, which provider {kind} "
+                             "does not take", param=f"messages[{i}].content",
+                             code="unsupported_parameter")
+    return parts
+
+
+def model_parts(message: Mapping[str, Any], i: int,
+                names: dict[str, str]) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    text = chat.text_of(message.get("content"), f"messages[{i}].content")
+    if text:
+        parts.append({"text": text})
+    for call in chat.requested_calls(message, i):
+        names[call.id] = call.name  # Gemini answers tool results by name, not by id
+        parts.append({"functionCall": {"name": call.name, "args": call.arguments}})
+    return parts
+
+
+def first_candidate(data: Mapping[str, Any], provider: Provider,
+                    target: Target) -> dict[str, Any]:
+    candidates = data.get("candidates")
+    if not candidates:
+        feedback = data.get("promptFeedback")
+        reason = feedback.get("blockReason") if isinstance(feedback, dict) else None
+        if reason:
+            raise UpstreamError("contentFilter", f"{provider.name}: prompt blocked ({reason})",
+                                status=400, provider=provider.name, model=target.model)
+        raise chat.malformed(provider, target, "response has no candidates")
+    if not isinstance(candidates, list) or not isinstance(candidates[0], dict):
+        raise chat.malformed(provider, target, "candidates is not a list of objects")
+    return candidates[0]
+
+
+def parts_of(candidate: Mapping[str, Any], provider: Provider, target: Target,
+             first_index: int = 0) -> tuple[str, list[dict[str, Any]]]:
+    content = candidate.get("content") or {}
+    parts = content.get("parts") if isinstance(content, dict) else None
+    if not isinstance(parts, list):
+        if candidate.get("finishReason"):
+            return "", []  # e.g. SAFETY: the candidate comes back without content
+        raise chat.malformed(provider, target, "candidate has no content parts")
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for part in parts:
+        if not isinstance(part, dict):
+            raise chat.malformed(provider, target, "content part is not an object")
+        if "text" in part and not part.get("thought"):
+            texts.append(str(part["text"]))
+        elif isinstance(part.get("functionCall"), dict):
+            call = part["functionCall"]
+            call_id = str(call.get("id") or f"call_{first_index + len(calls)}")
+            calls.append(chat.tool_call(call_id, str(call.get("name")), call.get("args") or {}))
+    return "".join(texts), calls
+
+
+def finish_reason(candidate: Mapping[str, Any], calls: list[dict[str, Any]]) -> str:
+    if calls:
+        return "tool_calls"
+    return FINISH_REASONS.get(str(candidate.get("finishReason")), "stop")
+
+
+def usage_of(raw: Any) -> Usage:
+    if not isinstance(raw, Mapping):
+        return Usage()
+    # Thinking tokens are billed as output, as OpenAI counts reasoning tokens.
+    return Usage(prompt_tokens=int(raw.get("promptTokenCount") or 0),
+                 completion_tokens=int(raw.get("candidatesTokenCount") or 0)
+                 + int(raw.get("thoughtsTokenCount") or 0),
+                 cached_tokens=int(raw.get("cachedContentTokenCount") or 0), known=True)
+
+
+class GeminiStreamDecoder:
+    """Each SSE event is a whole GenerateContentResponse; the stream has no end marker, so
+    it is complete once a candidate carried a finishReason."""
+
+    def __init__(self, provider: Provider, target: Target, *, include_usage: bool) -> None:
+        self._provider, self._target = provider, target
+        self._writer = chat.ChunkWriter("gemini", target.model, include_usage=include_usage)
+        self._usage = Usage()
+        self._started = self._finished = False
+        self._calls = 0
+
+    def feed(self, event: Event) -> StreamItem:
+        data = chat.load_object(event.data, self._provider, self._target, "stream event")
+        if "error" in data:
+            raise classify_error(self._provider, self._target, 500, {}, event.data.encode(),
+                                 in_stream=True)
+        if data.get("usageMetadata"):
+            self._usage = usage_of(data["usageMetadata"])
+            if not data.get("candidates") and not data.get("promptFeedback"):
+                return StreamItem()  # a usage-only chunk: nothing for the client yet
+        candidate = first_candidate(data, self._provider, self._target)
+        text, calls = parts_of(candidate, self._provider, self._target, self._calls)
+        delta: dict[str, Any] = {}
+        if not self._started:
+            self._started = True
+            self._writer.id = str(data.get("responseId") or "gemini")
+            self._writer.model = str(data.get("modelVersion") or self._target.model)
+            delta["role"] = "assistant"
+        if text or not calls:
+            delta["content"] = text
+        if calls:
+            delta["tool_calls"] = [{"index": self._calls + n, **call}
+                                   for n, call in enumerate(calls)]
+            self._calls += len(calls)
+        finish = None
+        if candidate.get("finishReason"):
+            self._finished = True
+            finish = "tool_calls" if self._calls else finish_reason(candidate, [])
+        return StreamItem(self._writer.delta(delta, finish))
+
+    def finish(self) -> StreamItem:
+        if not self._finished:
+            raise chat.stream_ended_early(self._provider, self._target)
+        return StreamItem(self._writer.end(self._usage), usage=self._usage, done=True)
+
+
+def classify_error(provider: Provider, target: Target, status: int,
+                   headers: Mapping[str, str], payload: bytes, *,
+                   in_stream: bool = False) -> UpstreamError:
+    body = chat.json_or_none(payload)
+    if isinstance(body, list) and body:  # some Google front ends wrap the error in a list
+        body = body[0]
+    error = body.get("error") if isinstance(body, dict) else None
+    state, message, reasons, delay = "", f"upstream returned HTTP {status}", set(), None
+    if isinstance(error, dict):
+        state = str(error.get("status") or "")
+        message = str(error.get("message") or message)
+        for detail in error.get("details") or []:
+            if isinstance(detail, dict):
+                reasons.add(str(detail.get("reason") or ""))
+                delay = delay or detail.get("retryDelay")
+    if "API_KEY_INVALID" in reasons or state in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        error_class = "auth"
+    elif state == "RESOURCE_EXHAUSTED":
+        error_class = "rateLimit"
+    elif any(h in message.lower() for h in _CONTEXT_HINTS):
+        error_class = "contextWindow"
+    elif state == "DEADLINE_EXCEEDED":
+        error_class = "timeout"
+    elif state in ("INTERNAL", "UNAVAILABLE"):
+        error_class = "serverError"
+    else:
+        error_class = chat.classify_status(status, in_stream=in_stream)
+    result = chat.upstream_error(provider, target, error_class, status, headers, message,
+                                 body, in_stream=in_stream)
+    if result.retry_after is None and isinstance(delay, str) and delay.endswith("s"):
+        try:  # google.rpc.RetryInfo: "20s", "0.5s"
+            result.retry_after = float(delay[:-1])
+        except ValueError:
+            pass
+    return result

@@ -1,0 +1,112 @@
+"""Vertex AI: the Gemini wire format at a project/location URL, with an OAuth bearer token.
+
+The token is minted with google-auth from the service-account key in
+`Credentials.extra["gcp-service-account-key"]` (or Application Default Credentials, e.g.
+GKE workload identity, when no key is given) inside `prepare()`, which routing awaits
+before each request; it is refreshed only when google-auth says it is no longer valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from llmgate_contract.config import Provider, Target
+
+from llmgate_sidecar.errors import UpstreamError
+from llmgate_sidecar.upstream.providers import chat, embedding
+from llmgate_sidecar.upstream.providers.base import Credentials, UpstreamRequest, Usage
+from llmgate_sidecar.upstream.providers.gemini import GeminiAdapter
+
+SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+
+
+class VertexAIAdapter(GeminiAdapter):
+    def __init__(self, provider: Provider, credentials: Credentials) -> None:
+        super().__init__(provider, Credentials())
+        location = provider.gcp_location or "us-central1"
+        host = ("aiplatform.googleapis.com" if location == "global"
+                else f"{location}-aiplatform.googleapis.com")
+        base = provider.base_url or f"https://{host}/v1"
+        self._base = (f"{base.rstrip('/')}/projects/{provider.gcp_project}/locations/"
+                      f"{location}/publishers/google")
+        self._key = credentials.extra.get("gcp-service-account-key")
+        self._google: Any = None
+        self._lock = asyncio.Lock()
+
+    async def prepare(self) -> None:
+        if self._google is not None and self._google.valid:
+            return
+        async with self._lock:
+            if self._google is not None and self._google.valid:
+                return  # another request refreshed it while this one waited
+            try:
+                # google-auth's refresh is blocking HTTP: keep it off the event loop.
+                self._google = await asyncio.to_thread(self._refreshed)
+            except UpstreamError:
+                raise
+            except Exception as exc:
+                raise self._token_error(exc) from None
+
+    def _refreshed(self) -> Any:
+        import google.auth
+        import google.auth.transport.requests
+        from google.oauth2 import service_account
+
+        if self._key:
+            try:
+                info = orjson.loads(self._key)
+            except orjson.JSONDecodeError:
+                raise UpstreamError("auth", f"{self.provider.name}: the service-account key "
+                                    "is not JSON", provider=self.provider.name) from None
+            from_info: Any = service_account.Credentials.from_service_account_info
+            google_credentials: Any = from_info(info, scopes=SCOPES)
+        else:
+            google_credentials, _ = google.auth.default(scopes=SCOPES)
+        google_credentials.refresh(google.auth.transport.requests.Request())
+        return google_credentials
+
+    def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        """Vertex embeds through the model's `:predict` (not Gemini's batchEmbedContents)."""
+        instances = [{"content": text} for text in embedding.texts(body, self.provider.kind)]
+        parameters = ({"outputDimensionality": body["dimensions"]}
+                      if body.get("dimensions") else {})
+        payload = {"instances": instances, **({"parameters": parameters} if parameters else {})}
+        return UpstreamRequest("POST", self.model_url(target.model) + ":predict",
+                               self.headers(), orjson.dumps(payload))
+
+    def embeddings_response(self, payload: bytes, target: Target,
+                            body: Mapping[str, Any]) -> tuple[bytes, Usage]:
+        data = chat.load_object(payload, self.provider, target, "embeddings response")
+        predictions = data.get("predictions")
+        if not isinstance(predictions, list):
+            raise chat.malformed(self.provider, target, "response has no predictions list")
+        vectors, tokens = [], 0
+        for item in predictions:
+            found = item.get("embeddings") if isinstance(item, dict) else None
+            vectors.append(found.get("values") if isinstance(found, dict) else None)
+            stats = found.get("statistics") if isinstance(found, dict) else None
+            count = stats.get("token_count") if isinstance(stats, dict) else None
+            tokens += int(count) if isinstance(count, (int, float)) else 0
+        usage = Usage(prompt_tokens=tokens, known=True)
+        return embedding.openai_list(vectors, body, target.model, usage, self.provider,
+                                     target), usage
+
+    def _token_error(self, exc: Exception) -> UpstreamError:
+        from google.auth import exceptions
+
+        # RefreshError: the token endpoint refused us; TransportError: it was unreachable.
+        error_class = ("connectionError" if isinstance(exc, exceptions.TransportError)
+                       else "auth")
+        return UpstreamError(error_class, f"{self.provider.name}: could not get a Google "
+                             f"access token ({type(exc).__name__})", provider=self.provider.name)
+
+    def headers(self) -> Mapping[str, str]:
+        if self._google is None or not self._google.token:
+            return self._headers
+        return {**self._headers, "authorization": f"Bearer {self._google.token}"}
+
+    def model_url(self, model: str) -> str:
+        return f"{self._base}/models/{model}"
