@@ -65,7 +65,8 @@ class OperatorSettings:
     """False (`--no-webhook`): run only the reconciler, no admission server."""
 
     ops_host: str = "0.0.0.0"
-    """Address of the ops HTTP server (`/healthz`, `/readyz`, `/metrics`)."""
+    """Address of the ops HTTP server (`/healthz`, `/readyz`, `/metrics`); the chart binds the
+    pod IP (kubelet probes and Prometheus reach it there, nothing on other interfaces)."""
 
     ops_port: int = DEFAULT_OPS_PORT
     """Port of the ops HTTP server."""
@@ -148,6 +149,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="directory with tls.crt/tls.key (e.g. cert-manager); certificates not managed")
     add("--no-webhook", action="store_true", default=_env_bool("LLMGATE_NO_WEBHOOK"),
         help="do not run the admission webhook")
+    add("--ops-host", default=_env("LLMGATE_OPS_HOST", "0.0.0.0"),
+        help="address /healthz, /readyz and /metrics bind (e.g. the pod IP or 127.0.0.1)")
     add("--ops-port", type=int,
         default=int(_env("LLMGATE_OPS_PORT", str(DEFAULT_OPS_PORT)) or 0),
         help="port of /healthz, /readyz and /metrics")
@@ -182,6 +185,7 @@ def from_args(ns: argparse.Namespace) -> OperatorSettings:
         tls_secret=ns.tls_secret,
         tls_dir=ns.tls_dir or None,
         webhook_enabled=not ns.no_webhook,
+        ops_host=ns.ops_host,
         ops_port=ns.ops_port,
         redis_url=ns.redis_url or None,
         log_level=str(ns.log_level).upper(),

@@ -150,6 +150,12 @@ def test_default_args_mean_what_the_chart_deploys(monkeypatch: pytest.MonkeyPatc
     assert parsed.tls_secret == "llmgate-webhook-tls" and parsed.tls_dir is None
     assert parsed.namespaces == () and parsed.redis_url is None
     assert parsed.sidecar_redis_url is None
+    assert parsed.ops_host == "0.0.0.0"
+
+
+def test_ops_host_reaches_the_operator(monkeypatch: pytest.MonkeyPatch) -> None:
+    container = r.operator_container(r.render({"ops": {"host": "127.0.0.1"}}))
+    assert _parse_operator_args(container["args"], monkeypatch).ops_host == "127.0.0.1"
 
 
 def test_all_feature_args(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -40,7 +40,9 @@ def test_flags_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLMGATE_NO_WEBHOOK", "true")
     monkeypatch.setenv("POD_NAMESPACE", "llmgate-system")
     monkeypatch.setenv("LLMGATE_SIDECAR_RESOURCES", '{"requests": {"cpu": "10m"}}')
+    monkeypatch.setenv("LLMGATE_OPS_HOST", "10.1.2.3")
     from_env = parse([])
+    assert from_env.ops_host == "10.1.2.3"
     assert from_env.namespaces == ("a", "b")
     assert from_env.webhook_port == 10443
     assert not from_env.webhook_enabled
@@ -49,18 +51,21 @@ def test_flags_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not from_env.clusterwide
 
     flags = parse(["--namespace", "x", "--namespace", "y", "--ops-port", "9000",
-                   "--log-level", "debug", "--tls-dir", "/certs"])
+                   "--log-level", "debug", "--tls-dir", "/certs", "--ops-host", "127.0.0.1"])
     assert flags.namespaces == ("x", "y")  # flags win over the environment
+    assert flags.ops_host == "127.0.0.1"
     assert (flags.ops_port, flags.log_level, flags.tls_dir) == (9000, "DEBUG", "/certs")
 
 
 def test_defaults_match_the_documented_interface(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("LLMGATE_WATCH_NAMESPACES", "LLMGATE_WEBHOOK_PORT", "LLMGATE_NO_WEBHOOK",
-                 "POD_NAMESPACE", "LLMGATE_OPS_PORT", "LLMGATE_TLS_SECRET"):
+                 "POD_NAMESPACE", "LLMGATE_OPS_PORT", "LLMGATE_TLS_SECRET",
+                 "LLMGATE_OPS_HOST"):
         monkeypatch.delenv(name, raising=False)
     defaults = parse([])
     assert defaults.clusterwide and defaults.webhook_enabled
     assert (defaults.webhook_port, defaults.ops_port) == (9443, 9464)
+    assert defaults.ops_host == "0.0.0.0"
     assert defaults.webhook_service == "llmgate-webhook"
     assert defaults.webhook_config_name == "llmgate-sidecar-injector"
     assert defaults.tls_secret == "llmgate-webhook-tls"
