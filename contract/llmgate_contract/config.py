@@ -14,7 +14,9 @@ import json
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from llmgate_contract.patterns import check_patterns
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -148,7 +150,9 @@ class Pii(_Model):
 
 class Guardrails(_Model):
     pii: Pii | None = None
-    block_patterns: list[str] = Field(default_factory=list, alias="blockPatterns")
+    # A config carrying a pattern RE2 cannot bound is refused on load, not at match time.
+    block_patterns: Annotated[list[str], AfterValidator(check_patterns)] = Field(
+        default_factory=list, alias="blockPatterns")
     max_input_tokens: int | None = Field(default=None, alias="maxInputTokens")
 
 

@@ -140,6 +140,7 @@ async def _transports_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[ACCOUNTANT].drain()
     await app[CACHE].aclose()
     await app[TRANSPORTS].close()
+    app[GUARDRAILS].close()
 
 
 async def _config_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -141,7 +141,7 @@ async def serve_chat(request: web.Request, parse: ChatParser,
         record.stream = chat.stream
         f = front(request, record, chat.model, runtime=runtime)
         rails = app[GUARDRAILS].for_route(f.route)
-        body = rails.apply(chat.body) if rails is not None else chat.body
+        body = await app[GUARDRAILS].check(rails, chat.body) if rails is not None else chat.body
         plan, hit = await _cache_lookup(request, f, body, chat.stream, dialect.api)
         # A cache hit costs nothing: it still counts as a request, reserves no money.
         planned = FREE if hit else reservation(runtime, f.route, f.group, body)
