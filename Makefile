@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: dev test bench redis clean
+.PHONY: dev test bench redis crds clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,6 +30,11 @@ test: $(VENV)/.installed redis
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken" >&2; fi; \
 	exit $$rc
+
+# Regenerate crds/ and the chart's copy from the models in operator/llmgate_operator/api.py
+# (tests/contract/test_crdgen.py fails while the committed files are out of date).
+crds: $(VENV)/.installed
+	$(PY) -m llmgate_operator.crdgen crds charts/llmgate/crds
 
 # The full benchmark (minutes): gateway vs direct; add BENCH_ARGS=--peers for LiteLLM/Portkey.
 bench: $(VENV)/.installed redis

@@ -1,4 +1,4 @@
-"""Validate custom resources against the handwritten CRDs in `crds/`, as the API server would.
+"""Validate custom resources against the CRDs in `crds/`, as the API server would.
 
 Used by tests/contract/test_crds.py and tests/chart/test_packaging.py. There is no API
 server here, so this emulates the parts that matter: the OpenAPI schema (as jsonschema
