@@ -93,7 +93,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 def _reason(exc: GatewayError) -> str:
     kind = getattr(exc, "kind", None)
-    return f"{exc.code}:{kind}" if kind else str(exc.code or exc.status)
+    return f"{exc.reason}:{kind}" if kind else str(exc.reason or exc.status)
 
 
 def create_store(settings: SidecarSettings) -> Store:

@@ -12,7 +12,13 @@
 
     UpstreamError (not a GatewayError: routing decides on it) has an `error_class` from
     ErrorClass (rateLimit, serverError, timeout, connectionError, contextWindow,
-    contentFilter) or the non-retriable "auth" / "badRequest" / "malformed".
+    contentFilter) or the non-retriable "auth" / "badRequest" / "malformed", and the
+    OpenAI-shaped `type`/`code`/`param` the client sees (an OpenAI-family upstream's own,
+    or the adapter's mapping of another provider's error onto OpenAI's codes).
+
+A GatewayError's `code` is what the client branches on; its `reason` is llmgate's own
+code for metrics and logs (the same, except for UpstreamFailed, whose envelope also
+carries it as `llmgate.code` next to the provider and the upstream status).
 
 Raised by routing, auth, limits and the request parsers; turned into responses by the one
 error middleware in `app`. Messages never contain provider credentials.
@@ -33,12 +39,14 @@ class GatewayError(Exception):
         super().__init__(message)
         self.message = message
         self.code = code or self.code
+        self.reason = self.code
         self.param = param
         self.headers = dict(headers or {})
+        self.extra: dict[str, Any] = {}
 
     def envelope(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "code": self.code,
-                          "param": self.param}}
+                          "param": self.param, **self.extra}}
 
 
 class BadRequest(GatewayError):
@@ -104,7 +112,8 @@ class UpstreamError(Exception):
 
     def __init__(self, error_class: str, message: str, *, status: int | None = None,
                  retry_after: float | None = None, provider: str = "", model: str = "",
-                 body: dict[str, Any] | None = None) -> None:
+                 body: dict[str, Any] | None = None, error_type: str | None = None,
+                 code: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
         self.error_class = error_class
         self.message = message
@@ -113,6 +122,8 @@ class UpstreamError(Exception):
         self.provider = provider
         self.model = model
         self.body = body
+        # What the client sees in OpenAI's terms; None: llmgate's own code for the class.
+        self.type, self.code, self.param = error_type, code, param
 
 
 class UpstreamFailed(GatewayError):
@@ -121,19 +132,47 @@ class UpstreamFailed(GatewayError):
     type = "upstream_error"
 
     def __init__(self, last: UpstreamError, attempts: int) -> None:
-        status, code = _STATUS_FOR_CLASS.get(last.error_class, (502, "upstream_error"))
+        status, reason = _STATUS_FOR_CLASS.get(last.error_class, (502, "upstream_error"))
         if last.error_class in ("badRequest", "contextWindow", "contentFilter") and last.status:
             status = last.status if 400 <= last.status < 500 else 400
         headers = {}
         if last.error_class == "rateLimit":
             headers["Retry-After"] = str(max(1, int((last.retry_after or 1) + 0.999)))
+        mapped_type, mapped_code, param = openai_reason(last.error_class, last.status,
+                                                        last.param)
         super().__init__(f"{last.message} (after {attempts} attempt{'s' * (attempts != 1)})",
-                         code=code, headers=headers)
+                         code=last.code or mapped_code or reason, param=last.param or param,
+                         headers=headers)
         self.status = status
+        self.reason = reason
         self.last = last
         self.attempts = attempts
-        if status < 500:
+        if last.type or mapped_type:
+            self.type = last.type or mapped_type or self.type
+        elif status < 500:
             self.type = "invalid_request_error" if status != 429 else "rate_limit_error"
+        self.extra = {"llmgate": {"code": reason, "provider": last.provider,
+                                  "upstream_status": last.status, "attempts": attempts}}
+
+
+def openai_reason(error_class: str, status: int | None,
+                  param: str | None = None) -> tuple[str | None, str | None, str | None]:
+    """(type, code, param) in OpenAI's terms for an upstream error of `error_class` that did
+    not say them itself: the codes OpenAI uses and apps branch on. None for what llmgate
+    reports with its own codes (5xx, timeouts, malformed answers)."""
+    if error_class == "contextWindow":
+        return "invalid_request_error", "context_length_exceeded", param or "messages"
+    if error_class == "contentFilter":
+        return "invalid_request_error", "content_filter", param
+    if error_class == "rateLimit":
+        return "rate_limit_error", "rate_limit_exceeded", None
+    if error_class == "auth":
+        return "authentication_error", "invalid_api_key", None
+    if error_class == "badRequest" and status == 404:
+        return "invalid_request_error", "model_not_found", "model"
+    if error_class == "badRequest":
+        return "invalid_request_error", "invalid_value" if param else None, param
+    return None, None, None
 
 
 _STATUS_FOR_CLASS: dict[str, tuple[int, str]] = {

@@ -2,8 +2,9 @@
 
 `/v1/responses` (JSON, or SSE events `response.created` ... `response.completed` when
 `stream` is set), `/v1/completions`, `/v1/images/generations`, `/v1/audio/speech` (binary
-MP3 bytes), `/v1/audio/transcriptions` (multipart in, JSON out) and `/v1/moderations`, in
-OpenAI's documented shapes. Every request is recorded with its raw body and headers.
+MP3 bytes), `/v1/audio/transcriptions` and `/v1/audio/translations` (multipart in, JSON
+out) and `/v1/moderations`, in OpenAI's documented shapes. Every request is recorded with
+its raw body and headers.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def _json(path: str, model: str) -> dict[str, Any]:
         return {"created": 1, "data": [{"b64_json": "aW1hZ2U="}]}
     if path == "/v1/audio/transcriptions":
         return {"text": "hello from the audio"}
+    if path == "/v1/audio/translations":
+        return {"text": "hello, translated to English"}
     return {"id": "modr-1", "model": model, "results": [
         {"flagged": False, "categories": {}, "category_scores": {}}]}
 
@@ -63,7 +66,7 @@ class FakeOpenAIPaths:
     async def start(self) -> FakeOpenAIPaths:
         app = web.Application()
         for path in ("responses", "completions", "images/generations", "audio/speech",
-                     "audio/transcriptions", "moderations"):
+                     "audio/transcriptions", "audio/translations", "moderations"):
             app.router.add_post(f"/v1/{path}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -80,7 +83,7 @@ class FakeOpenAIPaths:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         self.seen.append(Seen(request.path, dict(request.headers), raw))
-        if request.path == "/v1/audio/transcriptions":
+        if request.path in ("/v1/audio/transcriptions", "/v1/audio/translations"):
             form = await _form(request, raw)
             return web.json_response({**_json(request.path, form["model"]),
                                       "echo_model": form["model"]})

@@ -177,6 +177,22 @@ async def test_upstream_bad_request_is_not_retried_elsewhere(
     assert second.requests == []
 
 
+@pytest.mark.parametrize(("body", "code", "param"), [
+    ({"messages": []}, "empty_array", "messages"),
+    ({"messages": MESSAGES, "max_tokens": 0}, "integer_below_min_value", "max_tokens"),
+    ({"messages": MESSAGES, "max_completion_tokens": -1}, "integer_below_min_value",
+     "max_completion_tokens"),
+    ({}, "missing_required_parameter", "messages"),
+])
+async def test_own_rejections_use_openais_codes(gateway: Gateway, upstream: FakeOpenAI,
+                                                body: dict, code: str, param: str) -> None:
+    async with client(gateway) as c:
+        with pytest.raises(openai.BadRequestError) as info:
+            await c.post("/chat/completions", cast_to=object, body={"model": "chat", **body})
+    assert (info.value.code, info.value.param) == (code, param)
+    assert upstream.requests == []
+
+
 async def test_wrong_key_is_401(gateway: Gateway) -> None:
     async with client(gateway, key="lg-wrong") as c:
         with pytest.raises(openai.AuthenticationError) as info:

@@ -188,7 +188,8 @@ async def test_429_everywhere_reaches_the_client_as_429_with_retry_after(
                                        headers={"retry-after": "7"}))
     status, headers, body = await rig.ask()
     assert status == 429 and headers["Retry-After"] == "7"
-    assert body["error"]["code"] == "upstream_rate_limited"
+    assert body["error"]["code"] == "rate_limit_exceeded"  # OpenAI's code, apps know it
+    assert body["error"]["llmgate"]["code"] == "upstream_rate_limited"
     assert "after 2 attempts" in body["error"]["message"]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from llmgate_sidecar.api.inbound import ChatRequest, parse_json_object
+from llmgate_sidecar.api.inbound import ChatRequest, below_minimum, parse_json_object
 from llmgate_sidecar.errors import BadRequest
 
 # Request fields that change what the model does and have no OpenAI-shaped equivalent.
@@ -34,8 +34,11 @@ def parse_messages(raw: bytes) -> ChatRequest:
     if not isinstance(model, str) or not model:
         raise _bad("'model' is required and must be a string", "model")
     max_tokens = body.get("max_tokens")
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise _bad("'max_tokens' is required and must be a positive integer", "max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        raise _bad("'max_tokens' is required and must be a positive integer", "max_tokens",
+                   "invalid_type" if "max_tokens" in body else "missing_required_parameter")
+    if max_tokens < 1:
+        raise below_minimum("max_tokens", max_tokens)
     for name in _REFUSED:
         value = body.get(name)
         if value not in (None, False, [], {}) and not (
@@ -82,8 +85,10 @@ def system_messages(system: Any) -> list[dict[str, Any]]:
 
 
 def convert_messages(messages: Any) -> list[dict[str, Any]]:
-    if not isinstance(messages, list) or not messages:
+    if not isinstance(messages, list):
         raise _bad("'messages' must be a non-empty array", "messages")
+    if not messages:
+        raise _bad("'messages' must be a non-empty array", "messages", "empty_array")
     out: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):

@@ -3,7 +3,8 @@
 The body is parsed once (orjson) and checked for the fields the gateway acts on (`model`,
 `messages`, `stream`, `stream_options`, token limits); everything else is forwarded
 untouched, so the hot path does no whole-body validation. Wrong shapes are 400s that name
-the parameter.
+the parameter, with OpenAI's codes where OpenAI has one (`empty_array`,
+`integer_below_min_value`, `missing_required_parameter`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ class ChatRequest:
     max_tokens: int | None
 
 
+def below_minimum(name: str, value: int) -> BadRequest:
+    """OpenAI's own 400 for an integer under its minimum (e.g. `max_tokens: 0`)."""
+    return BadRequest(f"Invalid '{name}': integer below minimum value. Expected a value >= 1, "
+                      f"but got {value} instead.", param=name, code="integer_below_min_value")
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not raw:
         raise BadRequest("request body is empty; send a JSON object", code="invalid_json")
@@ -44,9 +51,13 @@ def parse_chat(raw: bytes) -> ChatRequest:
         raise BadRequest("'model' is required and must be a string", param="model",
                          code="invalid_type")
     messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("'messages' must be a non-empty array", param="messages",
-                         code="invalid_type")
+    if not isinstance(messages, list):
+        raise BadRequest("'messages' is required and must be an array", param="messages",
+                         code="invalid_type" if "messages" in body
+                         else "missing_required_parameter")
+    if not messages:
+        raise BadRequest("Invalid 'messages': empty array. Expected an array with minimum "
+                         "length 1", param="messages", code="empty_array")
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise BadRequest(f"messages[{i}] must be an object with a string 'role'",
@@ -66,9 +77,11 @@ def parse_chat(raw: bytes) -> ChatRequest:
         value = body.get(name)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, int):
             raise BadRequest(f"'{name}' must be a positive integer", param=name,
                              code="invalid_type")
+        if value < 1:
+            raise below_minimum(name, value)
         max_tokens = value
     return ChatRequest(body=body, model=model, stream=stream, include_usage=include_usage,
                        max_tokens=max_tokens)

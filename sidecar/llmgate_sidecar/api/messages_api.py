@@ -185,7 +185,8 @@ class AnthropicDialect:
     def envelope(self, exc: GatewayError) -> dict[str, Any]:
         # `code` is llmgate's own, machine-readable reason; Anthropic SDKs ignore it.
         return {"type": "error", "error": {"type": error_type(exc.status),
-                                           "message": exc.message, "code": exc.code}}
+                                           "message": exc.message, "code": exc.code,
+                                           **exc.extra}}
 
 
 ANTHROPIC = AnthropicDialect()

@@ -33,7 +33,7 @@ from llmgate_sidecar.upstream.transport import UpstreamResponse
 from llmgate_sidecar.wire.sse import Event
 
 OPERATIONS = ("responses", "completions", "images/generations", "audio/speech",
-              "audio/transcriptions", "moderations")
+              "audio/transcriptions", "audio/translations", "moderations")
 _MODEL_PART = re.compile(rb'content-disposition:[^\r\n]*\bname="model"', re.IGNORECASE)
 
 

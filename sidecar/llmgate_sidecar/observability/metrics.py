@@ -44,6 +44,8 @@ _CODE_REASONS = {
     "input_too_large": "guardrail", "model_not_found": "not_found",
     "unknown_url": "not_found", "bad_request": "bad_request", "invalid_json": "bad_request",
     "invalid_type": "bad_request", "invalid_metadata": "bad_request",
+    "empty_array": "bad_request", "integer_below_min_value": "bad_request",
+    "missing_required_parameter": "bad_request",
     "method_not_allowed": "bad_request", "too_large": "too_large",
     "request_too_large": "too_large", "config_not_loaded": "unavailable",
     "service_unavailable": "unavailable", "context_length_exceeded": "upstream",

@@ -92,6 +92,6 @@ class RequestRecord:
         status = getattr(exc, "status", None)
         self.status = status if isinstance(status, int) else 500
         self.status_class = f"{self.status // 100}xx"
-        code = getattr(exc, "code", None)
+        code = getattr(exc, "reason", None)  # llmgate's own code (GatewayError.reason)
         self.error = code if isinstance(code, str) else "internal_error"
         self.attempts = getattr(exc, "attempts", self.attempts)

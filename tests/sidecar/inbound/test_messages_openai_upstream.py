@@ -138,8 +138,10 @@ async def test_errors_come_in_anthropics_envelope(gateway: Gateway,
             await c.messages.create(model="chat", max_tokens=10, messages=HELLO)
     assert limited.value.response.headers["retry-after"] == "2"
     assert limited.value.body == {"type": "error", "error": {
-        "type": "rate_limit_error", "code": "upstream_rate_limited",
-        "message": limited.value.body["error"]["message"]}}  # type: ignore[index]
+        "type": "rate_limit_error", "code": "rate_limit_exceeded",
+        "message": limited.value.body["error"]["message"],  # type: ignore[index]
+        "llmgate": {"code": "upstream_rate_limited", "provider": "up", "upstream_status": 429,
+                    "attempts": 1}}}
     assert missing.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
     assert denied.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
 

@@ -113,6 +113,20 @@ async def test_multipart_transcription_gets_the_targets_model_and_the_file_intac
     assert b'name="language"\r\n\r\nen\r\n' in seen.raw
 
 
+# openai 3.x marks `audio.translations.create` deprecated; the API path itself is served.
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
+async def test_multipart_translation_is_passed_through_like_transcription(
+        gateway: Gateway, upstream: FakeOpenAIPaths) -> None:
+    async with client(gateway) as c:
+        result = await c.audio.translations.create(
+            model="chat", file=("clip.mp3", AUDIO, "audio/mpeg"))
+    assert result.text == "hello, translated to English"
+    seen = upstream.seen[0]
+    assert seen.path == "/v1/audio/translations"
+    assert AUDIO in seen.raw
+    assert b'name="model"\r\n\r\ngpt-4o-mini\r\n' in seen.raw
+
+
 async def test_routes_without_openai_targets_and_unknown_models_are_refused(
         gateway: Gateway, upstream: FakeOpenAIPaths) -> None:
     async with client(gateway) as c:

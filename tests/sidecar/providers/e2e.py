@@ -39,15 +39,17 @@ TOOLS: list[Any] = [{"type": "function", "function": {
 
 
 async def failed_request(gw: Gateway, upstream: ReplayUpstream, reply: Reply, status: int,
-                         code: str) -> openai.APIStatusError:
+                         code: str, param: str | None = None) -> openai.APIStatusError:
     """Script `reply`, send one chat request, and check what the client sees: the gateway's
-    status and error code, and never the provider's key. Returns the error for more checks."""
+    status, the OpenAI error code and param apps branch on, llmgate's own reason beside
+    them, and never the provider's key. Returns the error for more checks."""
     upstream.script.append(reply)
     async with client(gw) as c:
         with pytest.raises(openai.APIStatusError) as info:
             await c.chat.completions.create(model="chat", messages=MESSAGES)
     assert info.value.status_code == status
-    assert info.value.body["code"] == code  # type: ignore[index]
+    assert (info.value.code, info.value.param) == (code, param)
+    assert info.value.body["llmgate"]["provider"] == "up"  # type: ignore[index]
     assert PROVIDER_KEY not in str(info.value.body)
     return info.value
 

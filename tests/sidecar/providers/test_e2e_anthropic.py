@@ -91,19 +91,24 @@ async def test_n_greater_than_one_is_a_400_naming_n(gateway: Gateway,
     assert upstream.requests == []
 
 
-@pytest.mark.parametrize(("reply", "status", "code"), [
-    (Reply("error_overloaded.json", status=529), 502, "upstream_server_error"),
+@pytest.mark.parametrize(("reply", "status", "code", "param"), [
+    (Reply("error_overloaded.json", status=529), 502, "upstream_server_error", None),
     (Reply("error_rate_limit.json", status=429, headers={"retry-after": "3"}), 429,
-     "upstream_rate_limited"),
-    (Reply("error_prompt_too_long.json", status=400), 400, "context_length_exceeded"),
-    (Reply("error_invalid.json", status=400), 400, "upstream_bad_request"),
-    (Reply("error_auth.json", status=401), 502, "upstream_auth_failed"),
-    (Reply(raw=b'{"type": "message", "content": 5}'), 502, "upstream_malformed_response"),
+     "rate_limit_exceeded", None),
+    (Reply("error_prompt_too_long.json", status=400), 400, "context_length_exceeded",
+     "messages"),
+    (Reply("error_invalid.json", status=400), 400, "invalid_value", "messages"),
+    (Reply("error_max_tokens.json", status=400), 400, "invalid_value", "max_tokens"),
+    (Reply("error_not_found.json", status=404), 404, "model_not_found", "model"),
+    (Reply("error_auth.json", status=401), 502, "invalid_api_key", None),
+    (Reply(raw=b'{"type": "message", "content": 5}'), 502, "upstream_malformed_response",
+     None),
 ])
 async def test_upstream_errors_map_to_gateway_statuses(gateway: Gateway,
                                                        upstream: ReplayUpstream, reply: Reply,
-                                                       status: int, code: str) -> None:
-    error = await failed_request(gateway, upstream, reply, status, code)
+                                                       status: int, code: str,
+                                                       param: str | None) -> None:
+    error = await failed_request(gateway, upstream, reply, status, code, param)
     if status == 429:
         assert error.response.headers["retry-after"] == "3"
 

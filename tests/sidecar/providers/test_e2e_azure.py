@@ -75,19 +75,22 @@ async def test_tool_calls_plain_and_streamed(gateway: Gateway) -> None:
     assert orjson.loads(arguments) == {"city": "Paris"}
 
 
-@pytest.mark.parametrize(("reply", "status", "code"), [
-    (Reply("error_content_filter.json", status=400), 400, "content_filter"),
+@pytest.mark.parametrize(("reply", "status", "code", "param"), [
+    (Reply("error_content_filter.json", status=400), 400, "content_filter", "prompt"),
     (Reply("error_rate_limit.json", status=429, headers={"retry-after": "2"}), 429,
-     "upstream_rate_limited"),
-    (Reply("error_context.json", status=400), 400, "context_length_exceeded"),
-    (Reply("error_auth.json", status=401), 502, "upstream_auth_failed"),
-    (Reply("error_deployment_not_found.json", status=404), 404, "upstream_bad_request"),
-    (Reply(raw=b"<html>502 Bad Gateway</html>", status=502), 502, "upstream_server_error"),
+     "rate_limit_exceeded", None),
+    (Reply("error_context.json", status=400), 400, "context_length_exceeded", "messages"),
+    (Reply("error_bad_param.json", status=400), 400, "unsupported_value", "temperature"),
+    (Reply("error_auth.json", status=401), 502, "invalid_api_key", None),
+    (Reply("error_deployment_not_found.json", status=404), 404, "model_not_found", "model"),
+    (Reply(raw=b"<html>502 Bad Gateway</html>", status=502), 502, "upstream_server_error",
+     None),
 ])
 async def test_upstream_errors_map_to_gateway_statuses(gateway: Gateway,
                                                        upstream: ReplayUpstream, reply: Reply,
-                                                       status: int, code: str) -> None:
-    await failed_request(gateway, upstream, reply, status, code)
+                                                       status: int, code: str,
+                                                       param: str | None) -> None:
+    await failed_request(gateway, upstream, reply, status, code, param)
 
 
 async def test_stream_cut_mid_way_is_an_in_band_error(gateway: Gateway,

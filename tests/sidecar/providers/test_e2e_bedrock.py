@@ -94,7 +94,7 @@ async def test_wrong_secret_fails_signature_check_as_upstream_auth(
             with pytest.raises(openai.APIStatusError) as info:
                 await c.chat.completions.create(model="chat", messages=MESSAGES)
         assert info.value.status_code == 502
-        assert info.value.body["code"] == "upstream_auth_failed"  # type: ignore[index]
+        assert info.value.body["llmgate"]["code"] == "upstream_auth_failed"  # type: ignore[index]
         assert "not-the-secret" not in str(info.value.body)
     finally:
         await gw.close()
@@ -105,22 +105,32 @@ def _error(file: str, status: int, kind: str) -> Reply:
         "x-amzn-ErrorType": f"{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/"})
 
 
-@pytest.mark.parametrize(("reply", "status", "code"), [
+@pytest.mark.parametrize(("reply", "status", "code", "param"), [
     (_error("error_throttling.json", 429, "ThrottlingException"), 429,
-     "upstream_rate_limited"),
+     "rate_limit_exceeded", None),
     (_error("error_validation_too_long.json", 400, "ValidationException"), 400,
-     "context_length_exceeded"),
+     "context_length_exceeded", "messages"),
+    (_error("error_model_invalid.json", 400, "ValidationException"), 404,
+     "model_not_found", "model"),
+    (_error("error_resource_not_found.json", 404, "ResourceNotFoundException"), 404,
+     "model_not_found", "model"),
+    (_error("error_validation_param.json", 400, "ValidationException"), 400,
+     "invalid_value", "max_tokens"),
+    (_error("error_validation.json", 400, "ValidationException"), 400,
+     "invalid_value", "messages"),
     (_error("error_access_denied.json", 403, "AccessDeniedException"), 502,
-     "upstream_auth_failed"),
+     "invalid_api_key", None),
     (_error("error_unavailable.json", 503, "ServiceUnavailableException"), 502,
-     "upstream_server_error"),
-    (_error("error_model_timeout.json", 408, "ModelTimeoutException"), 504, "upstream_timeout"),
-    (Reply(raw=b'{"output": null}'), 502, "upstream_malformed_response"),
+     "upstream_server_error", None),
+    (_error("error_model_timeout.json", 408, "ModelTimeoutException"), 504, "upstream_timeout",
+     None),
+    (Reply(raw=b'{"output": null}'), 502, "upstream_malformed_response", None),
 ])
 async def test_upstream_errors_map_to_gateway_statuses(gateway: Gateway,
                                                        upstream: ReplayUpstream, reply: Reply,
-                                                       status: int, code: str) -> None:
-    await failed_request(gateway, upstream, reply, status, code)
+                                                       status: int, code: str,
+                                                       param: str | None) -> None:
+    await failed_request(gateway, upstream, reply, status, code, param)
 
 
 @pytest.mark.parametrize("reply", [

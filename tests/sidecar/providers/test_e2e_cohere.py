@@ -65,18 +65,21 @@ async def test_tool_calls_plain_and_streamed(gateway: Gateway) -> None:
     assert orjson.loads(arguments) == {"city": "Paris"}
 
 
-@pytest.mark.parametrize(("reply", "status", "code"), [
-    (Reply("error_rate_limit.json", status=429), 429, "upstream_rate_limited"),
-    (Reply("error_auth.json", status=401), 502, "upstream_auth_failed"),
-    (Reply("error_context.json", status=400), 400, "context_length_exceeded"),
-    (Reply("error_blocked.json", status=400), 400, "content_filter"),
-    (Reply("error_server.json", status=500), 502, "upstream_server_error"),
-    (Reply(raw=b"[]"), 502, "upstream_malformed_response"),
+@pytest.mark.parametrize(("reply", "status", "code", "param"), [
+    (Reply("error_rate_limit.json", status=429), 429, "rate_limit_exceeded", None),
+    (Reply("error_auth.json", status=401), 502, "invalid_api_key", None),
+    (Reply("error_context.json", status=400), 400, "context_length_exceeded", "messages"),
+    (Reply("error_blocked.json", status=400), 400, "content_filter", None),
+    (Reply("error_invalid_param.json", status=400), 400, "invalid_value", "temperature"),
+    (Reply("error_not_found.json", status=404), 404, "model_not_found", "model"),
+    (Reply("error_server.json", status=500), 502, "upstream_server_error", None),
+    (Reply(raw=b"[]"), 502, "upstream_malformed_response", None),
 ])
 async def test_upstream_errors_map_to_gateway_statuses(gateway: Gateway,
                                                        upstream: ReplayUpstream, reply: Reply,
-                                                       status: int, code: str) -> None:
-    await failed_request(gateway, upstream, reply, status, code)
+                                                       status: int, code: str,
+                                                       param: str | None) -> None:
+    await failed_request(gateway, upstream, reply, status, code, param)
 
 
 @pytest.mark.parametrize("reply", [Reply("stream_error.sse"),

@@ -77,19 +77,23 @@ async def test_function_calls_plain_and_streamed(gateway: Gateway) -> None:
     assert orjson.loads(arguments) == {"city": "Paris"}
 
 
-@pytest.mark.parametrize(("reply", "status", "code"), [
-    (Reply("response_prompt_blocked.json"), 400, "content_filter"),
-    (Reply("error_rate_limit.json", status=429), 429, "upstream_rate_limited"),
-    (Reply("error_context.json", status=400), 400, "context_length_exceeded"),
-    (Reply("error_api_key_invalid.json", status=400), 502, "upstream_auth_failed"),
-    (Reply("error_unavailable.json", status=503), 502, "upstream_server_error"),
-    (Reply("error_deadline.json", status=504), 504, "upstream_timeout"),
-    (Reply(raw=b'{"candidates": "x"}'), 502, "upstream_malformed_response"),
+@pytest.mark.parametrize(("reply", "status", "code", "param"), [
+    (Reply("response_prompt_blocked.json"), 400, "content_filter", None),
+    (Reply("error_rate_limit.json", status=429), 429, "rate_limit_exceeded", None),
+    (Reply("error_context.json", status=400), 400, "context_length_exceeded", "messages"),
+    (Reply("error_not_found.json", status=404), 404, "model_not_found", "model"),
+    (Reply("error_invalid.json", status=400), 400, "invalid_value", "messages"),
+    (Reply("error_field_violation.json", status=400), 400, "invalid_value", "temperature"),
+    (Reply("error_api_key_invalid.json", status=400), 502, "invalid_api_key", None),
+    (Reply("error_unavailable.json", status=503), 502, "upstream_server_error", None),
+    (Reply("error_deadline.json", status=504), 504, "upstream_timeout", None),
+    (Reply(raw=b'{"candidates": "x"}'), 502, "upstream_malformed_response", None),
 ])
 async def test_upstream_errors_map_to_gateway_statuses(gateway: Gateway,
                                                        upstream: ReplayUpstream, reply: Reply,
-                                                       status: int, code: str) -> None:
-    error = await failed_request(gateway, upstream, reply, status, code)
+                                                       status: int, code: str,
+                                                       param: str | None) -> None:
+    error = await failed_request(gateway, upstream, reply, status, code, param)
     if status == 429:  # from google.rpc.RetryInfo, as the SDK's backoff reads it
         assert error.response.headers["retry-after"] == "21"
 

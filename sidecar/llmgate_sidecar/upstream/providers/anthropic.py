@@ -306,7 +306,7 @@ def classify_error(provider: Provider, target: Target, status: int,
         error_class = "contextWindow"
     elif kind == "api_error":
         error_class = "serverError"
-    else:
+    else:  # not_found_error is a 404 for the model: badRequest, model_not_found
         error_class = chat.classify_status(status, in_stream=in_stream)
     return chat.upstream_error(provider, target, error_class, status, headers, message, body,
-                               in_stream=in_stream)
+                               in_stream=in_stream, field=chat.blamed_field(message))

@@ -59,7 +59,7 @@ class AzureOpenAIAdapter:
 
     # OpenAI paths an Azure deployment also serves (pass-through); others are refused.
     RAW_OPERATIONS = frozenset({"completions", "images/generations", "audio/speech",
-                                "audio/transcriptions"})
+                                "audio/transcriptions", "audio/translations"})
 
     def raw_request(self, operation: str, body: bytes, content_type: str,
                     target: Target) -> UpstreamRequest:
@@ -80,6 +80,9 @@ class AzureOpenAIAdapter:
         error = classify_openai_error(self.provider, target, status, headers, payload)
         if error.error_class == "badRequest" and _is_content_filter(payload):
             error.error_class = "contentFilter"
+            error.code = "content_filter"
+        if error.code == "DeploymentNotFound":  # the deployment is the model: OpenAI's code
+            error.code, error.param = "model_not_found", "model"
         return error
 
 

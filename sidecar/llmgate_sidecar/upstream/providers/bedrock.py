@@ -41,6 +41,7 @@ _ERROR_CLASSES = {"ThrottlingException": "rateLimit", "ServiceQuotaExceededExcep
                   "ModelNotReadyException": "serverError",
                   "ModelStreamErrorException": "serverError"}
 _CONTEXT_HINTS = ("too long", "too many input tokens", "context window", "context length")
+_MODEL_HINT = "model identifier is invalid"
 
 
 class BedrockAdapter:
@@ -319,5 +320,9 @@ def classify_error(provider: Provider, target: Target, status: int,
             error_class = "auth"
         else:
             error_class = chat.classify_status(status, in_stream=in_stream)
+    if kind == "ResourceNotFoundException" or (
+            kind == "ValidationException" and _MODEL_HINT in message.lower()):
+        # OpenAI answers an unknown model with 404 model_not_found; Bedrock with a 400.
+        error_class, status = "badRequest", 404
     return chat.upstream_error(provider, target, error_class, status, headers, message, body,
-                               in_stream=in_stream)
+                               in_stream=in_stream, field=chat.blamed_field(message))

@@ -8,6 +8,7 @@ error classification. Pure functions; no I/O and no provider-specific wire forma
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -222,14 +223,67 @@ def classify_status(status: int, *, in_stream: bool = False) -> str:
     return "badRequest"
 
 
+# Upstream request fields (snake_case, any provider) -> the OpenAI parameter they came from.
+_PARAMS = {
+    "model": "model", "model_id": "model", "modelid": "model",
+    "messages": "messages", "contents": "messages", "system": "messages",
+    "system_instruction": "messages", "prompt": "messages",
+    "max_tokens": "max_tokens", "max_output_tokens": "max_tokens",
+    "max_completion_tokens": "max_completion_tokens",
+    "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "p": "top_p",
+    "k": "top_k", "stop": "stop", "stop_sequences": "stop", "seed": "seed",
+    "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
+    "tools": "tools", "tool_config": "tools", "tool_choice": "tool_choice",
+    "response_format": "response_format", "response_schema": "response_format",
+    "response_mime_type": "response_format", "candidate_count": "n", "n": "n",
+    "thinking": "reasoning_effort", "thinking_config": "reasoning_effort",
+    "thinking_budget": "reasoning_effort", "budget_tokens": "reasoning_effort",
+}
+_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
+_INDEX = re.compile(r"\[\d+\]|^\d+$")
+
+
+def openai_param(path: str) -> str | None:
+    """The OpenAI parameter an upstream field path names (`inferenceConfig.maxTokens`,
+    `generation_config.max_output_tokens`, `messages.0.content`), or None: the innermost
+    segment that is a known request field decides."""
+    segments = [_CAMEL.sub(r"_\1", part).lower() for part in re.split(r"[.\s/]", path)]
+    for segment in reversed(segments):
+        name = _PARAMS.get(_INDEX.sub("", segment))
+        if name is not None:
+            return name
+    return None
+
+
+# Where providers name the field they reject: "max_tokens: ..." (Anthropic),
+# "* GenerateContentRequest.generation_config.x: ..." (Gemini), "... at 'inferenceConfig.
+# maxTokens' ..." (AWS validation), "invalid request: max_tokens ..." (Cohere).
+_BLAMED = (re.compile(r"(?:^\W*|(?<=\s))(?:GenerateContentRequest\.)?([A-Za-z_][\w.\[\]]*):\s"),
+           re.compile(r"\bat '([A-Za-z_][\w.\[\]]*)'"),
+           re.compile(r"^invalid request: ([a-z_]+)\b"))
+
+
+def blamed_field(message: str) -> str | None:
+    """The request field an upstream error message names, as the provider spelt it; only
+    names of request fields count (`openai_param` knows them), so prose never does."""
+    for pattern in _BLAMED:
+        for match in pattern.finditer(message):
+            if openai_param(match.group(1)):
+                return match.group(1)
+    return None
+
+
 def upstream_error(provider: Provider, target: Target, error_class: str, status: int,
                    headers: Mapping[str, str], message: str, body: Any, *,
-                   in_stream: bool = False) -> UpstreamError:
+                   in_stream: bool = False, field: str | None = None) -> UpstreamError:
+    """A non-OpenAI upstream's error (`field`: the upstream request field the provider
+    blamed, if it said; the client sees it as the OpenAI parameter it came from)."""
     where = "in stream" if in_stream else f"HTTP {status}"
     return UpstreamError(error_class, f"{provider.name}: {where}: {message[:500]}",
                          status=status, retry_after=retry_after_seconds(headers),
                          provider=provider.name, model=target.model,
-                         body=body if isinstance(body, dict) else None)
+                         body=body if isinstance(body, dict) else None,
+                         param=openai_param(field) if field else None)
 
 
 def stream_ended_early(provider: Provider, target: Target) -> UpstreamError:

@@ -275,4 +275,4 @@ def classify_error(provider: Provider, target: Target, status: int,
     else:
         error_class = chat.classify_status(status, in_stream=in_stream)
     return chat.upstream_error(provider, target, error_class, status, headers, message, body,
-                               in_stream=in_stream)
+                               in_stream=in_stream, field=chat.blamed_field(message))

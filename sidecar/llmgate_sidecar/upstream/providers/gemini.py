@@ -328,6 +328,7 @@ def classify_error(provider: Provider, target: Target, status: int,
         body = body[0]
     error = body.get("error") if isinstance(body, dict) else None
     state, message, reasons, delay = "", f"upstream returned HTTP {status}", set(), None
+    fields: list[str] = []
     if isinstance(error, dict):
         state = str(error.get("status") or "")
         message = str(error.get("message") or message)
@@ -335,6 +336,8 @@ def classify_error(provider: Provider, target: Target, status: int,
             if isinstance(detail, dict):
                 reasons.add(str(detail.get("reason") or ""))
                 delay = delay or detail.get("retryDelay")
+                fields.extend(str(v.get("field", "")) for v in
+                              detail.get("fieldViolations") or [] if isinstance(v, dict))
     if "API_KEY_INVALID" in reasons or state in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
         error_class = "auth"
     elif state == "RESOURCE_EXHAUSTED":
@@ -345,10 +348,11 @@ def classify_error(provider: Provider, target: Target, status: int,
         error_class = "timeout"
     elif state in ("INTERNAL", "UNAVAILABLE"):
         error_class = "serverError"
-    else:
+    else:  # NOT_FOUND (an unknown model) is a 404: badRequest, model_not_found
         error_class = chat.classify_status(status, in_stream=in_stream)
+    field = next((f for f in fields if chat.openai_param(f)), None) or chat.blamed_field(message)
     result = chat.upstream_error(provider, target, error_class, status, headers, message,
-                                 body, in_stream=in_stream)
+                                 body, in_stream=in_stream, field=field)
     if result.retry_after is None and isinstance(delay, str) and delay.endswith("s"):
         try:  # google.rpc.RetryInfo: "20s", "0.5s"
             result.retry_after = float(delay[:-1])

@@ -75,7 +75,8 @@ class OpenAIAdapter:
         return OpenAIStreamDecoder(self.provider, target, include_usage=include_usage)
 
     RAW_OPERATIONS = frozenset({"responses", "completions", "images/generations",
-                                "audio/speech", "audio/transcriptions", "moderations"})
+                                "audio/speech", "audio/transcriptions", "audio/translations",
+                                "moderations"})
 
     def raw_request(self, operation: str, body: bytes, content_type: str,
                     target: Target) -> UpstreamRequest:
@@ -141,13 +142,17 @@ class OpenAIStreamDecoder:
 def classify_openai_error(provider: Provider, target: Target, status: int,
                           headers: Mapping[str, str], payload: bytes, *,
                           in_stream: bool = False) -> UpstreamError:
-    """Map an OpenAI-style error response onto the gateway's error classes."""
+    """Map an OpenAI-style error response onto the gateway's error classes, keeping the
+    upstream's own `type`, `code` and `param` for the client (`UpstreamFailed` fills in
+    from the class what the upstream left out, as some compatible servers do)."""
     message, code = f"upstream returned HTTP {status}", ""
     try:
         body = orjson.loads(payload) if payload else None
     except orjson.JSONDecodeError:
         body = None
     error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(body, dict) and error is None and body.get("object") == "error":
+        error = body  # vLLM and other servers put the error's fields at the top level
     if isinstance(error, dict):
         message = str(error.get("message") or message)[:500]
         code = str(error.get("code") or error.get("type") or "")
@@ -168,10 +173,19 @@ def classify_openai_error(provider: Provider, target: Target, status: int,
     else:
         error_class = "badRequest"
     where = "in stream" if in_stream else f"HTTP {status}"
+    own = error if isinstance(error, dict) else {}
+    code_out = _text(own.get("code"))
+    if code_out and code_out.isdigit():  # Azure and some servers echo the HTTP status
+        code_out = None
     return UpstreamError(error_class, f"{provider.name}: {where}: {message}", status=status,
                          retry_after=retry_after_seconds(headers), provider=provider.name,
-                         model=target.model,
-                         body=body if isinstance(body, dict) else None)
+                         model=target.model, body=body if isinstance(body, dict) else None,
+                         error_type=_text(own.get("type")), code=code_out,
+                         param=_text(own.get("param")))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _malformed(provider: Provider, target: Target, what: str) -> UpstreamError:
