@@ -48,7 +48,7 @@ def runtime(transports: Transports) -> Runtime:
 
 
 def metric_updates(metrics: Metrics) -> None:
-    """The label lookups and updates one JSON request makes (pipeline, routing, accounting)."""
+    """The label lookups and updates one JSON request makes (lifecycle, routing, accounting)."""
     metrics.attempts.labels("fake-openai", "bench-model", "success").inc()
     metrics.overhead.labels("false").observe(0.0002)
     metrics.tokens.labels("bench-model", "fake-openai", "bench-model", "bench", "input").inc(20)

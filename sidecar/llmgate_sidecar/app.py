@@ -3,8 +3,10 @@
 `create_app(settings, ...)` builds the API app (state in `web.AppKey`s, resources owned by
 `cleanup_ctx`); `create_ops_app(api_app)` serves `/healthz`, `/readyz`, `/metrics` from the
 same state. One middleware turns every `GatewayError` (and anything unexpected) into
-the error envelope of the API called (OpenAI's; Anthropic's on `/v1/messages`). Request
-handling is in `handlers`, `embeddings` and `passthrough`; this module only wires.
+the error envelope of the API called (the dialect of its endpoint: Anthropic's on
+`/v1/messages`, else OpenAI's). Every endpoint of `api.endpoints.ENDPOINTS` is served by the
+one request lifecycle (`api.lifecycle.serve`); the model list by `api.handlers`. This module
+only wires.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from llmgate_sidecar.api import embeddings, handlers, passthrough
-from llmgate_sidecar.api.dialects import OPENAI
-from llmgate_sidecar.api.messages_api import ANTHROPIC
+from llmgate_sidecar.api import handlers
+from llmgate_sidecar.api.endpoints import ENDPOINTS, dialect_for
+from llmgate_sidecar.api.lifecycle import Endpoint, serve
 from llmgate_sidecar.api.state import (
     ACCOUNTANT,
     CACHE,
@@ -48,14 +50,13 @@ from llmgate_sidecar.upstream.transport import Transports
 
 log = logging.getLogger("llmgate.sidecar")
 
-MESSAGES_PATH = "/v1/messages"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(exc: GatewayError, request_id: str, path: str = "") -> web.Response:
     """The error in the envelope of the API the client called (Anthropic's on /v1/messages)."""
     headers = {**exc.headers, "x-request-id": request_id}
-    dialect = ANTHROPIC if path.startswith(MESSAGES_PATH) else OPENAI
+    dialect = dialect_for(path)
     return web.Response(status=exc.status, body=orjson.dumps(dialect.envelope(exc)),
                         content_type="application/json", headers=headers)
 
@@ -125,14 +126,17 @@ def create_app(settings: SidecarSettings, *, metrics: Metrics | None = None,
     app.cleanup_ctx.append(_transports_ctx)
     if poll_config:
         app.cleanup_ctx.append(_config_ctx)
-    app.router.add_post("/v1/chat/completions", handlers.chat_completions)
-    app.router.add_post(MESSAGES_PATH, handlers.messages)
-    app.router.add_post("/v1/embeddings", embeddings.embeddings)
-    for operation in passthrough.OPERATIONS:
-        app.router.add_post(f"/v1/{operation}", passthrough.passthrough)
+    for endpoint in ENDPOINTS:
+        app.router.add_post(endpoint.path, _handler(endpoint))
     app.router.add_get("/v1/models", handlers.list_models)
     app.router.add_get("/v1/models/{model}", handlers.get_model)
     return app
+
+
+def _handler(endpoint: Endpoint) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await serve(request, endpoint)
+    return handle
 
 
 async def _transports_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes import serve_on_loopback
+
 SPEECH = bytes(range(256)) * 8  # stands for MP3 frames: any bytes must arrive unchanged
 RESPONSE_EVENTS = [
     ("response.created", {"type": "response.created",
@@ -68,11 +70,7 @@ class FakeOpenAIPaths:
         for path in ("responses", "completions", "images/generations", "audio/speech",
                      "audio/transcriptions", "audio/translations", "moderations"):
             app.router.add_post(f"/v1/{path}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await serve_on_loopback(app, shutdown_timeout=0.5)
         self.url = f"http://127.0.0.1:{port}/v1"
         return self
 

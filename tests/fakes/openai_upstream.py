@@ -22,6 +22,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes import serve_on_loopback
+
 
 @dataclass
 class Behaviour:
@@ -56,12 +58,8 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
         # Handler cancellation: a stalled stream learns at once that its client went away.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5,
-                                     handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await serve_on_loopback(
+            app, shutdown_timeout=0.5, handler_cancellation=True)
         self.url = f"http://127.0.0.1:{port}/v1"
         return self
 

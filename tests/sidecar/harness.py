@@ -7,15 +7,17 @@ the official SDKs. `Gateway.apply` rewrites the volumes for hot-reload tests.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from llmgate_contract import bundle_files
 from llmgate_operator.compile import compile_namespace
-from llmgate_sidecar.api.state import CONFIG, METRICS
+from llmgate_sidecar.api.state import ACCOUNTANT, CONFIG, METRICS
 from llmgate_sidecar.app import api_runner, create_app, create_ops_app
 from llmgate_sidecar.settings import SidecarSettings
 
@@ -75,6 +77,23 @@ class Gateway:
     @property
     def metrics(self) -> Any:
         return self.app[METRICS]
+
+    async def spend(self, key: str = "team") -> tuple[Decimal, Decimal]:
+        """The key's spend and in-flight reservations in the period, read from the store."""
+        runtime = self.app[CONFIG].current
+        assert runtime is not None
+        status = await self.app[ACCOUNTANT].limiter.spend(runtime.keys_by_name[key],
+                                                          namespace=runtime.namespace)
+        return status.spent, status.reserved
+
+    async def settled(self, key: str = "team") -> tuple[Decimal, Decimal]:
+        """The key's spend once nothing is reserved (settlement may run in a task)."""
+        for _ in range(300):
+            spent, reserved = await self.spend(key)
+            if reserved == 0:
+                return spent, reserved
+            await asyncio.sleep(0.01)
+        raise AssertionError("the reservation was never settled")
 
     async def close(self) -> None:
         await self.runner.cleanup()

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from llmgate_sidecar.api.state import ACCOUNTANT, CONFIG
 
 from tests.conftest import free_port
 from tests.fakes.openai_upstream import Behaviour, FakeOpenAI
@@ -40,23 +39,6 @@ async def gateway(tmp_path: Path, upstream: FakeOpenAI) -> AsyncIterator[Gateway
     await gw.close()
 
 
-async def spend(gw: Gateway) -> tuple[Decimal, Decimal]:
-    runtime = gw.app[CONFIG].current
-    assert runtime is not None
-    status = await gw.app[ACCOUNTANT].limiter.spend(runtime.keys_by_name["team"],
-                                                    namespace=runtime.namespace)
-    return status.spent, status.reserved
-
-
-async def settled(gw: Gateway) -> tuple[Decimal, Decimal]:
-    for _ in range(200):
-        spent, reserved = await spend(gw)
-        if reserved == 0:
-            return spent, reserved
-        await asyncio.sleep(0.01)
-    raise AssertionError("the reservation was never settled")
-
-
 async def test_a_client_leaving_mid_stream_settles_its_reservation(
         gateway: Gateway, upstream: FakeOpenAI) -> None:
     upstream.script.append(Behaviour(chunk_delay=0.2, content="one two three four five six"))
@@ -65,9 +47,9 @@ async def test_a_client_leaving_mid_stream_settles_its_reservation(
                                       headers={"Authorization": f"Bearer {KEY}"})
         assert response.status == 200
         await response.content.readline()  # the first chunk arrived
-        assert (await spend(gateway))[1] == Decimal(10)  # reserved while in flight
+        assert (await gateway.spend())[1] == Decimal(10)  # reserved while in flight
         response.close()  # the client goes away
-    spent, reserved = await settled(gateway)
+    spent, reserved = await gateway.settled()
     # The usage never arrived, so the whole reservation is booked: never less than spent.
     assert reserved == 0 and spent == Decimal(10)
     for _ in range(100):
@@ -88,7 +70,7 @@ async def test_a_completed_stream_settles_its_real_cost(gateway: Gateway) -> Non
     # Left after admission: the $1000 budget minus this request's $10 worst case...
     assert await one() == "990.000000"
     # "Hello from the fake upstream" is 5 output tokens: $5 of the $10 reserved.
-    assert await settled(gateway) == (Decimal(5), Decimal(0))
+    assert await gateway.settled() == (Decimal(5), Decimal(0))
     # ...and for the next one, minus what the first really cost.
     assert await one() == "985.000000"
 
@@ -99,7 +81,7 @@ async def test_a_failed_request_books_nothing(gateway: Gateway, upstream: FakeOp
             gateway.base_url + "/chat/completions", json={**BODY, "stream": False},
             headers={"Authorization": f"Bearer {KEY}"}) as response:
         assert response.status == 502
-    assert await settled(gateway) == (Decimal(0), Decimal(0))
+    assert await gateway.settled() == (Decimal(0), Decimal(0))
 
 
 @pytest.mark.parametrize(("fail_mode", "status"), [("failOpen", 200), ("failClosed", 503)])
@@ -138,4 +120,4 @@ async def test_a_client_leaving_before_the_first_byte_cancels_the_upstream_call(
     await asyncio.wait_for(upstream.disconnected.wait(), 5)
     # The gateway hung up before the upstream's first chunk: nothing was delivered to it.
     assert upstream.chunks_sent == 0 and upstream.disconnects == 1
-    assert await settled(gateway) == (Decimal(10), Decimal(0))
+    assert await gateway.settled() == (Decimal(10), Decimal(0))

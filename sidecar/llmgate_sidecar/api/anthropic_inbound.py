@@ -1,6 +1,6 @@
-"""Anthropic Messages requests in: translated into the OpenAI chat body the pipeline runs on.
+"""Anthropic Messages requests in: translated into the OpenAI chat body that chat runs on.
 
-`parse_messages` (called by `pipeline.serve_chat` for `POST /v1/messages`) maps `system`,
+`parse_messages` (the parser of the `/v1/messages` endpoint, `api.endpoints`) maps `system`,
 content blocks (text, images by base64 or URL), `tool_use`/`tool_result`, `tools`,
 `tool_choice`, `stop_sequences`, `max_tokens`, `metadata.user_id`, `temperature`, `top_p`
 and `top_k` onto the OpenAI shape. What has no OpenAI equivalent (documents, server tools,

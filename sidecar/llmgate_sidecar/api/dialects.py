@@ -1,9 +1,9 @@
 """How an inbound API speaks: the shape of its answers, stream events and error envelopes.
 
-The chat pipeline (`pipeline`) always works on OpenAI-shaped bodies and chunks; a `Dialect`
-turns what it produced into what the client's SDK expects. `OPENAI` is the identity;
-`messages_api.ANTHROPIC` is the Anthropic Messages dialect. Dialects are pure: no I/O, no
-state beyond one stream's `StreamTranslator`.
+Chat (the `ChatEndpoint`s of `api.endpoints`) always works on OpenAI-shaped bodies and
+chunks; a `Dialect` turns what it produced into what the client's SDK expects. `OPENAI` is
+the identity; `messages_api.ANTHROPIC` is the Anthropic Messages dialect. Dialects are pure:
+no I/O, no state beyond one stream's `StreamTranslator`.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class _OpenAIStream:
 
 
 class OpenAIDialect:
-    """The OpenAI chat-completions API: the pipeline's own shape, passed through untouched."""
+    """The OpenAI chat-completions API: chat's own shape, passed through untouched."""
 
     api = "chat"
 

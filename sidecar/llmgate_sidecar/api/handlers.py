@@ -1,10 +1,8 @@
-"""Request handlers of the inbound API: one small function per endpoint.
+"""The model list (`GET /v1/models`, `GET /v1/models/{model}`): what the caller may use.
 
-`/v1/chat/completions` and `/v1/messages` both run `pipeline.serve_chat` (one code path for
-auth, guardrails, cache, limits, routing, metrics), differing only in how the request is
-parsed and in the `Dialect` the answer leaves in. `/v1/embeddings` and the OpenAI
-pass-through paths have their own modules. Errors are raised as `GatewayError`s for the
-app's middleware; handlers never build error bodies themselves.
+Every model-addressed `POST` endpoint (chat, Messages, embeddings, pass-through) is served by
+the one request lifecycle instead (`api.lifecycle`, specs in `api.endpoints`). Errors are
+raised as `GatewayError`s for the app's middleware; handlers never build error bodies.
 """
 
 from __future__ import annotations
@@ -14,23 +12,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from llmgate_sidecar.api.anthropic_inbound import parse_messages
-from llmgate_sidecar.api.dialects import OPENAI
-from llmgate_sidecar.api.inbound import parse_chat
-from llmgate_sidecar.api.messages_api import ANTHROPIC
-from llmgate_sidecar.api.pipeline import caller, current_runtime, serve_chat
+from llmgate_sidecar.api.lifecycle import caller, current_runtime
 from llmgate_sidecar.config.runtime import Runtime
 from llmgate_sidecar.errors import NotFound
 from llmgate_sidecar.policy.auth import allows
-
-
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await serve_chat(request, parse_chat, OPENAI)
-
-
-async def messages(request: web.Request) -> web.StreamResponse:
-    """Anthropic Messages API in, any provider out (`anthropic-version` is ignored)."""
-    return await serve_chat(request, parse_messages, ANTHROPIC)
 
 
 def _model_entry(name: str, runtime: Runtime) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Anthropic Messages answers out: the `Dialect` of `POST /v1/messages`.
 
-Turns the pipeline's OpenAI `chat.completion` into a Messages response (text and tool_use
+Turns chat's OpenAI `chat.completion` into a Messages response (text and tool_use
 blocks, stop_reason, usage), its `chat.completion.chunk` stream into Messages SSE events
 (message_start, content_block_start/delta/stop with text_delta and input_json_delta,
 message_delta with stop_reason and usage, message_stop) one chunk at a time, and gateway

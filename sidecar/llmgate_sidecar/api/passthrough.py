@@ -2,34 +2,33 @@
 moderations) to the OpenAI-family (and, where the path exists, Azure) targets of the route
 named by the request's `model` (JSON field, or the multipart form field).
 
-Auth, the model allow-list, limits and metrics apply as for chat; the body is forwarded as
+One `PassthroughEndpoint` per path, served by the one request lifecycle (`api.lifecycle`):
+auth, the model allow-list, limits, booking and metrics as for chat. The body is forwarded as
 it came with only `model` replaced by the target's, and the answer (JSON, binary audio, or
-SSE event by event) is relayed as the upstream wrote it. Targets whose adapter cannot take
-the path are skipped; none left is a 400 `passthrough_not_supported`.
+SSE event by event) is relayed as the upstream wrote it, within the route's deadline. Targets
+whose adapter cannot take the path are skipped; none left is a 400
+`passthrough_not_supported`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-import time
 from typing import Any
 
 import orjson
 from aiohttp import web
-from llmgate_contract.config import Group, Target
+from llmgate_contract.config import Target
 
 from llmgate_sidecar.api.inbound import parse_json_object
-from llmgate_sidecar.api.pipeline import current_runtime, front
-from llmgate_sidecar.api.replies import SSE_HEADERS, record_usage, response_headers
-from llmgate_sidecar.api.state import ACCOUNTANT, METRICS, REQUEST_ID, ROUTER
-from llmgate_sidecar.config.runtime import Runtime, Upstream
-from llmgate_sidecar.errors import BadRequest, UpstreamError
-from llmgate_sidecar.observability.observe import observed
-from llmgate_sidecar.observability.record import RequestRecord
-from llmgate_sidecar.policy.accounting import leaves, reservation
-from llmgate_sidecar.routing.router import Served
+from llmgate_sidecar.api.lifecycle import Endpoint, Exchange
+from llmgate_sidecar.api.replies import SSE_HEADERS, Outcome, response_headers
+from llmgate_sidecar.api.state import ROUTER
+from llmgate_sidecar.config.runtime import Upstream
+from llmgate_sidecar.errors import BadRequest, UpstreamError, UpstreamFailed
+from llmgate_sidecar.policy.accounting import Reservation, reservation
+from llmgate_sidecar.routing.router import Attempt, Served
 from llmgate_sidecar.upstream.providers.base import Usage
-from llmgate_sidecar.upstream.transport import UpstreamResponse
 from llmgate_sidecar.wire.sse import Event
 
 OPERATIONS = ("responses", "completions", "images/generations", "audio/speech",
@@ -56,6 +55,12 @@ class Body:
             raise BadRequest("'model' is required and must be a string", param="model",
                              code="invalid_type")
         self.model: str = model
+        self.stream = self.json.get("stream") is True
+        self.include_usage = False
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return self.json
 
     def _parts(self) -> list[bytes]:
         assert self._boundary is not None
@@ -80,18 +85,6 @@ class Body:
         return (b"--" + self._boundary.encode()).join(parts)
 
 
-def require_targets(runtime: Runtime, group: Group, operation: str) -> None:
-    names = []
-    for target in leaves(group):
-        upstream = runtime.upstreams.get(target.provider)
-        if upstream is not None and supports(upstream, operation):
-            return
-        names.append(f"{target.provider} ({upstream.provider.kind if upstream else 'unknown'})")
-    raise BadRequest(f"/v1/{operation} is passed through to OpenAI-family targets only; this "
-                     f"route has none that serves it: {', '.join(sorted(names))}",
-                     param="model", code="passthrough_not_supported")
-
-
 def usage_in(data: Any) -> Usage | None:
     """Usage from a JSON answer or stream event (Responses API or legacy completions)."""
     if not isinstance(data, dict):
@@ -108,53 +101,75 @@ def usage_in(data: Any) -> Usage | None:
     return Usage(prompt_tokens=prompt, completion_tokens=int(output), known=True)
 
 
-async def relay(request: web.Request, served: Served,
-                headers: dict[str, str]) -> tuple[web.StreamResponse, Usage | None, str]:
+async def relay(request: web.Request, served: Served, headers: dict[str, str],
+                outcome: Outcome, deadline_at: float | None) -> web.StreamResponse:
     """Write the upstream answer back: JSON whole (its usage is read), SSE event by event,
-    anything else (audio, images as bytes) chunk by chunk as it arrives."""
+    anything else (audio, images as bytes) chunk by chunk as it arrives. The route's
+    deadline bounds the whole answer, as it bounds a chat stream: past it a JSON answer is a
+    504, a committed one ends as an upstream timeout."""
     response = served.response
     assert response is not None
     content_type = response.headers.get("Content-Type", "application/octet-stream")
     if "json" in content_type:
-        payload = await response.read()
-        out = web.Response(body=payload, headers={**headers, "Content-Type": content_type})
-        return out, usage_in(_json_or_none(payload)), "2xx"
+        try:
+            async with asyncio.timeout_at(deadline_at):
+                payload = await response.read()
+        except TimeoutError:
+            raise UpstreamFailed(_past_deadline(served), served.attempts) from None
+        outcome.usage = usage_in(_json_or_none(payload))
+        return web.Response(body=payload, headers={**headers, "Content-Type": content_type})
     if not content_type.startswith("text/event-stream"):
-        return await _relay_bytes(request, response, content_type, headers)
+        return await _relay_bytes(request, served, content_type, headers, outcome, deadline_at)
     stream = web.StreamResponse(status=200, headers={**headers, **SSE_HEADERS})
     await stream.prepare(request)
-    usage: Usage | None = None
     try:
-        async for event in response.events():
-            usage = usage_in(_json_or_none(event.data.encode())) or usage
-            await stream.write(_encode(event))
+        try:
+            async with asyncio.timeout_at(deadline_at):
+                async for event in response.events():
+                    outcome.usage = usage_in(_json_or_none(event.data.encode())) or \
+                        outcome.usage
+                    await stream.write(_encode(event))
+        except TimeoutError:
+            raise _past_deadline(served) from None
     except UpstreamError as exc:
         await stream.write(_encode(Event(orjson.dumps({"type": "error", "error": {
             "type": "upstream_error", "code": exc.error_class,
             "message": f"upstream failed mid-stream: {exc.message}"}}).decode(), "error")))
         await stream.write_eof()
-        return stream, usage, "5xx"
+        outcome.status_class = "5xx"
+        return stream
     await stream.write_eof()
-    return stream, usage, "2xx"
+    return stream
 
 
-async def _relay_bytes(request: web.Request, response: UpstreamResponse, content_type: str,
-                       headers: dict[str, str]) -> tuple[web.StreamResponse, None, str]:
+async def _relay_bytes(request: web.Request, served: Served, content_type: str,
+                       headers: dict[str, str], outcome: Outcome,
+                       deadline_at: float | None) -> web.StreamResponse:
+    response = served.response
+    assert response is not None
     out = web.StreamResponse(status=200, headers={**headers, "Content-Type": content_type})
     length = response.headers.get("Content-Length")
     if length and length.isdigit():
         out.content_length = int(length)
     await out.prepare(request)
     try:
-        async for chunk in response.chunks():
-            await out.write(chunk)
-    except UpstreamError:
+        async with asyncio.timeout_at(deadline_at):
+            async for chunk in response.chunks():
+                await out.write(chunk)
+    except (UpstreamError, TimeoutError):
         # Committed binary body: the only honest signal left is an incomplete response.
         assert request.transport is not None
         request.transport.close()
-        return out, None, "5xx"
+        outcome.status_class = "5xx"
+        return out
     await out.write_eof()
-    return out, None, "2xx"
+    return out
+
+
+def _past_deadline(served: Served) -> UpstreamError:
+    target = served.target
+    return UpstreamError("timeout", f"{target.provider}: the route's deadline passed before "
+                         "the answer was complete", provider=target.provider, model=target.model)
 
 
 def _encode(event: Event) -> bytes:
@@ -170,48 +185,48 @@ def _json_or_none(payload: bytes) -> Any:
         return None
 
 
-async def passthrough(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    metrics, accountant, router = app[METRICS], app[ACCOUNTANT], app[ROUTER]
-    operation = request.path.removeprefix("/v1/")
-    with observed(metrics, RequestRecord(request[REQUEST_ID]), request.headers) as record:
-        runtime = current_runtime(request)
+class PassthroughEndpoint(Endpoint):
+    """`POST /v1/<operation>` relayed to targets whose adapter takes the path."""
+
+    def __init__(self, operation: str) -> None:
+        self.operation, self.path = operation, f"/v1/{operation}"
+
+    def parse(self, request: web.Request, raw: bytes) -> Body:
         content_type = request.headers.get("Content-Type", "application/json")
         boundary = _boundary(content_type) if request.content_type.startswith(
             "multipart/") else None
-        body = Body(await request.read(), content_type, boundary)
-        record.stream = body.json.get("stream") is True
-        f = front(request, record, body.model, runtime=runtime)
-        require_targets(runtime, f.group, operation)
-        planned = reservation(runtime, f.route, f.group, body.json)
-        ticket = await accountant.admit(runtime, f.policy, planned, metrics)
-        metrics.in_flight.inc()
-        served, usage = None, None
-        try:
-            async def attempt(upstream: Upstream, target: Target,
-                              deadline: float | None) -> Served:
-                adapter: Any = upstream.adapter  # `supports` checked it has raw_request
-                response, _, seconds = await router.exchange(
-                    upstream, target, f.route, deadline, lambda: adapter.raw_request(
-                        operation, body.with_model(target.model), body.content_type, target),
-                    keep_open=True)
-                return Served(target, upstream, 0, seconds, response=response)
-            served = await router.call(runtime, f.route, f.group, attempt,
-                                       usable=lambda u: supports(u, operation))
-            record.served(served)
-            out, usage, status_class = await relay(
-                request, served, response_headers(request, f.route, served, ticket))
-            record_usage(metrics, f.route, served, f.policy, usage)
-            record.answered(status_class, usage, time.perf_counter() - record.started
-                            - served.upstream_seconds)
-            return out
-        finally:
-            metrics.in_flight.dec()
-            if served is not None and served.response is not None:
-                served.response.release()
-            record.cost_usd = accountant.settle_later(
-                ticket, planned, runtime, served.target if served else None, usage,
-                metrics=metrics, route=f.route.name, policy=f.policy)
+        return Body(raw, content_type, boundary)
+
+    def usable(self, upstream: Upstream) -> bool:
+        return supports(upstream, self.operation)
+
+    def unsupported(self, names: list[str]) -> BadRequest:
+        return BadRequest(f"{self.path} is passed through to OpenAI-family targets only; "
+                          f"this route has none that serves it: {', '.join(names)}",
+                          param="model", code="passthrough_not_supported")
+
+    def reserve(self, exchange: Exchange) -> Reservation:
+        f = exchange.front
+        return reservation(f.runtime, f.route, f.group, exchange.body)
+
+    def attempt(self, exchange: Exchange) -> Attempt:
+        router, route, operation = exchange.request.app[ROUTER], exchange.route, self.operation
+        body: Body = exchange.call
+
+        async def attempt(upstream: Upstream, target: Target, deadline: float | None) -> Served:
+            adapter: Any = upstream.adapter  # `usable` checked it has raw_request
+            response, _, seconds = await router.exchange(
+                upstream, target, route, deadline, lambda: adapter.raw_request(
+                    operation, body.with_model(target.model), body.content_type, target),
+                keep_open=True)
+            return Served(target, upstream, 0, seconds, response=response)
+        return attempt
+
+    async def reply(self, exchange: Exchange, served: Served) -> web.StreamResponse:
+        exchange.outcome.overhead = exchange.overhead(served)
+        headers = response_headers(exchange.request, exchange.route, served, exchange.ticket)
+        return await relay(exchange.request, served, headers, exchange.outcome,
+                           exchange.deadline_at)
 
 
 def _boundary(content_type: str) -> str | None:

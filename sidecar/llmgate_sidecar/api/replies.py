@@ -1,9 +1,10 @@
 """Writing a committed chat answer downstream: JSON, SSE chunk by chunk, or a cached replay.
 
-Called by `pipeline.serve_chat` once routing committed an upstream answer (or the cache
-hit). Everything leaves through the request's `Dialect`, so the OpenAI and the Anthropic
-APIs share this code. After the first byte of a stream nothing can fall back: an upstream
-failure ends the stream with the dialect's in-band error event, never a clean-looking end.
+Called by the chat endpoints (`api.endpoints`) once routing committed an upstream answer (or
+the cache hit); `Outcome` is what a reply learnt, read by the lifecycle to settle and log.
+Everything leaves through the request's `Dialect`, so the OpenAI and the Anthropic APIs
+share this code. After the first byte of a stream nothing can fall back: an upstream failure
+ends the stream with the dialect's in-band error event, never a clean-looking end.
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from dataclasses import dataclass
 
 from aiohttp import web
 from llmgate_contract.config import Route, VirtualKey
 
 from llmgate_sidecar.api.dialects import Dialect, StreamTranslator
-from llmgate_sidecar.api.state import METRICS, REQUEST_ID, STREAM_RESPONSE
+from llmgate_sidecar.api.state import METRICS, REQUEST_ID
 from llmgate_sidecar.cache.response import CACHE_HEADER, HIT_HEADER, Hit, Recorder
 from llmgate_sidecar.errors import UpstreamError
+from llmgate_sidecar.observability.metrics import Metrics
 from llmgate_sidecar.policy.store import Ticket, micros_to_usd
 from llmgate_sidecar.routing.router import Served
 from llmgate_sidecar.routing.streams import StreamInterrupted
@@ -28,6 +30,15 @@ from llmgate_sidecar.upstream.providers.base import Usage
 log = logging.getLogger("llmgate.request")
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                "X-Accel-Buffering": "no"}
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a reply learnt as it wrote: filled by the endpoint's reply, read by the lifecycle."""
+
+    status_class: str = "2xx"  # "5xx": ended by a failure in-band; "499": the client left
+    usage: Usage | None = None
+    overhead: float | None = None  # seconds spent in the gateway before the answer went out
 
 
 def response_headers(request: web.Request, route: Route, served: Served,
@@ -77,7 +88,7 @@ async def reply_from_cache(request: web.Request, route: Route, hit: Hit, stream:
     return response
 
 
-def record_usage(metrics: Any, route: Route, served: Served, policy: VirtualKey,
+def record_usage(metrics: Metrics, route: Route, served: Served, policy: VirtualKey,
                  usage: Usage | None) -> None:
     if usage is None or not usage.known:
         return
@@ -86,10 +97,10 @@ def record_usage(metrics: Any, route: Route, served: Served, policy: VirtualKey,
     metrics.tokens.labels(*labels, "output").inc(usage.completion_tokens)
 
 
-async def stream_out(request: web.Request, route: Route, served: Served, policy: VirtualKey,
+async def stream_out(request: web.Request, route: Route, served: Served,
                      headers: dict[str, str], started: float, dialect: Dialect,
-                     recorder: Recorder | None = None) -> tuple[str, Usage | None]:
-    """Write the committed stream; returns the status class and the usage learnt.
+                     outcome: Outcome, recorder: Recorder | None = None) -> web.StreamResponse:
+    """Write the committed stream; the status class and usage learnt go into `outcome`.
 
     After the first byte nothing can fall back: an upstream failure (or a shutdown whose
     grace ran out) ends the stream with an in-band error event and no clean end; a client
@@ -100,10 +111,9 @@ async def stream_out(request: web.Request, route: Route, served: Served, policy:
     overhead = time.perf_counter() - started - served.upstream_seconds
     headers["x-llmgate-overhead-ms"] = f"{overhead * 1000:.3f}"
     metrics.overhead.labels("true").observe(overhead)
+    outcome.overhead = overhead
     response = web.StreamResponse(status=200, headers={**headers, **SSE_HEADERS})
-    request[STREAM_RESPONSE] = response
     translator = dialect.translator(served.target.model)
-    usage: Usage | None = None
     first, error = True, None
     # Output of items that were already at hand when made: sent together with the last of
     # them in one write (one HTTP chunk, one syscall), never held while the upstream is
@@ -126,7 +136,7 @@ async def stream_out(request: web.Request, route: Route, served: Served, policy:
                         time.perf_counter() - started)
                     first = False
             if item.usage is not None:
-                usage = item.usage
+                outcome.usage = item.usage
         pending.append(translator.finish())
         rest = b"".join(pending)
         pending.clear()
@@ -135,19 +145,22 @@ async def stream_out(request: web.Request, route: Route, served: Served, policy:
         await response.write_eof()
         if recorder is not None:
             await recorder.finish()  # stores only a complete stream; never raises
-        return "2xx", usage
+        return response
     except UpstreamError as exc:
         metrics.stream_errors.labels(route.name, exc.error_class).inc()
         metrics.upstream_errors.labels(served.target.provider, exc.error_class).inc()
         error = ("upstream_error", exc.error_class, f"upstream failed mid-stream: {exc.message}")
-        return "5xx", usage
+        outcome.status_class = "5xx"
+        return response
     except (ConnectionResetError, ConnectionError):
         metrics.stream_errors.labels(route.name, "clientDisconnected").inc()
-        return "499", usage
+        outcome.status_class = "499"
+        return response
     except StreamInterrupted:
         metrics.stream_errors.labels(route.name, "shutdown").inc()
         error = ("server_error", "shutdown", "the gateway is shutting down; stream cut short")
-        return "5xx", usage
+        outcome.status_class = "5xx"
+        return response
     except asyncio.CancelledError:
         # aiohttp cancels the handler when its client disconnects, or at the end of a
         # shutdown's grace period; only the latter still has someone to tell.
@@ -162,10 +175,10 @@ async def stream_out(request: web.Request, route: Route, served: Served, policy:
         log.exception("stream failed", extra={"request_id": request.get(REQUEST_ID)})
         metrics.stream_errors.labels(route.name, "internal").inc()
         error = ("server_error", "internal_error", "internal gateway error mid-stream")
-        return "5xx", usage
+        outcome.status_class = "5xx"
+        return response
     finally:
         await stream.aclose()
-        record_usage(metrics, route, served, policy, usage)
         if error is not None and response.prepared:
             # Committed already: tell the client in-band so no SDK mistakes this for success
             # (after what it was owed from before the failure).

@@ -120,14 +120,15 @@ class Router:
     def _breaker_changed(self, provider: str, model: str, is_open: bool) -> None:
         self.metrics.circuit_open.labels(provider, model).set(1 if is_open else 0)
 
-    async def serve(self, runtime: Runtime, route: Route, body: dict[str, Any], *,
-                    stream: bool, include_usage: bool, group_override: Any = None) -> Served:
-        """A chat completion (JSON, or a stream committed after its first chunk)."""
+    def chat_attempt(self, route: Route, body: dict[str, Any], *, stream: bool,
+                     include_usage: bool) -> Attempt:
+        """One try of a chat completion at one target (JSON, or a stream committed after
+        its first chunk), for `call`."""
         async def attempt(upstream: Upstream, target: Target,
                           deadline: float | None) -> Served:
             return await self._attempt(upstream, target, route, body, stream, include_usage,
                                        deadline)
-        return await self.call(runtime, route, group_override or route.group, attempt)
+        return attempt
 
     async def call(self, runtime: Runtime, route: Route, group: Group, attempt: Attempt,
                    usable: Callable[[Upstream], bool] | None = None) -> Served:

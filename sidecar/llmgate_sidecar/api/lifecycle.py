@@ -1,0 +1,304 @@
+"""The one request lifecycle every model-addressed endpoint goes through.
+
+    authenticate -> guard -> cache -> admit -> route -> reply -> settle -> observe
+
+`serve(request, endpoint)` runs these steps in this order for chat completions, Anthropic
+Messages, embeddings and every pass-through path; an `Endpoint` (see `api.endpoints`) says
+only what differs between them:
+
+    parse(request, raw)           the inbound body -> a `Call` (model, body, stream)
+    dialect                       the API the answer and errors are written in
+    guarded / cached              whether route guardrails / the response cache apply
+    usable(upstream)              which targets can serve it (others are skipped); when the
+      unsupported(names)          route has none, the 400 raised before anything is reserved
+    reserve(exchange)             the worst case admitted against limits and budget
+    attempt(exchange)             one try at one target (routing retries and falls back)
+    reply(exchange, served)       write the committed answer; fill `exchange.outcome`
+    replay(exchange, hit)         (cached endpoints) answer from a cache hit
+
+Everything else is written once, here, so it is the same on every endpoint: who the caller
+is and which route and targets (`front`), in-flight accounting, and the booking:
+
+- answered (fully or not): the usage the upstream reported, or the whole reservation when
+  usage is unknown (a stream cut short, binary answers without usage);
+- the client went away while an upstream call was under way (`CancelledError` before an
+  answer committed): the whole reservation, since what it cost upstream is unknown;
+- the client went away after the answer committed (mid-stream): the whole reservation;
+- every target failed, or the route deadline passed before an answer: nothing (no upstream
+  answered);
+- a cache hit: nothing (it reserves nothing, but counts as a request).
+
+Metrics, the log line and the span are written from the request's `RequestRecord` on every
+outcome (`observability.observe`).
+
+Adding an endpoint: write an `Endpoint` subclass next to the others in `api.endpoints` (or
+its own module when it has its own translation, as `api.embeddings` and `api.passthrough`
+do), implement `parse`, `reserve`, `attempt` and `reply` (and `usable`/`unsupported` when
+only some providers can serve it), and add an instance to `api.endpoints.ENDPOINTS`: the app
+routes `POST <path>` to it and its errors leave in its dialect. Then add it to the
+parametrised booking test (tests/sidecar/test_lifecycle.py), which drives disconnects,
+deadlines and upstream failures through every endpoint in that table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Protocol
+
+import orjson
+from aiohttp import web
+from llmgate_contract.config import Group, Route, Target, VirtualKey
+
+from llmgate_sidecar.api.dialects import OPENAI, Dialect
+from llmgate_sidecar.api.replies import Outcome, record_usage
+from llmgate_sidecar.api.state import (
+    ACCOUNTANT,
+    CACHE,
+    CONFIG,
+    GUARDRAILS,
+    METRICS,
+    REQUEST_ID,
+    ROUTER,
+    SETTINGS,
+)
+from llmgate_sidecar.cache.response import Hit, Plan
+from llmgate_sidecar.config.runtime import Runtime, Upstream
+from llmgate_sidecar.errors import BadRequest, NotFound, Unavailable
+from llmgate_sidecar.observability.observe import observed
+from llmgate_sidecar.observability.record import RequestRecord
+from llmgate_sidecar.policy.accounting import FREE, Reservation, leaves
+from llmgate_sidecar.policy.auth import authenticate, check_model
+from llmgate_sidecar.policy.store import Ticket
+from llmgate_sidecar.routing.router import Attempt, Served
+
+METADATA_HEADER = "x-llmgate-metadata"
+
+
+class Call(Protocol):
+    """What an endpoint's parser read from the request: what the lifecycle acts on."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def body(self) -> dict[str, Any]:
+        """The JSON the gateway reads (guardrails, cache key, reservation); {} when the
+        body is not JSON (multipart)."""
+    @property
+    def stream(self) -> bool: ...
+    @property
+    def include_usage(self) -> bool: ...
+
+
+def current_runtime(request: web.Request) -> Runtime:
+    runtime = request.app[CONFIG].current
+    if runtime is None:
+        raise Unavailable("no llmgate config is loaded yet (is the llmgate-config ConfigMap "
+                          "mounted and complete?)", code="config_not_loaded")
+    return runtime
+
+
+def caller(request: web.Request, runtime: Runtime) -> VirtualKey:
+    return authenticate(runtime, request.headers, peer=request.remote,
+                        bound_key=request.app[SETTINGS].virtual_key, now=datetime.now(UTC))
+
+
+def request_metadata(headers: Mapping[str, str]) -> dict[str, str]:
+    raw = headers.get(METADATA_HEADER)
+    if not raw:
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest(f"{METADATA_HEADER} must be a JSON object", param=METADATA_HEADER,
+                         code="invalid_metadata") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"{METADATA_HEADER} must be a JSON object", param=METADATA_HEADER,
+                         code="invalid_metadata")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def select_group(route: Route, headers: Mapping[str, str], metadata: Mapping[str, str],
+                 key_name: str) -> Group:
+    """The first rule whose every condition matches picks the targets; else the route's."""
+    for rule in route.rules:
+        match = rule.match
+        if match.virtual_keys and key_name not in match.virtual_keys:
+            continue
+        if any(headers.get(k) != v for k, v in match.headers.items()):
+            continue
+        if any(metadata.get(k) != v for k, v in match.metadata.items()):
+            continue
+        return rule.group
+    return route.group
+
+
+@dataclass(frozen=True, slots=True)
+class Front:
+    """Who asks, for which route, with which targets: settled before any upstream work."""
+
+    runtime: Runtime
+    policy: VirtualKey
+    route: Route
+    metadata: dict[str, str]
+    group: Group
+
+
+def front(request: web.Request, record: RequestRecord, model: str, *,
+          runtime: Runtime | None = None) -> Front:
+    runtime = runtime or current_runtime(request)
+    policy = caller(request, runtime)
+    record.virtual_key = policy.name
+    route = runtime.routes_by_model.get(model)
+    if route is None:
+        raise NotFound(f"the model {model!r} does not exist or is not served here")
+    record.route = route.name
+    check_model(policy, model, route.model)
+    metadata = request_metadata(request.headers)
+    group = select_group(route, request.headers, metadata, policy.name)
+    return Front(runtime, policy, route, metadata, group)
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request on its way through the lifecycle: what every step after `front` reads."""
+
+    request: web.Request
+    front: Front
+    call: Any  # the endpoint's own `Call`
+    body: dict[str, Any]  # `call.body` after the route's guardrails
+    record: RequestRecord
+    ticket: Ticket | None = None
+    plan: Plan | None = None
+    deadline_at: float | None = None  # loop time the route's deadline ends at
+    outcome: Outcome = field(default_factory=Outcome)
+
+    @property
+    def route(self) -> Route:
+        return self.front.route
+
+    def overhead(self, served: Served) -> float:
+        """Seconds from the request's arrival to now spent in the gateway, not upstream."""
+        return time.perf_counter() - self.record.started - served.upstream_seconds
+
+
+class Endpoint:
+    """One inbound endpoint: what `serve` needs to know that differs between endpoints.
+
+    Subclasses set `path` and implement `parse`, `reserve`, `attempt` and `reply` (see the
+    module docstring); the defaults here are those of an endpoint every target can serve,
+    without guardrails or cache, answering in OpenAI's dialect."""
+
+    path: str
+    dialect: Dialect = OPENAI
+    guarded: ClassVar[bool] = False
+    cached: ClassVar[bool] = False
+
+    def parse(self, request: web.Request, raw: bytes) -> Call:
+        raise NotImplementedError
+
+    def usable(self, upstream: Upstream) -> bool:
+        return True
+
+    def unsupported(self, names: list[str]) -> BadRequest:
+        """The 400 when none of the route's targets is `usable` (names: `provider (kind)`)."""
+        return BadRequest(f"{self.path} has no provider that serves it on this route: "
+                          f"{', '.join(names)}", param="model", code="not_supported")
+
+    def reserve(self, exchange: Exchange) -> Reservation:
+        raise NotImplementedError
+
+    def attempt(self, exchange: Exchange) -> Attempt:
+        raise NotImplementedError
+
+    async def reply(self, exchange: Exchange, served: Served) -> web.StreamResponse:
+        raise NotImplementedError
+
+    async def replay(self, exchange: Exchange, hit: Hit) -> web.StreamResponse:
+        raise NotImplementedError(f"{self.path} is not cached")
+
+    def check_targets(self, runtime: Runtime, group: Group) -> None:
+        names = []
+        for target in leaves(group):
+            upstream = runtime.upstreams.get(target.provider)
+            if upstream is not None and self.usable(upstream):
+                return
+            names.append(f"{target.provider} "
+                         f"({upstream.provider.kind if upstream else 'unknown'})")
+        raise self.unsupported(sorted(names))
+
+
+async def _cache_lookup(exchange: Exchange, endpoint: Endpoint) -> Hit | None:
+    request, f = exchange.request, exchange.front
+    cache, metrics = request.app[CACHE], request.app[METRICS]
+    plan = exchange.plan = cache.plan(
+        f.route, exchange.body, namespace=f.runtime.namespace, key_name=f.policy.name,
+        metadata=f.metadata, headers=request.headers, group=f.group, api=endpoint.dialect.api)
+    hit = await cache.lookup(plan, stream=exchange.call.stream)
+    if plan.read or plan.header == "refresh":
+        metrics.cache.labels(f.route.name, "hit" if hit else plan.header).inc()
+    elif plan.header == "bypass":
+        metrics.cache.labels(f.route.name, "bypass").inc()
+    return hit
+
+
+async def serve(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+    """One request through every step of the lifecycle (module docstring)."""
+    app = request.app
+    metrics, accountant = app[METRICS], app[ACCOUNTANT]
+    with observed(metrics, RequestRecord(request[REQUEST_ID]), request.headers) as record:
+        runtime = current_runtime(request)
+        call = endpoint.parse(request, await request.read())
+        record.stream = call.stream
+        # authenticate: the caller, its route, the allow-list, the rule-selected targets
+        f = front(request, record, call.model, runtime=runtime)
+        # guard: targets that can serve this endpoint, then the route's guardrails
+        endpoint.check_targets(runtime, f.group)
+        rails = app[GUARDRAILS].for_route(f.route) if endpoint.guarded else None
+        body = await app[GUARDRAILS].check(rails, call.body) if rails is not None else call.body
+        exchange = Exchange(request, f, call, body, record)
+        hit = await _cache_lookup(exchange, endpoint) if endpoint.cached else None
+        # admit: a cache hit counts as a request but reserves no money
+        planned = FREE if hit else endpoint.reserve(exchange)
+        exchange.ticket = await accountant.admit(runtime, f.policy, planned, metrics)
+        metrics.in_flight.inc()
+        served: Served | None = None
+        answered, abandoned = False, False
+        try:
+            if hit is not None:
+                exchange.outcome.usage = hit.usage
+                record.provider = record.model = "cache"
+                record.answered("2xx", hit.usage, time.perf_counter() - record.started)
+                return await endpoint.replay(exchange, hit)
+            # route: strategy order, retries, fallbacks, breakers, the route deadline
+            if f.route.timeout:
+                exchange.deadline_at = asyncio.get_running_loop().time() + f.route.timeout
+            served = await app[ROUTER].call(runtime, f.route, f.group,
+                                            endpoint.attempt(exchange),
+                                            usable=endpoint.usable)
+            record.served(served)
+            # reply: in the endpoint's dialect; usage as the upstream reported it
+            response = await endpoint.reply(exchange, served)
+            answered = True
+            outcome = exchange.outcome
+            record.answered(outcome.status_class, outcome.usage, outcome.overhead)
+            return response
+        except asyncio.CancelledError:
+            abandoned = served is None  # the client left while an upstream call was under way
+            raise
+        finally:
+            metrics.in_flight.dec()
+            target: Target | None = None
+            if served is not None:
+                target = served.target
+                if served.response is not None:
+                    served.response.release()
+                record_usage(metrics, f.route, served, f.policy, exchange.outcome.usage)
+            # settle: the usage of an answer, else the reservation or nothing (see above)
+            record.cost_usd = accountant.settle_later(
+                exchange.ticket, planned, runtime, target,
+                exchange.outcome.usage if answered else None, metrics=metrics,
+                route=f.route.name, policy=f.policy, abandoned=abandoned)
