@@ -68,6 +68,7 @@ CASES = [
     Case("/v1/images/generations", {"prompt": "a cat"}),
     Case("/v1/audio/speech", {"input": "hello", "voice": "alloy"}, streamed=True),
     Case("/v1/audio/transcriptions", None),
+    Case("/v1/audio/translations", None),
     Case("/v1/moderations", {"input": "hello"}),
 ]
 STREAMED = [case for case in CASES if case.streamed]
