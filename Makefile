@@ -31,10 +31,12 @@ test: $(VENV)/.installed redis
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken" >&2; fi; \
 	exit $$rc
 
-# Regenerate crds/ and the chart's copy from the models in operator/llmgate_operator/api.py
-# (tests/contract/test_crdgen.py fails while the committed files are out of date).
+# Regenerate crds/, the chart's copy and docs/reference.md from the models in
+# operator/llmgate_operator/api.py and contract/llmgate_contract/config.py
+# (tests/contract/test_crdgen.py and test_reference.py fail while they are out of date).
 crds: $(VENV)/.installed
 	$(PY) -m llmgate_operator.crdgen crds charts/llmgate/crds
+	$(PY) -m llmgate_operator.reference docs/reference.md
 
 # The full benchmark (minutes): gateway vs direct; add BENCH_ARGS=--peers for LiteLLM/Portkey.
 bench: $(VENV)/.installed redis

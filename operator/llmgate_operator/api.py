@@ -274,7 +274,8 @@ class RuleMatchSpec(_Spec):
         default_factory=dict, description="Request headers that must have these exact values.")
     metadata: dict[str, str] = Field(
         default_factory=dict,
-        description="Calling VirtualKey metadata that must have these values.")
+        description="Request metadata (the x-llmgate-metadata JSON header) that must have "
+                    "these values.")
     virtual_keys: list[str] = Field(default_factory=list, alias="virtualKeys",
                                     description="Names of VirtualKeys the rule applies to.")
 
@@ -456,8 +457,10 @@ class VirtualKeySpec(_Spec):
         json_schema_extra={"format": "date-time"},
         description="RFC 3339 time after which the key is refused, e.g. 2027-01-01T00:00:00Z.")
     disabled: bool = Field(default=False, description="Refuse the key without deleting it.")
-    metadata: dict[str, str] = Field(default_factory=dict,
-                                     description="Labels for logs and cost attribution.")
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels of the key, carried into the compiled config (not yet shown in logs "
+                    "or metrics).")
     secret_name: str | None = Field(
         default=None, alias="secretName", pattern=NAME_PATTERN,
         description="Secret that holds the key under data key api-key "
