@@ -1,5 +1,6 @@
 """Fixtures shared by every test directory: free loopback ports, a quick CR builder, and one
-real redis-server per session (the sidecar's store tests and the operator's spend tests)."""
+real redis-server per session (the sidecar's store tests and the operator's spend tests), and
+a real 3-master Redis Cluster per session for the tests that run across topologies."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.sidecar.redis_server import RedisServer
+from tests.sidecar.redis_server import RedisClusterSet, RedisServer
 
 
 def free_port() -> int:
@@ -31,3 +32,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterSet]:
+    """Three redis-server masters joined into one Redis Cluster, stopped by PID at the end."""
+    cluster = RedisClusterSet(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

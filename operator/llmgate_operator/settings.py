@@ -155,7 +155,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=int(_env("LLMGATE_OPS_PORT", str(DEFAULT_OPS_PORT)) or 0),
         help="port of /healthz, /readyz and /metrics")
     add("--redis-url", default=_env("LLMGATE_REDIS_URL"),
-        help="Redis for VirtualKey spend status (optional)")
+        help="Redis for VirtualKey spend status (optional): redis://, rediss://, "
+             "redis+cluster://, redis+sentinel:// (docs/limits.md)")
     add("--resync-seconds", type=float,
         default=float(_env("LLMGATE_RESYNC_SECONDS", str(DEFAULT_RESYNC_SECONDS)) or 0),
         help="how often every namespace is re-reconciled")

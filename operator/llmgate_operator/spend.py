@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
 from llmgate_contract.budget import (
     BUDGET_FIELDS,
     budget_key,
@@ -22,6 +21,7 @@ from llmgate_contract.budget import (
     period_bounds,
     spent_in_period,
 )
+from llmgate_contract.redis_client import RedisClient, connect
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
@@ -78,21 +78,22 @@ class SpendReader:
     """Reads budget hashes in one pipelined round trip, with Redis's own clock (`TIME`), so
     the period boundaries agree with the ones the sidecars' scripts use."""
 
-    def __init__(self, client: aioredis.Redis, *, owns_client: bool = False) -> None:
+    def __init__(self, client: RedisClient, *, owns_client: bool = False) -> None:
         self._redis = client
         self._owns_client = owns_client
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = REDIS_TIMEOUT) -> SpendReader:
-        client = aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout,
-                                         socket_connect_timeout=timeout)
+        client = connect(url, decode_responses=True, timeout=timeout, max_connections=4)
         return cls(client, owns_client=True)
 
     async def read(self, refs: Sequence[BudgetRef]) -> tuple[int, list[int]]:
         """(Redis time in ms, micro-dollars spent in the current period of each ref)."""
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.time()
+                # execute_command: a cluster pipeline refuses pipe.time() (it has no key),
+                # yet routes the raw command to any node, which is all a clock needs.
+                pipe.execute_command("TIME")
                 for ref in refs:
                     pipe.hmget(budget_key(key_scope(ref.namespace, ref.name)),
                                list(BUDGET_FIELDS))

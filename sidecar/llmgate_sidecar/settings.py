@@ -25,7 +25,8 @@ class SidecarSettings:
     ops_port: int = 9464
     """`/healthz`, `/readyz`, `/metrics`."""
     redis_url: str | None = None
-    """Shared limits, budgets and cache; in-memory per process when unset."""
+    """Shared limits, budgets and cache; in-memory per process when unset. `redis://`,
+    `rediss://`, `redis+cluster://` or `redis+sentinel://` (docs/limits.md)."""
     fail_mode: str = "failOpen"
     """When Redis fails: failOpen (serve with per-pod limits) or failClosed (503)."""
     virtual_key: str | None = None

@@ -15,15 +15,16 @@ from typing import Any
 
 import aiohttp
 import pytest
-from llmgate_contract.budget import period_bounds
+from llmgate_contract.budget import budget_key, key_scope, period_bounds
 from llmgate_operator.spend import BudgetRef, SpendReader, SpendTracker
 from llmgate_sidecar.policy.redis_store import RedisStore
 from llmgate_sidecar.policy.store import Demand, Ticket
+from redis.crc import key_slot
 
 from tests.conftest import free_port
 from tests.operator import harness as h
 from tests.operator.emulator import Emu
-from tests.sidecar.redis_server import RedisServer
+from tests.sidecar.redis_server import RedisClusterSet, RedisServer
 
 pytestmark = pytest.mark.kmock(cls=Emu)
 
@@ -207,6 +208,26 @@ async def test_reader_reads_what_the_sidecar_booked_in_one_round_trip(
         assert tracker.readings("other") == {}  # deleted keys are forgotten
     finally:
         await reader.aclose()
+
+
+async def test_reader_reads_spend_booked_on_a_redis_cluster(
+        redis_cluster: RedisClusterSet) -> None:
+    """Keys of different virtual keys live in different slots (and nodes): the reader's one
+    pipeline (TIME plus one HMGET per key) is split across the masters and still answers."""
+    store = RedisStore.from_url(redis_cluster.url)
+    await store.client.flushdb()
+    reader = SpendReader.from_url(redis_cluster.url)
+    names = [f"k{i}" for i in range(12)]
+    try:
+        for i, name in enumerate(names):
+            await book(store, name, 1_000 + i)
+        slots = {key_slot(budget_key(key_scope(NS, name)).encode()) for name in names}
+        assert len({slot * 3 // 16384 for slot in slots}) == 3  # all three masters hold some
+        _, spent = await reader.read([BudgetRef(NS, name, "30d") for name in names])
+        assert spent == [1_000 + i for i in range(len(names))]
+    finally:
+        await reader.aclose()
+        await store.aclose()
 
 
 async def test_reader_on_a_dead_port_fails_without_losing_readings() -> None:

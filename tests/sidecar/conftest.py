@@ -1,6 +1,7 @@
 """Fixtures of the sidecar tests: a flushed client on the session's real redis-server
 (`redis_server`, in tests/conftest.py), a fake clock, and the store under test
-parametrized over MemoryStore and RedisStore (one behavioural suite)."""
+parametrized over MemoryStore, RedisStore on one server and RedisStore on a real 3-master
+Redis Cluster (one behavioural suite: the scripts must keep every key in one slot)."""
 
 from __future__ import annotations
 
@@ -46,14 +47,17 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Store]:
-    """The same suite runs against both stores, both on the injected clock."""
+    """The same suite runs against every store and topology, all on the injected clock."""
     if request.param == "memory":
         yield MemoryStore(clock=clock)
         return
-    server: RedisServer = request.getfixturevalue("redis_server")
-    redis_store = RedisStore.from_url(server.url, clock=clock)
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_server").url
+    else:
+        url = request.getfixturevalue("redis_cluster").url
+    redis_store = RedisStore.from_url(url, clock=clock)
     await redis_store.client.flushdb()
     try:
         yield redis_store

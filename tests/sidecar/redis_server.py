@@ -1,7 +1,8 @@
-"""A real redis-server on 127.0.0.1 for the sidecar's store tests, started and stopped by PID.
+"""Real redis-server processes on 127.0.0.1, started and stopped by PID: one server, a
+3-master Redis Cluster, and a Sentinel set (master, replica, three Sentinels).
 
-Used by the fixtures in tests/sidecar/conftest.py and by the outage tests, which stop a
-server mid-run and start a new one on the same port. Never skips: a missing binary fails.
+Used by the fixtures in tests/conftest.py and by the outage and failover tests, which stop a
+server mid-run. Every wait is bounded; never skips: a missing binary fails.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+import redis
 
 INSTALL_HINT = "redis-server is required for the store tests: apt-get install -y redis-server"
 
@@ -26,13 +29,15 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process; `start()` again after `stop()` reuses the same port."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None,
+                 extra_args: Sequence[str] = ()) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
             pytest.fail(INSTALL_HINT)
         self.exe = exe
         self.workdir = workdir
         self.port = port or free_port()
+        self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -43,7 +48,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [self.exe, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
              "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no",
-             "--loglevel", "warning"],
+             "--loglevel", "warning", *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while not self._pong():
@@ -69,3 +74,150 @@ class RedisServer:
         self.proc.kill()
         self.proc.wait(timeout=5)
         self.proc = None
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+class RedisClusterSet:
+    """A Redis Cluster of `masters` redis-servers (no replicas), slots split evenly, joined by
+    CLUSTER MEET; each node's bus port is a free port of its own (`--cluster-port`)."""
+
+    def __init__(self, workdir: Path, masters: int = 3) -> None:
+        self.nodes = [RedisServer(_mkdir(workdir / f"node{i}"), extra_args=[
+            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            "--cluster-port", str(free_port()), "--cluster-node-timeout", "2000"])
+            for i in range(masters)]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        step = 16384 // len(self.nodes)
+        for i, node in enumerate(self.nodes):
+            last = 16383 if i == len(self.nodes) - 1 else (i + 1) * step - 1
+            with self._client(node) as client:
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, last)
+        with self._client(self.nodes[0]) as client:
+            for node in self.nodes[1:]:
+                bus = node.extra_args[node.extra_args.index("--cluster-port") + 1]
+                client.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus)
+        _wait(self._ok, "the cluster did not reach cluster_state:ok", 20)
+
+    def _ok(self) -> bool:
+        for node in self.nodes:
+            with self._client(node) as client:
+                info = client.execute_command("CLUSTER", "INFO")
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            if "cluster_state:ok" not in text or \
+                    f"cluster_known_nodes:{len(self.nodes)}" not in text:
+                return False
+        return True
+
+    @staticmethod
+    def _client(node: RedisServer) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=2)
+
+    def flush(self) -> None:
+        for node in self.nodes:
+            with self._client(node) as client:
+                client.flushall()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+class SentinelSet:
+    """A master, one replica and three Sentinels (quorum 2) watching it as `service`.
+    Failure detection is fast (500 ms down-after) so a failover takes a few seconds."""
+
+    service = "llmgate"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.master = RedisServer(_mkdir(workdir / "master"))
+        self.replica = RedisServer(_mkdir(workdir / "replica"))
+        self.replica.extra_args = ["--replicaof", "127.0.0.1", str(self.master.port)]
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.service}"
+
+    def start(self) -> None:
+        self.master.start()
+        self.replica.start()
+        _wait(self._replica_synced, "the replica did not sync with the master", 20)
+        for i, port in enumerate(self.sentinel_ports):
+            conf = _mkdir(self.workdir / f"sentinel{i}") / "sentinel.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {conf.parent}\n"
+                f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 2\n"
+                f"sentinel down-after-milliseconds {self.service} 500\n"
+                f"sentinel failover-timeout {self.service} 4000\n")
+            self.sentinels.append(subprocess.Popen(
+                [self.master.exe, str(conf), "--sentinel", "--loglevel", "warning"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+        _wait(self._sentinels_agree, "the Sentinels did not find each other and the replica",
+              30)
+
+    def _sentinel(self, port: int) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2,
+                           decode_responses=True)
+
+    def _replica_synced(self) -> bool:
+        with redis.Redis(host="127.0.0.1", port=self.replica.port, socket_timeout=2) as r:
+            return bool(r.info("replication").get("master_link_status") == "up")
+
+    def _sentinels_agree(self) -> bool:
+        try:
+            for port in self.sentinel_ports:
+                with self._sentinel(port) as s:
+                    fields = s.sentinel_master(self.service)
+                    if int(fields["num-other-sentinels"]) < 2 or \
+                            int(fields["num-slaves"]) < 1:
+                        return False
+        except (redis.RedisError, OSError):
+            return False
+        return True
+
+    def master_port(self) -> int:
+        """The master's port as the first Sentinel names it now."""
+        with self._sentinel(self.sentinel_ports[0]) as s:
+            _, port = s.sentinel_get_master_addr_by_name(self.service)
+        return int(port)
+
+    def kill_master(self) -> None:
+        """SIGKILL the master (a crash); the Sentinels promote the replica."""
+        self.master.stop()
+
+    def wait_failover(self, timeout: float = 20) -> None:
+        _wait(lambda: self.master_port() == self.replica.port,
+              "the Sentinels did not promote the replica", timeout)
+        with redis.Redis(host="127.0.0.1", port=self.replica.port, socket_timeout=2) as r:
+            _wait(lambda: r.info("replication")["role"] == "master",
+                  "the promoted replica did not become a master", timeout)
+
+    def stop(self) -> None:
+        for proc in self.sentinels:
+            proc.kill()
+            proc.wait(timeout=5)
+        self.sentinels.clear()
+        self.replica.stop()
+        self.master.stop()
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

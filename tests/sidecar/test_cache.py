@@ -43,14 +43,14 @@ def plan_for(cache: ResponseCache, r: Route, body: dict[str, Any] = BODY, *, key
                       headers=headers or {}, api=api)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def cache(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[ResponseCache]:
     backend: CacheBackend
     if request.param == "memory":
         backend = MemoryBackend(clock=clock)
     else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        backend = RedisBackend.from_url(server.url)
+        fixture = "redis_server" if request.param == "redis" else "redis_cluster"
+        backend = RedisBackend.from_url(request.getfixturevalue(fixture).url)
         await backend.client.flushdb()
     response_cache = ResponseCache(backend)
     try:

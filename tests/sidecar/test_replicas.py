@@ -1,5 +1,6 @@
 """Limits and budgets through the real gateway: one process in memory, and two `llmgate dev`
-processes sharing one real redis-server acting as two replicas of a pod.
+processes acting as two replicas of a pod, sharing one real redis-server or a real 3-master
+Redis Cluster (`redis+cluster://`).
 
 The mock model is priced by a ProviderSecret override at $1 per output token, so every
 request reserves max_tokens dollars and settles the few dollars it really used.
@@ -26,7 +27,7 @@ import yaml
 
 from tests.conftest import free_port
 from tests.sidecar.harness import KEY, provider, route, start_gateway, virtual_key
-from tests.sidecar.redis_server import RedisServer
+from tests.sidecar.redis_server import RedisClusterSet, RedisServer
 
 REPLICA_DB = 13  # the other Redis tests use database 0
 REPLY = "one two three"  # 3 output tokens = $3 each
@@ -139,13 +140,20 @@ def _wait_ready(ops_url: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture
-def replicas(tmp_path: Path, redis_server: RedisServer, request: pytest.FixtureRequest
-             ) -> Iterator[list[str]]:
-    # A database of its own, emptied first: no other test's counters for this key.
-    url = f"{redis_server.url.rsplit('/', 1)[0]}/{REPLICA_DB}"
-    with redis.Redis.from_url(url) as client:
-        client.flushdb()
-    files = _write_crs(tmp_path / "crs.yaml", getattr(request, "param", None))
+def replicas(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[list[str]]:
+    """Two `llmgate dev` on one Redis; param: (topology, rpm or None for the budget CRs)."""
+    topology, rpm = request.param
+    if topology == "cluster":
+        cluster: RedisClusterSet = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        url = cluster.url
+    else:
+        # A database of its own, emptied first: no other test's counters for this key.
+        server: RedisServer = request.getfixturevalue("redis_server")
+        url = f"{server.url.rsplit('/', 1)[0]}/{REPLICA_DB}"
+        with redis.Redis.from_url(url) as client:
+            client.flushdb()
+    files = _write_crs(tmp_path / "crs.yaml", rpm)
     procs, urls = [], []
     try:
         for _ in range(2):
@@ -171,6 +179,11 @@ def replicas(tmp_path: Path, redis_server: RedisServer, request: pytest.FixtureR
                 proc.wait()
 
 
+TOPOLOGIES = ["standalone", "cluster"]
+
+
+@pytest.mark.parametrize("replicas", [(t, None) for t in TOPOLOGIES], indirect=True,
+                         ids=TOPOLOGIES)
 async def test_two_replicas_share_one_budget_through_redis(replicas: list[str]) -> None:
     ok, refused = await burst(replicas, 200)
     assert ok >= 1 and refused
@@ -182,7 +195,8 @@ async def test_two_replicas_share_one_budget_through_redis(replicas: list[str]) 
     assert BUDGET - (ok + ok2) * 3 < RESERVE  # and the budget was used, not lost
 
 
-@pytest.mark.parametrize("replicas", [20], indirect=True)
+@pytest.mark.parametrize("replicas", [(t, 20) for t in TOPOLOGIES], indirect=True,
+                         ids=TOPOLOGIES)
 async def test_two_replicas_share_one_rate_limit_through_redis(replicas: list[str]) -> None:
     ok, refused = await burst(replicas, 80)
     # 20 requests per minute for the key across both replicas.

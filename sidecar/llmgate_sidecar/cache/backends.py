@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
+from llmgate_contract.redis_client import RedisClient, connect
 from redis.exceptions import RedisError
 
 log = logging.getLogger("llmgate.cache")
@@ -76,7 +76,7 @@ class RedisBackend:
     so entries spread over slots), expiring by SET PX. After an error, Redis is skipped for
     `retry_interval` seconds so an outage does not add a timeout to every request."""
 
-    def __init__(self, client: aioredis.Redis, *, retry_interval: float = 1.0,
+    def __init__(self, client: RedisClient, *, retry_interval: float = 1.0,
                  owns_client: bool = False,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.client = client
@@ -89,8 +89,7 @@ class RedisBackend:
     @classmethod
     def from_url(cls, url: str, *, timeout: float = 0.25, **kwargs: Any) -> RedisBackend:
         # Bytes, not str: entries may be compressed. Short timeouts: a cache must be cheap.
-        client = aioredis.from_url(url, decode_responses=False, socket_timeout=timeout,
-                                   socket_connect_timeout=timeout)
+        client = connect(url, decode_responses=False, timeout=timeout)
         return cls(client, owns_client=True, **kwargs)
 
     @staticmethod

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-import redis.asyncio as aioredis
 from llmgate_contract.budget import keys_for as keys_for
+from llmgate_contract.redis_client import RedisClient, connect
 from redis.exceptions import RedisError
 
 from llmgate_sidecar.errors import Unavailable
@@ -64,7 +64,7 @@ class RedisStore:
 
     origin = "redis"
 
-    def __init__(self, client: aioredis.Redis, *, fail_mode: str = "failOpen",
+    def __init__(self, client: RedisClient, *, fail_mode: str = "failOpen",
                  clock: Clock | None = None, retry_interval: float = 1.0,
                  log_interval: float = 60.0, max_pending: int = 10_000,
                  monotonic: Callable[[], float] = time.monotonic,
@@ -91,17 +91,14 @@ class RedisStore:
     @classmethod
     def from_url(cls, url: str, *, timeout: float = 1.0, max_connections: int = 64,
                  **kwargs: Any) -> RedisStore:
-        """A store owning its client; `timeout` bounds connect, each command and the wait
-        for a pooled connection (seconds). The pool blocks when all `max_connections` are
-        busy: a plain pool raises "Too many connections" under a burst, which would look
-        like an outage and push admits onto local limits."""
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout,
-            max_connections=max_connections, timeout=timeout)
-        return cls(aioredis.Redis.from_pool(pool), owns_client=True, **kwargs)
+        """A store owning its client (any topology `connect` knows); `timeout` bounds
+        connect, each command and the wait for a pooled connection (seconds)."""
+        client = connect(url, decode_responses=True, timeout=timeout,
+                         max_connections=max_connections)
+        return cls(client, owns_client=True, **kwargs)
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> RedisClient:
         return self._redis
 
     @property
