@@ -15,6 +15,7 @@ holds no policy and no key layout (that is budget.py). URL forms (docs/limits.md
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -23,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 Topology = Literal["standalone", "cluster", "sentinel"]
 RedisClient: TypeAlias = "aioredis.Redis | RedisCluster"
@@ -105,9 +107,9 @@ def connect(url: str, *, decode_responses: bool, timeout: float, max_connections
     """A client for `url` whose every connect, command and wait for a pooled connection is
     bounded by `timeout` seconds. `password`, when given, overrides the URL's.
 
-    Standalone and Sentinel pools block (up to `timeout`) when `max_connections` are busy,
-    since a pool that raises "Too many connections" under a burst looks like an outage. The
-    Cluster client keeps `max_connections` per node and follows MOVED/ASK redirects itself."""
+    Every topology waits (up to `timeout`) when `max_connections` commands are in flight,
+    since a pool that raises "Too many connections" under a burst looks like an outage and
+    would push admits onto local limits. The Cluster client follows MOVED/ASK itself."""
     target = parse_url(url)
     common: dict[str, Any] = {
         "decode_responses": decode_responses, "socket_timeout": timeout,
@@ -121,9 +123,9 @@ def connect(url: str, *, decode_responses: bool, timeout: float, max_connections
     auth: dict[str, Any] = {"username": target.username,
                             "password": password or target.password}
     if target.topology == "cluster":
-        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],
-                            ssl=target.tls, max_connections=max_connections,
-                            **auth, **common)
+        return _BoundedCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],
+                               ssl=target.tls, max_connections=max_connections,
+                               wait_timeout=timeout, **auth, **common)
     sentinel = Sentinel(list(target.nodes), sentinel_kwargs={
         "username": target.sentinel_username, "password": target.sentinel_password,
         "ssl": target.tls, "socket_timeout": timeout, "socket_connect_timeout": timeout})
@@ -159,6 +161,27 @@ def _int(text: str, what: str) -> int:
     if value < 0:
         raise RedisURLError(f"{what} must not be negative")
     return value
+
+
+class _BoundedCluster(RedisCluster):
+    """RedisCluster whose commands wait for one of `max_connections` slots: its node pools
+    raise MaxConnectionsError when full instead of waiting, as the other pools do."""
+
+    def __init__(self, *, wait_timeout: float, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(max_connections=max_connections, **kwargs)
+        self._in_flight = asyncio.Semaphore(max_connections)
+        self._wait_timeout = wait_timeout
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            async with asyncio.timeout(self._wait_timeout):
+                await self._in_flight.acquire()
+        except TimeoutError:
+            raise RedisConnectionError("No connection available.") from None
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            self._in_flight.release()
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
