@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 
 from tests.fakes.azure_upstream import fake_azure
 from tests.fakes.replay import ReplayUpstream, Reply
-from tests.sidecar.harness import Gateway
+from tests.sidecar.harness import KEY, Gateway
 from tests.sidecar.providers.e2e import (
     MESSAGES,
     PROVIDER_KEY,
@@ -97,3 +98,20 @@ async def test_stream_cut_mid_way_is_an_in_band_error(gateway: Gateway,
                                                       upstream: ReplayUpstream) -> None:
     cut = Reply("stream_text.sse", cut_after=3)
     assert await text_before_in_band_error(gateway, upstream, cut) == "Hello"
+
+
+async def test_the_prompt_filter_chunk_never_reaches_the_client(gateway: Gateway) -> None:
+    """Azure opens its streams with `object: ""`, an empty id and no choices (prompt filter
+    results); strict clients reject it, so every chunk relayed is a real OpenAI chunk."""
+    async with aiohttp.ClientSession() as session, session.post(
+            gateway.base_url + "/chat/completions", json={
+                "model": "chat", "messages": MESSAGES, "stream": True},
+            headers={"Authorization": f"Bearer {KEY}"}) as response:
+        raw = (await response.read()).decode()
+    events = [line[6:] for line in raw.split("\n") if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [orjson.loads(e) for e in events[:-1]]
+    assert chunks and all(c["object"] == "chat.completion.chunk" and c["id"] and c["choices"]
+                          for c in chunks)
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == \
+        "Hello from Azure"

@@ -98,7 +98,8 @@ class OpenAIAdapter:
 
 
 class OpenAIStreamDecoder:
-    """Forwards OpenAI chunks; drops the usage-only chunk unless the client asked for it."""
+    """Forwards OpenAI chunks; drops the usage-only chunk unless the client asked for it, and
+    chunks with neither choices nor usage (Azure's prompt-filter chunk)."""
 
     __slots__ = ("_done", "_include_usage", "_provider", "_target", "_usage")
 
@@ -123,6 +124,10 @@ class OpenAIStreamDecoder:
             raise classify_openai_error(self._provider, self._target, 500, {},
                                         data.encode(), in_stream=True)
         usage = chunk.get("usage")
+        if not usage and not chunk.get("choices"):
+            # Azure opens with a chunk of content-filter results: `object: ""`, empty id and
+            # choices. It tells an OpenAI client nothing and strict ones reject it: dropped.
+            return StreamItem()
         if usage:
             self._usage = Usage.from_openai(usage)
             if not self._include_usage:
