@@ -192,6 +192,12 @@ class Translated:
                 break
             if item.downstream or item.usage or item.done:
                 ready.append(item)
+            if item.done:
+                # The answer is complete: whatever the upstream sends after its end marker
+                # (Cohere's `data: [DONE]` after message-end) is not decoded, so it cannot
+                # turn a finished answer into an in-band error.
+                self._done = True
+                break
         if ready:
             return ready.popleft()
         if self._error is not None:
