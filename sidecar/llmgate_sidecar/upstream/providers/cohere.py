@@ -198,6 +198,8 @@ class CohereStreamDecoder:
         self._done = False
 
     def feed(self, event: Event) -> StreamItem:
+        if event.data == "[DONE]":  # Cohere's trailer after message-end: nothing to say
+            return StreamItem()
         data = chat.load_object(event.data, self._provider, self._target, "stream event")
         kind = data.get("type")
         if kind == "message-start":
