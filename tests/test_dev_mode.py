@@ -3,6 +3,7 @@ process, answered through the official OpenAI SDK (plain and streamed), then SIG
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import openai
@@ -71,3 +73,108 @@ def test_quickstart_serves_the_openai_sdk_plain_and_streamed(dev_server) -> None
     output = proc.stdout.read() if proc.stdout else ""
     assert "serving 1 route(s)" in output
     assert "lg-quickstart-demo-key" not in output  # keys from files are never printed
+
+
+ROUTE = """apiVersion: llmgate.io/v1alpha1
+kind: ProviderSecret
+metadata: {name: mock}
+spec: {provider: mock, mock: {reply: "from %(version)s"}}
+---
+apiVersion: llmgate.io/v1alpha1
+kind: LLMRoute
+metadata: {name: chat}
+spec:
+  strategy: %(strategy)s
+  targets:
+    - {provider: mock, model: m}
+---
+apiVersion: llmgate.io/v1alpha1
+kind: VirtualKey
+metadata: {name: k}
+spec: {}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: k-llmgate-key}
+stringData: {api-key: lg-test-key}
+"""
+
+
+def _dev(tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmgate_cli", "dev", "-f", str(tmp_path / "crs.yaml"),
+         "--port", str(free_port()), "--ops-port", str(free_port()), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_strict_refuses_to_start_on_an_invalid_cr(tmp_path: Path) -> None:
+    (tmp_path / "crs.yaml").write_text(ROUTE % {"version": "v1", "strategy": "round-robin"})
+    proc = _dev(tmp_path, "--strict")
+    output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1, output
+    assert f"{tmp_path / 'crs.yaml'}:10:3: error: LLMRoute/chat spec.strategy" in output
+    assert "--strict: 1 error(s) in the input files; not starting" in output
+
+
+def test_dev_exits_non_zero_when_every_cr_is_invalid(tmp_path: Path) -> None:
+    (tmp_path / "crs.yaml").write_text(
+        "apiVersion: llmgate.io/v1alpha1\nkind: LLMRoutes\nmetadata: {name: a}\nspec: {}\n")
+    proc = _dev(tmp_path)
+    output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1, output
+    assert "kind 'LLMRoutes' is not defined in llmgate.io (did you mean LLMRoute?)" in output
+    assert "every llmgate resource (1) is invalid; nothing to serve" in output
+
+
+def _readyz(ops: str) -> dict[str, object]:
+    with urllib.request.urlopen(ops + "/readyz", timeout=2) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def test_an_invalid_edit_keeps_the_last_good_version_in_service(tmp_path: Path) -> None:
+    """The issue's case: a typo in `strategy` used to drop the route (404s) while /readyz
+    said all was well. Now the previous version keeps serving and /readyz says why."""
+    crs = tmp_path / "crs.yaml"
+    crs.write_text(ROUTE % {"version": "v1", "strategy": "fallback"})
+    port, ops_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmgate_cli", "dev", "-f", str(crs), "--port", str(port),
+         "--ops-port", str(ops_port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    ops = f"http://127.0.0.1:{ops_port}"
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="lg-test-key",
+                           max_retries=0)
+
+    def reply() -> str:
+        result = client.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "hi"}])
+        return result.choices[0].message.content or ""
+
+    def wait_for(check: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 15
+        while not check():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+
+    try:
+        wait_ready(ops, proc)
+        assert reply() == "from v1" and _readyz(ops)["inputs"] == "ok"
+        # The bad edit: the ProviderSecret changes too (valid), the route becomes invalid.
+        generation = _readyz(ops)["generation"]
+        crs.write_text(ROUTE % {"version": "v2", "strategy": "round-robin"})
+        wait_for(lambda: _readyz(ops)["generation"] != generation)
+        status = _readyz(ops)
+        assert status["ready"] is True and status["inputs"] == "rejected"
+        assert any(f"{crs}:10:3: error: LLMRoute/chat spec.strategy" in e
+                   for e in status["inputErrors"])  # type: ignore[union-attr]
+        assert "LLMRoute/chat" in status["servingLastGood"]  # type: ignore[operator]
+        for _ in range(20):
+            assert reply() == "from v2"    # the route is still served, never a 404
+        crs.write_text(ROUTE % {"version": "v3", "strategy": "loadbalance"})
+        wait_for(lambda: _readyz(ops)["inputs"] == "ok")
+        wait_for(lambda: reply() == "from v3")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)

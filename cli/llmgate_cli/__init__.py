@@ -1,4 +1,5 @@
-"""The `llmgate` command: `dev` (local mode), `sidecar` (data plane), `operator` (control plane).
+"""The `llmgate` command: `dev` (local mode), `validate`/`compile`/`version` (CI and humans),
+`sidecar` (data plane), `operator` (control plane).
 
 Dispatch only; each subcommand imports its plane lazily so the sidecar image runs without
 the operator's dependencies (kopf, kubernetes) and the reverse.
@@ -12,6 +13,9 @@ USAGE = """usage: llmgate <command> [options]
 
 commands:
   dev        run the gateway locally from CR YAML files (no cluster needed)
+  validate   check CR files (CRD schema, CEL rules, the operator's checks) with file and line
+  compile    print the compiled config the operator would write for CR files
+  version    print the version, the API and the config schemas this build speaks
   sidecar    run the sidecar proxy (inside a pod; reads the mounted compiled config)
   operator   run the Kubernetes operator and the sidecar-injection webhook
 
@@ -27,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     if command == "dev":
         from llmgate_cli.dev import main as dev_main
         return dev_main(rest)
+    if command in ("validate", "compile", "version"):
+        from llmgate_cli import commands
+        return {"validate": commands.validate_main, "compile": commands.compile_main,
+                "version": commands.version_main}[command](rest)
     if command == "sidecar":
         from llmgate_sidecar.server import main as sidecar_main
         return sidecar_main(rest)

@@ -11,106 +11,47 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import binascii
 import logging
 import os
 import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from llmgate_contract import bundle_files
-from llmgate_operator.api import API_VERSION, default_secret_name
+from llmgate_operator.api import default_secret_name
 from llmgate_operator.compile import API_KEY_DATA_KEY, Compilation, compile_namespace
 from llmgate_sidecar.observability import logs
 from llmgate_sidecar.server import install_fast_loop, serve
 from llmgate_sidecar.settings import SidecarSettings
 
+from llmgate_cli.checks import Checked, Key, check, compile_checked
+from llmgate_cli.manifests import Document, InputError, Problem, load, yaml_files
+
 log = logging.getLogger("llmgate.dev")
-CR_KINDS = frozenset({"ProviderSecret", "LLMRoute", "VirtualKey"})
 
 
-class InputError(Exception):
-    """The given files cannot be read as CRs; the message says which and why."""
-
-
-@dataclass
-class Inputs:
-    resources: list[dict[str, Any]] = field(default_factory=list)
-    secrets: dict[str, dict[str, str]] = field(default_factory=dict)
-
-
-def yaml_files(paths: Iterable[str]) -> list[Path]:
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*")
-                                if p.suffix in (".yaml", ".yml") and p.is_file()))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise InputError(f"{raw}: no such file or directory")
-    return found
-
-
-def _secret_data(doc: Mapping[str, Any], where: str) -> dict[str, str]:
-    data: dict[str, str] = {}
-    for key, value in (doc.get("data") or {}).items():
-        try:
-            data[str(key)] = base64.b64decode(str(value), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            raise InputError(f"{where}: Secret data key {key!r} is not valid base64") from None
-    data.update({str(k): str(v) for k, v in (doc.get("stringData") or {}).items()})
-    return data
-
-
-def load_inputs(paths: Iterable[str]) -> Inputs:
-    inputs = Inputs()
-    for path in yaml_files(paths):
-        try:
-            docs = list(yaml.safe_load_all(path.read_text()))
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputError(f"{path}: {exc}") from None
-        for index, doc in enumerate(docs):
-            if doc is None:
-                continue
-            where = f"{path} (document {index + 1})"
-            if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict) \
-                    or not doc["metadata"].get("name"):
-                raise InputError(f"{where}: not a Kubernetes object with metadata.name")
-            kind, api = doc.get("kind"), doc.get("apiVersion")
-            if api == API_VERSION and kind in CR_KINDS:
-                inputs.resources.append(doc)
-            elif api == "v1" and kind == "Secret":
-                inputs.secrets[doc["metadata"]["name"]] = _secret_data(doc, where)
-            else:
-                log.debug("ignoring %s %s in %s", api, kind, path)
-    return inputs
-
-
-def ensure_keys(inputs: Inputs, generated: dict[str, str]) -> list[tuple[str, str]]:
+def ensure_keys(checked: Checked, namespace: str,
+                generated: dict[str, str]) -> list[tuple[str, str]]:
     """Give every VirtualKey without a Secret a key (once per process); return new ones."""
     new: list[tuple[str, str]] = []
-    for body in inputs.resources:
-        if body["kind"] != "VirtualKey":
+    secrets_ = checked.secrets.setdefault(namespace, {})
+    for (_, kind, name), doc in sorted(checked.valid.items()):
+        if kind != "VirtualKey":
             continue
-        name = body["metadata"]["name"]
-        spec = body.get("spec") or {}
+        spec = doc.obj.get("spec") or {}
         secret = spec.get("secretName") or default_secret_name(name)
-        if inputs.secrets.get(secret, {}).get(API_KEY_DATA_KEY):
+        if secrets_.get(secret, {}).get(API_KEY_DATA_KEY):
             continue
         if secret not in generated:
             generated[secret] = "lg-" + secrets.token_urlsafe(32)
             new.append((name, generated[secret]))
-        inputs.secrets.setdefault(secret, {})[API_KEY_DATA_KEY] = generated[secret]
+        secrets_.setdefault(secret, {})[API_KEY_DATA_KEY] = generated[secret]
     return new
 
 
@@ -127,14 +68,30 @@ def write_volume(directory: Path, files: Mapping[str, str]) -> None:
             stale.unlink()
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """One compile of the input files: what is served and what was rejected."""
+
+    result: Compilation
+    rejected: list[Problem]
+    """Errors of the inputs; an invalid edit of a CR keeps its last good version served."""
+    stale: dict[str, str]
+    """`Kind/name` -> where its last good version came from, for CRs served that way."""
+
+
 class DevCompiler:
-    """Recompiles the input files into the two directories whenever the files change."""
+    """Recompiles the input files into the two directories whenever the files change.
+
+    Like the operator, a CR whose new version is invalid keeps its last valid version in
+    service (in memory here: a restart starts from the files as they are)."""
 
     def __init__(self, paths: list[str], namespace: str, root: Path) -> None:
         self.paths, self.namespace = paths, namespace
         self.config_dir, self.credentials_dir = root / "config", root / "credentials"
         self._generated: dict[str, str] = {}
         self._stamp: tuple[tuple[str, float, int], ...] = ()
+        self._last_good: dict[Key, Document] = {}
+        self.last: Outcome | None = None
 
     def _current_stamp(self) -> tuple[tuple[str, float, int], ...]:
         stamps = []
@@ -143,22 +100,48 @@ class DevCompiler:
             stamps.append((str(path), st.st_mtime, st.st_size))
         return tuple(stamps)
 
-    def compile_once(self) -> Compilation:
-        self._stamp = self._current_stamp()
-        inputs = load_inputs(self.paths)
-        for name, key in ensure_keys(inputs, self._generated):
+    def check(self) -> tuple[Checked, list[Problem], Compilation, dict[str, str]]:
+        """Read, check and compile the files (writes nothing)."""
+        docs, problems = load(self.paths)
+        checked = check(docs, namespace=self.namespace, problems=problems, override=True)
+        for name, key in ensure_keys(checked, self.namespace, self._generated):
             print(f"llmgate dev: generated a key for VirtualKey {name!r}: {key}", flush=True)
-        result = compile_namespace(self.namespace, inputs.resources, inputs.secrets,
-                                   now=datetime.now(UTC))
-        for (kind, name), condition in sorted(result.conditions.items()):
-            if not condition.ready:
-                log.warning("%s %s is not ready: %s: %s", kind, name, condition.reason,
-                            condition.message)
+        keep = {key: doc for key, doc in self._last_good.items() if key in checked.invalid}
+        results, semantic = compile_checked(
+            checked, now=datetime.now(UTC), placeholder_keys=False,
+            extra={key: doc.obj for key, doc in keep.items()})
+        result = results.get(self.namespace) or compile_namespace(
+            self.namespace, [], {}, now=datetime.now(UTC))
+        stale = {f"{k[1]}/{k[2]}": str(doc.start) for k, doc in keep.items()}
+        return checked, checked.problems + semantic, result, stale
+
+    def compile_once(self) -> Outcome:
+        self._stamp = self._current_stamp()
+        checked, problems, result, stale = self.check()
+        self._last_good = {k: v for k, v in self._last_good.items() if k in checked.invalid}
+        self._last_good.update(checked.valid)
+        for problem in problems:
+            if problem.severity != "notice":
+                log.warning("%s", problem)
+        for label, where in sorted(stale.items()):
+            log.warning("%s is invalid: still serving its last valid version (read from %s)",
+                        label, where)
         config_data, secret_data = bundle_files(result.config, result.credentials)
         # Credentials first: the sidecar only swaps when both carry the same generation.
         write_volume(self.credentials_dir, secret_data)
         write_volume(self.config_dir, config_data)
-        return result
+        self.last = Outcome(result=result, rejected=[p for p in problems if p.severity == "error"],
+                            stale=stale)
+        return self.last
+
+    def readiness(self) -> dict[str, Any]:
+        """What `/readyz` adds in dev mode: the input errors, and what is served instead."""
+        outcome = self.last
+        if outcome is None or not outcome.rejected:
+            return {"inputs": "ok"}
+        return {"inputs": "rejected",
+                "inputErrors": [str(p) for p in outcome.rejected],
+                "servingLastGood": outcome.stale}
 
     async def watch(self, interval: float = 1.0) -> None:
         while True:
@@ -166,8 +149,8 @@ class DevCompiler:
             try:
                 if self._current_stamp() == self._stamp:
                     continue
-                result = self.compile_once()
-                log.info("recompiled", extra={"generation": result.config.generation})
+                outcome = self.compile_once()
+                log.info("recompiled", extra={"generation": outcome.result.config.generation})
             except (InputError, OSError) as exc:
                 log.error("not recompiled, keeping the last config: %s", exc)
 
@@ -185,21 +168,36 @@ def banner(settings: SidecarSettings, result: Compilation) -> str:
             f"\"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}'")
 
 
-async def run(paths: list[str], settings_in: SidecarSettings, namespace: str) -> None:
-    root = Path(tempfile.mkdtemp(prefix="llmgate-dev-"))
+async def run(compiler: DevCompiler, settings_in: SidecarSettings) -> None:
+    outcome = compiler.compile_once()
+    settings = SidecarSettings(**{**vars(settings_in),
+                                  "config_dir": str(compiler.config_dir),
+                                  "credentials_dir": str(compiler.credentials_dir)})
+    watcher = asyncio.create_task(compiler.watch(), name="llmgate-dev-watch")
     try:
-        compiler = DevCompiler(paths, namespace, root)
-        result = compiler.compile_once()
-        settings = SidecarSettings(**{**vars(settings_in),
-                                      "config_dir": str(compiler.config_dir),
-                                      "credentials_dir": str(compiler.credentials_dir)})
-        watcher = asyncio.create_task(compiler.watch(), name="llmgate-dev-watch")
-        try:
-            await serve(settings, ready=lambda s: print(banner(s, result), flush=True))
-        finally:
-            watcher.cancel()
+        await serve(settings, ready=lambda s: print(banner(s, outcome.result), flush=True),
+                    readiness=compiler.readiness)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        watcher.cancel()
+
+
+def preflight(compiler: DevCompiler, *, strict: bool) -> str | None:
+    """Why dev must not start (None: start): `--strict` and any error, no CR at all, or
+    every CR invalid. The problems themselves go to stderr."""
+    checked, problems, _, _ = compiler.check()
+    errors = [p for p in problems if p.severity == "error"]
+    crs = len(checked.valid) + checked.rejected
+    if strict or not checked.valid:
+        for problem in problems:
+            if problem.severity != "notice":
+                print(problem, file=sys.stderr)
+    if strict and errors:
+        return f"--strict: {len(errors)} error(s) in the input files; not starting"
+    if not crs:
+        return f"no llmgate resources in {', '.join(compiler.paths)}"
+    if not checked.valid:
+        return f"every llmgate resource ({checked.rejected}) is invalid; nothing to serve"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,21 +213,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", default=env("LLMGATE_NAMESPACE", "default"),
                         help="namespace the CRs are compiled for (default: default)")
     parser.add_argument("--log-level", default=env("LLMGATE_LOG_LEVEL", "info"))
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse to start if any input has an error (as llmgate validate)")
     args = parser.parse_args(argv)
     logs.configure(args.log_level)
     settings = SidecarSettings(host=args.host, port=args.port, ops_host=args.host,
                                ops_port=args.ops_port, redis_url=args.redis_url,
                                log_level=args.log_level, reload_interval=0.5,
                                shutdown_grace=5.0)
+    root = Path(tempfile.mkdtemp(prefix="llmgate-dev-"))
     try:
-        load_inputs(args.paths)
-    except InputError as exc:
-        print(f"llmgate dev: {exc}", file=sys.stderr)
-        return 2
-    install_fast_loop()
-    try:
-        asyncio.run(run(args.paths, settings, args.namespace))
-    except OSError as exc:
-        print(f"llmgate dev: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        compiler = DevCompiler(args.paths, args.namespace, root)
+        try:
+            refusal = preflight(compiler, strict=args.strict)
+        except InputError as exc:
+            print(f"llmgate dev: {exc}", file=sys.stderr)
+            return 2
+        if refusal is not None:
+            print(f"llmgate dev: {refusal}", file=sys.stderr)
+            return 1
+        install_fast_loop()
+        try:
+            asyncio.run(run(compiler, settings))
+        except OSError as exc:
+            print(f"llmgate dev: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

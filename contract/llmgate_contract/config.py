@@ -21,6 +21,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from llmgate_contract.patterns import check_patterns
 
 SCHEMA_VERSION: Literal[1] = 1
+MIN_SCHEMA_VERSION = 1
+"""The oldest config schema this build reads."""
 
 # File names inside the two mounted volumes (ConfigMap `llmgate-config`, Secret
 # `llmgate-credentials`). Both carry GENERATION_FILE so the sidecar can tell a torn update.

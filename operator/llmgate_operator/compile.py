@@ -103,6 +103,32 @@ def compile_namespace(
     return Compilation(config=config, credentials=credentials, conditions=conditions)
 
 
+def secret_keys(body: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """(Secret name, data key) pairs a CR body reads, from its raw spec (valid or not)."""
+    spec = body.get("spec") or {}
+    if not isinstance(spec, Mapping):
+        return set()
+    if body.get("kind") == "VirtualKey":
+        secret = spec.get("secretName")
+        name = body["metadata"]["name"]
+        return {(secret if isinstance(secret, str) else api.default_secret_name(name),
+                 API_KEY_DATA_KEY)}
+    if body.get("kind") == "ProviderSecret":
+        return _refs(spec)
+    return set()
+
+
+def _refs(node: Any) -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    if isinstance(node, Mapping):
+        ref = node.get("secretKeyRef")
+        if isinstance(ref, Mapping) and isinstance(ref.get("name"), str):
+            found.add((ref["name"], str(ref.get("key", ""))))
+        for value in node.values():
+            found |= _refs(value)
+    return found
+
+
 def describe_errors(exc: ValidationError) -> str:
     """A one-line, person-readable summary of a spec's validation errors."""
     parts = []

@@ -21,7 +21,7 @@ from llmgate_contract import CONFIGMAP_NAME, CREDENTIALS_SECRET_NAME
 from pydantic import ValidationError
 
 from llmgate_operator import api, keys, render
-from llmgate_operator.compile import Compilation, compile_namespace
+from llmgate_operator.compile import Compilation, compile_namespace, secret_keys
 from llmgate_operator.kube import Conflict, Kube, KubeError, NotFound
 from llmgate_operator.spend import SpendTracker
 
@@ -55,29 +55,7 @@ class Observer(Protocol):
 
 def referenced_secrets(resources: Iterable[Mapping[str, Any]]) -> set[str]:
     """Names of Secrets the CRs of a namespace read: a change to any other is irrelevant."""
-    names: set[str] = set()
-    for body in resources:
-        spec = body.get("spec") or {}
-        if not isinstance(spec, Mapping):
-            continue
-        if body.get("kind") == "VirtualKey":
-            secret = spec.get("secretName")
-            names.add(secret if isinstance(secret, str) else
-                      api.default_secret_name(body["metadata"]["name"]))
-        elif body.get("kind") == "ProviderSecret":
-            names.update(_ref_names(spec))
-    return names
-
-
-def _ref_names(node: Any) -> set[str]:
-    found: set[str] = set()
-    if isinstance(node, Mapping):
-        ref = node.get("secretKeyRef")
-        if isinstance(ref, Mapping) and isinstance(ref.get("name"), str):
-            found.add(ref["name"])
-        for value in node.values():
-            found |= _ref_names(value)
-    return found
+    return {name for body in resources for name, _ in secret_keys(body)}
 
 
 def _rv(meta: Mapping[str, Any] | None) -> int | None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -167,8 +168,11 @@ def api_runner(app: web.Application, *, shutdown_timeout: float) -> web.AppRunne
                          handler_cancellation=True)
 
 
-def create_ops_app(api: web.Application) -> web.Application:
-    """Health, readiness and metrics for kubelet and Prometheus, beside the API app."""
+def create_ops_app(api: web.Application, *,
+                   readiness: Callable[[], Mapping[str, Any]] | None = None) -> web.Application:
+    """Health, readiness and metrics for kubelet and Prometheus, beside the API app.
+
+    `readiness` adds fields to `/readyz` (`llmgate dev` reports its rejected input files)."""
     ops = web.Application()
 
     async def healthz(_: web.Request) -> web.Response:
@@ -177,9 +181,11 @@ def create_ops_app(api: web.Application) -> web.Application:
     async def readyz(_: web.Request) -> web.Response:
         source = api[CONFIG]
         runtime = source.current
-        body = {"ready": runtime is not None,
+        body: dict[str, Any] = {"ready": runtime is not None,
                 "generation": runtime.generation if runtime else None,
                 "lastError": source.last_error}
+        if readiness is not None:
+            body |= readiness()
         return web.json_response(body, status=200 if runtime is not None else 503)
 
     async def metrics(_: web.Request) -> web.Response:

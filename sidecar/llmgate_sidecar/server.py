@@ -12,7 +12,8 @@ import argparse
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -29,9 +30,10 @@ CUT_MARGIN = 2.0
 
 async def serve(settings: SidecarSettings, *,
                 ready: Callable[[SidecarSettings], Awaitable[None] | None] | None = None,
-                stop: asyncio.Event | None = None) -> None:
+                stop: asyncio.Event | None = None,
+                readiness: Callable[[], Mapping[str, Any]] | None = None) -> None:
     api = create_app(settings)
-    ops = create_ops_app(api)
+    ops = create_ops_app(api, readiness=readiness)
     runner = api_runner(api, shutdown_timeout=settings.shutdown_grace + CUT_MARGIN)
     ops_runner = web.AppRunner(ops, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
