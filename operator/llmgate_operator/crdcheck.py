@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import celpy
@@ -22,11 +21,9 @@ from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError
 from pydantic import ValidationError
 
-from llmgate_operator import api
+from llmgate_operator import api, crdgen
 
 FieldPath = tuple[str | int, ...]
-# Interim: the CRDs in the repository; crdgen's models become the one source when it lands.
-_CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 
 
 @dataclass(frozen=True)
@@ -171,15 +168,6 @@ def check(schema: Mapping[str, Any], obj: Mapping[str, Any]) -> list[Finding]:
 
 @cache
 def openapi_schemas() -> dict[str, dict[str, Any]]:
-    """kind -> the `openAPIV3Schema` of the served version of its CRD (as the chart ships)."""
-    import yaml
-
-    found: dict[str, dict[str, Any]] = {}
-    for path in sorted(_CRD_DIR.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if not doc:
-                continue
-            version = next(v for v in doc["spec"]["versions"] if v["name"] == api.VERSION)
-            found[doc["spec"]["names"]["kind"]] = version["schema"]["openAPIV3Schema"]
-    return found
-
+    """kind -> the `openAPIV3Schema` of its CRD, generated from the `api` models (the one
+    source of the shipped CRDs, so this checks exactly what the API server will)."""
+    return {r.kind: crdgen.openapi_schema(r) for r in api.RESOURCES}
