@@ -120,7 +120,7 @@ def test_semantic_checks_the_operator_makes(tmp_path: Path,
     assert "MissingCredentials" in found[("ProviderSecret/oa", "error", 4)]
     assert "DuplicateModel" in found[("LLMRoute/two", "error", 23)]
     assert "elsewhere" in found[("LLMRoute/three", "warning", 32)]
-    assert "not a regex" in found[("LLMRoute/four", "error", 39)]
+    assert "is not accepted" in found[("LLMRoute/four", "error", 39)]
     assert "duplicate key" in found[("LLMRoute/four", "error", 41)]
 
 
