@@ -70,6 +70,11 @@ class Price(_Model):
         description="USD per million input tokens read from the upstream's prompt cache; "
         "None bills them as ordinary input. "
         "From `ProviderSecret.spec.pricing{}.cachedInputPerMillion`.")
+    cache_write_per_million: Decimal | None = Field(
+        default=None, alias="cacheWritePerMillion",
+        description="USD per million input tokens written to the upstream's prompt cache; "
+        "None bills them as ordinary input. "
+        "From `ProviderSecret.spec.pricing{}.cacheWritePerMillion`.")
 
 
 class MockOptions(_Model):

@@ -165,7 +165,12 @@ class PriceSpec(_Spec):
                                     description="USD per million output tokens.")
     cached_input_per_million: str | None = Field(
         default=None, alias="cachedInputPerMillion", pattern=DECIMAL_PATTERN,
-        description="USD per million cached input tokens.")
+        description="USD per million input tokens read from the provider's prompt cache "
+                    "(default: the input price).")
+    cache_write_per_million: str | None = Field(
+        default=None, alias="cacheWritePerMillion", pattern=DECIMAL_PATTERN,
+        description="USD per million input tokens written to the provider's prompt cache "
+                    "(default: the input price).")
 
 
 class MockSpec(_Spec):

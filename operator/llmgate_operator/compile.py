@@ -184,7 +184,9 @@ def _provider(
         pricing={m: c.Price(input_per_million=Decimal(p.input_per_million),
                             output_per_million=Decimal(p.output_per_million),
                             cached_input_per_million=(Decimal(p.cached_input_per_million)
-                                                      if p.cached_input_per_million else None))
+                                                      if p.cached_input_per_million else None),
+                            cache_write_per_million=(Decimal(p.cache_write_per_million)
+                                                     if p.cache_write_per_million else None))
                  for m, p in sorted(spec.pricing.items())},
         azure_api_version=spec.azure.api_version if spec.azure else None,
         aws_region=spec.aws.region if spec.aws else None,

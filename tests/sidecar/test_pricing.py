@@ -6,8 +6,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from llmgate_contract.config import Price
 from llmgate_sidecar.config.pricing import (
+    CACHE_WRITE_PRICES,
     PRICES,
     estimate_input_tokens,
     price_for,
@@ -74,8 +77,52 @@ def test_cached_tokens_cost_the_input_price_when_no_cached_price_is_known() -> N
 
 
 def test_worst_case_assumes_no_cache_and_every_output_token() -> None:
+    # Every input token might be a cache write, Anthropic's dearest input: $3.75/M.
     price = price_for("claude-sonnet-4-5")
-    assert price.worst_case(2_000, 1_000) == Decimal("0.021")
+    assert price.worst_case(2_000, 1_000) == Decimal("0.0225")
+    assert price_for("gpt-4o").worst_case(2_000, 1_000) == Decimal("0.015")
+
+
+def test_cache_writes_and_reads_are_priced_as_anthropic_prices_them() -> None:
+    """claude-sonnet-4-5: input $3, 5-minute cache write $3.75, cache read $0.30, output $15
+    per million. 21 fresh input tokens, 1,834 cached, 12 or 9 output tokens."""
+    price = price_for("claude-sonnet-4-5-20250929")
+    write = Usage(21 + 1834, 12, cached_tokens=0, cache_write_tokens=1834, known=True)
+    read = Usage(21 + 1834, 9, cached_tokens=1834, known=True)
+    assert price.cost(write) == Decimal("0.0071205")
+    assert price.cost(read) == Decimal("0.0007482")
+    # Writes cost more than plain input, reads far less.
+    plain = price.cost(Usage(21 + 1834, 12, known=True))
+    assert price.cost(write) > plain > price.cost(Usage(21 + 1834, 12, 1834, known=True))
+
+
+def test_cache_writes_cost_the_input_price_where_the_vendor_charges_no_premium() -> None:
+    price = price_for("gpt-4o")
+    assert price.cost(Usage(1_000_000, 0, cache_write_tokens=1_000_000, known=True)) == \
+        Decimal("2.50")
+
+
+def test_override_with_a_cache_write_price() -> None:
+    overrides = {"my-claude": Price(input_per_million=Decimal("3"),
+                                    output_per_million=Decimal("15"),
+                                    cached_input_per_million=Decimal("0.3"),
+                                    cache_write_per_million=Decimal("6"))}
+    price = price_for("my-claude", overrides)
+    assert price.cost(Usage(2_000_000, 0, 0, 1_000_000, known=True)) == Decimal("9")
+    no_write_price = price_for("my-claude", {"my-claude": Price(
+        input_per_million=Decimal("3"), output_per_million=Decimal("15"))})
+    assert no_write_price.cost(Usage(2_000_000, 0, 0, 1_000_000, known=True)) == Decimal("6")
+
+
+@given(prompt=st.integers(-5, 10**7), reads=st.integers(-5, 10**7),
+       writes=st.integers(-5, 10**7), output=st.integers(-5, 10**6))
+def test_cost_is_never_negative_and_never_above_the_worst_case(prompt: int, reads: int,
+                                                               writes: int, output: int) -> None:
+    """Whatever an upstream reports (parts larger than the whole, negatives), the parts are
+    clamped into the prompt: the cost stays between zero and the reservation's bound."""
+    price = price_for("claude-opus-4-1")
+    cost = price.cost(Usage(prompt, output, reads, writes, known=True))
+    assert Decimal(0) <= cost <= price.worst_case(prompt, output)
 
 
 def test_provider_overrides_win_and_match_dated_names() -> None:
@@ -97,6 +144,16 @@ def test_usage_from_openai() -> None:
     usage = Usage.from_openai({"prompt_tokens": 120, "completion_tokens": 30,
                                "prompt_tokens_details": {"cached_tokens": 64}})
     assert usage == Usage(120, 30, 64, known=True)
+    assert Usage.from_openai({"prompt_tokens": 120, "completion_tokens": 30,
+                              "prompt_tokens_details": {"cached_tokens": 64,
+                                                        "cache_write_tokens": 50}}) == \
+        Usage(120, 30, 64, 50, known=True)
+    # DeepSeek reports cache hits at the top level.
+    assert Usage.from_openai({"prompt_tokens": 120, "completion_tokens": 30,
+                              "prompt_cache_hit_tokens": 100,
+                              "prompt_cache_miss_tokens": 20}).cached_tokens == 100
+    assert Usage(120, 30, 64, 50, known=True).to_openai()["prompt_tokens_details"] == \
+        {"cached_tokens": 64, "cache_write_tokens": 50}
     assert Usage.from_openai(None) == Usage()
     assert Usage.from_openai({"prompt_tokens": 5, "completion_tokens": None}) == \
         Usage(5, 0, known=True)
@@ -108,6 +165,8 @@ def test_every_table_row_is_a_valid_price() -> None:
         assert Decimal(inp) >= 0 and Decimal(out) >= 0
         assert cached is None or Decimal(cached) <= Decimal(inp)
         assert price_for(name).matched == name            # no entry shadows another
+    for name, written in CACHE_WRITE_PRICES.items():
+        assert Decimal(written) > Decimal(PRICES[name][0])  # a premium, or it needs no row
 
 
 def test_estimate_counts_text_tools_and_images_roughly() -> None:

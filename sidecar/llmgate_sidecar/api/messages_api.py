@@ -36,11 +36,14 @@ def message_id(openai_id: Any) -> str:
 
 
 def usage_json(usage: Usage | None) -> dict[str, int]:
-    """Anthropic counts cache reads apart from input tokens; OpenAI includes them."""
+    """Anthropic counts cache writes and reads apart from input tokens; OpenAI's
+    prompt_tokens include both."""
     if usage is None:
         return {"input_tokens": 0, "output_tokens": 0}
-    return {"input_tokens": max(0, usage.prompt_tokens - usage.cached_tokens),
+    return {"input_tokens": max(0, usage.prompt_tokens - usage.cached_tokens
+                                - usage.cache_write_tokens),
             "output_tokens": usage.completion_tokens,
+            "cache_creation_input_tokens": usage.cache_write_tokens,
             "cache_read_input_tokens": usage.cached_tokens}
 
 

@@ -95,6 +95,11 @@ def record_usage(metrics: Metrics, route: Route, served: Served, policy: Virtual
     labels = (route.name, served.target.provider, served.target.model, policy.name)
     metrics.tokens.labels(*labels, "input").inc(usage.prompt_tokens)
     metrics.tokens.labels(*labels, "output").inc(usage.completion_tokens)
+    # Parts of `input`, priced apart: only counted when there were any (fewer series).
+    if usage.cached_tokens:
+        metrics.tokens.labels(*labels, "cache_read").inc(usage.cached_tokens)
+    if usage.cache_write_tokens:
+        metrics.tokens.labels(*labels, "cache_write").inc(usage.cache_write_tokens)
 
 
 async def stream_out(request: web.Request, route: Route, served: Served,

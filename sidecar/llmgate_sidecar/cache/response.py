@@ -239,14 +239,7 @@ class Recorder:
 
 
 def _usage_json(usage: Usage | None) -> dict[str, Any] | None:
-    if usage is None or not usage.known:
-        return None
-    out: dict[str, Any] = {"prompt_tokens": usage.prompt_tokens,
-                           "completion_tokens": usage.completion_tokens,
-                           "total_tokens": usage.prompt_tokens + usage.completion_tokens}
-    if usage.cached_tokens:
-        out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
-    return out
+    return usage.to_openai() if usage is not None and usage.known else None
 
 
 class ResponseCache:

@@ -62,6 +62,8 @@ def request_fields(record: RequestRecord, elapsed: float) -> dict[str, Any]:
         "status_class": record.status_class, "stream": record.stream,
         "attempts": record.attempts, "fallbacks": record.fallbacks,
         "input_tokens": record.input_tokens, "output_tokens": record.output_tokens,
+        "cache_read_tokens": record.cache_read_tokens,
+        "cache_write_tokens": record.cache_write_tokens,
         "cost_usd": None if record.cost_usd is None else float(record.cost_usd),
         "overhead_ms": None if record.overhead_s is None else round(record.overhead_s * 1000, 3),
         "latency_ms": round(elapsed * 1000, 3), "error": record.error}

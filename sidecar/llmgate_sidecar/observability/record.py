@@ -29,6 +29,10 @@ class TokenCounts(Protocol):
     def prompt_tokens(self) -> int: ...
     @property
     def completion_tokens(self) -> int: ...
+    @property
+    def cached_tokens(self) -> int: ...
+    @property
+    def cache_write_tokens(self) -> int: ...
 
 
 class CommittedAnswer(Protocol):
@@ -62,6 +66,8 @@ class RequestRecord:
     fallbacks: list[str] = field(default_factory=list)
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cache_read_tokens: int | None = None  # part of input_tokens
+    cache_write_tokens: int | None = None  # part of input_tokens
     cost_usd: Decimal | None = None
     overhead_s: float | None = None
     error: str | None = None
@@ -80,6 +86,8 @@ class RequestRecord:
             self.error = "upstream_stream_failed"
         if usage is not None and usage.known:
             self.input_tokens, self.output_tokens = usage.prompt_tokens, usage.completion_tokens
+            self.cache_read_tokens = usage.cached_tokens
+            self.cache_write_tokens = usage.cache_write_tokens
         if isinstance(overhead, str):
             self.overhead_s = float(overhead) / 1000
         elif overhead is not None:

@@ -118,6 +118,10 @@ def annotate(current: Any, record: RequestRecord) -> None:
         attributes["gen_ai.usage.input_tokens"] = record.input_tokens
     if record.output_tokens is not None:
         attributes["gen_ai.usage.output_tokens"] = record.output_tokens
+    if record.cache_read_tokens:
+        attributes["gen_ai.usage.cache_read.input_tokens"] = record.cache_read_tokens
+    if record.cache_write_tokens:
+        attributes["gen_ai.usage.cache_creation.input_tokens"] = record.cache_write_tokens
     if record.cost_usd is not None:
         attributes["llmgate.cost_usd"] = float(record.cost_usd)
     if record.error is not None:

@@ -196,15 +196,26 @@ def assistant_blocks(message: Mapping[str, Any], i: int) -> list[dict[str, Any]]
     return blocks
 
 
-def usage_of(raw: Any) -> Usage:
+def usage_of(raw: Any, base: Usage | None = None) -> Usage:
+    """Anthropic usage -> Usage. With `base` (message_start's), only the counts `raw` has
+    replace it: a stream's final message_delta carries output tokens and, from Anthropic and
+    some compatible upstreams, the final input and cache counts too."""
     if not isinstance(raw, Mapping):
-        return Usage()
-    cache_read = int(raw.get("cache_read_input_tokens") or 0)
-    cache_write = int(raw.get("cache_creation_input_tokens") or 0)
-    # OpenAI's prompt_tokens include cached ones; Anthropic counts them apart.
-    return Usage(prompt_tokens=int(raw.get("input_tokens") or 0) + cache_read + cache_write,
-                 completion_tokens=int(raw.get("output_tokens") or 0),
-                 cached_tokens=cache_read, known=True)
+        return base or Usage()
+    before = base or Usage()
+
+    def count(name: str, default: int) -> int:
+        value = raw.get(name)
+        return int(value) if isinstance(value, int | float) else default
+
+    cache_read = count("cache_read_input_tokens", before.cached_tokens)
+    cache_write = count("cache_creation_input_tokens", before.cache_write_tokens)
+    fresh = count("input_tokens",
+                  before.prompt_tokens - before.cached_tokens - before.cache_write_tokens)
+    # OpenAI's prompt_tokens include cache reads and writes; Anthropic counts them apart.
+    return Usage(prompt_tokens=fresh + cache_read + cache_write,
+                 completion_tokens=count("output_tokens", before.completion_tokens),
+                 cached_tokens=cache_read, cache_write_tokens=cache_write, known=True)
 
 
 class AnthropicStreamDecoder:
@@ -229,9 +240,7 @@ class AnthropicStreamDecoder:
         if kind == "message_delta":
             delta = data.get("delta")
             delta = delta if isinstance(delta, dict) else {}
-            usage = data.get("usage")
-            if isinstance(usage, dict) and usage.get("output_tokens") is not None:
-                self._usage.completion_tokens = int(usage["output_tokens"])
+            self._usage = usage_of(data.get("usage"), self._usage)
             finish = FINISH_REASONS.get(str(delta.get("stop_reason")), "stop")
             return StreamItem(self._writer.delta({}, finish))
         if kind == "message_stop":

@@ -32,21 +32,42 @@ class UpstreamRequest:
 
 @dataclass(slots=True)
 class Usage:
+    """Token counts of one answer in OpenAI's terms: `prompt_tokens` is every input token,
+    of which `cached_tokens` were read from the provider's prompt cache and
+    `cache_write_tokens` were written to it (each priced apart, see pricing.ModelPrice)."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
     known: bool = False
 
     @classmethod
     def from_openai(cls, usage: Mapping[str, Any] | None) -> Usage:
+        """Read OpenAI's usage object; cache writes from `prompt_tokens_details.
+        cache_write_tokens` (how llmgate reports them), cache reads also from DeepSeek's
+        `prompt_cache_hit_tokens`."""
         if not isinstance(usage, Mapping):
             return cls()
-        details = usage.get("prompt_tokens_details") or {}
+        details = usage.get("prompt_tokens_details")
+        details = details if isinstance(details, Mapping) else {}
         return cls(prompt_tokens=int(usage.get("prompt_tokens") or 0),
                    completion_tokens=int(usage.get("completion_tokens") or 0),
-                   cached_tokens=int(details.get("cached_tokens") or 0)
-                   if isinstance(details, Mapping) else 0,
+                   cached_tokens=int(details.get("cached_tokens")
+                                     or usage.get("prompt_cache_hit_tokens") or 0),
+                   cache_write_tokens=int(details.get("cache_write_tokens") or 0),
                    known=True)
+
+    def to_openai(self) -> dict[str, Any]:
+        """OpenAI's usage object; cache writes, which OpenAI has no field for, as
+        `prompt_tokens_details.cache_write_tokens` when there were any."""
+        details = {"cached_tokens": self.cached_tokens}
+        if self.cache_write_tokens:
+            details["cache_write_tokens"] = self.cache_write_tokens
+        return {"prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "prompt_tokens_details": details}
 
 
 @dataclass(slots=True)

@@ -231,6 +231,7 @@ def usage_of(raw: Any) -> Usage:
     cache_read = int(raw.get("cacheReadInputTokens") or 0)
     cache_write = int(raw.get("cacheWriteInputTokens") or 0)
     return Usage(prompt_tokens=int(raw.get("inputTokens") or 0) + cache_read + cache_write,
+                 cache_write_tokens=cache_write,
                  completion_tokens=int(raw.get("outputTokens") or 0),
                  cached_tokens=cache_read, known=True)
 

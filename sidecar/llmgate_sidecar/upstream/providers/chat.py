@@ -160,12 +160,6 @@ def function_tools(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     return functions
 
 
-def usage_json(usage: Usage) -> dict[str, Any]:
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}}
-
-
 def tool_call(call_id: str, name: str, arguments: Any) -> dict[str, Any]:
     return {"id": call_id, "type": "function",
             "function": {"name": name, "arguments": orjson.dumps(arguments).decode()}}
@@ -181,7 +175,7 @@ def completion(response_id: str, model: str, text: str | None,
         "model": model,
         "choices": [{"index": 0, "message": message, "logprobs": None,
                      "finish_reason": finish_reason}],
-        "usage": usage_json(usage)})
+        "usage": usage.to_openai()})
 
 
 class ChunkWriter:
@@ -207,7 +201,7 @@ class ChunkWriter:
             return DONE
         return b"data: " + orjson.dumps({
             "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-            "model": self.model, "choices": [], "usage": usage_json(usage)}) + b"\n\n" + DONE
+            "model": self.model, "choices": [], "usage": usage.to_openai()}) + b"\n\n" + DONE
 
 
 def classify_status(status: int, *, in_stream: bool = False) -> str:
