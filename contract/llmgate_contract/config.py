@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from llmgate_contract.patterns import check_patterns
+from llmgate_contract.providers import PROVIDER_KINDS as PROVIDER_KINDS  # re-exported
+from llmgate_contract.providers import ProviderKind as ProviderKind  # re-exported
 
 SCHEMA_VERSION: Literal[1] = 1
 MIN_SCHEMA_VERSION = 1
@@ -34,12 +36,6 @@ CREDENTIALS_SECRET_NAME = "llmgate-credentials"
 # on some key); the sidecar treats it as "no key" and applies the bound key's policy.
 POD_BOUND_KEY = "llmgate-pod-bound"
 
-ProviderKind = Literal[
-    "openai", "azure-openai", "anthropic", "gemini", "vertex-ai", "bedrock", "mistral",
-    "cohere", "groq", "deepseek", "together", "fireworks", "openrouter", "xai", "ollama",
-    "vllm", "openai-compatible", "mock",
-]
-PROVIDER_KINDS: tuple[str, ...] = ProviderKind.__args__  # type: ignore[attr-defined]
 
 Strategy = Literal["fallback", "loadbalance", "least-busy", "latency", "cost"]
 ErrorClass = Literal[

@@ -15,15 +15,11 @@ from decimal import Decimal
 from typing import Any
 
 from llmgate_contract import config as c
+from llmgate_contract.providers import KINDS
 from pydantic import ValidationError
 
 from llmgate_operator import api
 
-# Providers that cannot be called without an API key in `spec.apiKey`.
-NEEDS_API_KEY = frozenset({
-    "openai", "azure-openai", "anthropic", "gemini", "mistral", "cohere", "groq", "deepseek",
-    "together", "fireworks", "openrouter", "xai",
-})
 API_KEY_DATA_KEY = "api-key"
 PREVIOUS_HASH_DATA_KEY = "previous-sha256"
 PREVIOUS_NOT_AFTER_DATA_KEY = "previous-not-after"
@@ -170,13 +166,10 @@ def _provider(
         if isinstance(value, Condition):
             return value
         files[f"{name}.{suffix}"] = value
-    if spec.provider in NEEDS_API_KEY and spec.api_key is None:
+    missing = _missing_credentials(spec)
+    if missing is not None:
         return Condition(False, "MissingCredentials",
-                         f"provider {spec.provider} needs spec.apiKey.secretKeyRef")
-    if spec.provider == "bedrock" and spec.aws is None:
-        return Condition(False, "MissingCredentials", "provider bedrock needs spec.aws")
-    if spec.provider == "vertex-ai" and spec.gcp is None:
-        return Condition(False, "MissingCredentials", "provider vertex-ai needs spec.gcp")
+                         f"provider {spec.provider} needs {missing}")
     provider = c.Provider(
         name=name, kind=spec.provider, base_url=spec.base_url,
         api_key_file=f"{name}.api-key" if spec.api_key else None,
@@ -199,6 +192,18 @@ def _provider(
         mock=c.MockOptions.model_validate(spec.mock.model_dump()) if spec.mock else None,
     )
     return provider, files
+
+
+def _missing_credentials(spec: api.ProviderSecretSpec) -> str | None:
+    """The credentials field the kind needs (`llmgate_contract.providers.KINDS`) when unset."""
+    needs = KINDS[spec.provider].credentials
+    if needs == "api-key" and spec.api_key is None:
+        return "spec.apiKey.secretKeyRef"
+    if needs == "aws" and spec.aws is None:
+        return "spec.aws"
+    if needs == "gcp" and spec.gcp is None:
+        return "spec.gcp"
+    return None
 
 
 def _group(

@@ -2,8 +2,8 @@
 
 Served by the one request lifecycle (`api.lifecycle`) like chat: reserves and settles input
 tokens only, and lets routing retry and fall back as for chat. Targets whose adapter has no
-embeddings (`providers.base.embeddings_of`) are skipped; when none is left the answer is a
-400 `embeddings_not_supported` naming the providers.
+embeddings (`Adapter.embeddings`, from the kind's row in the contract) are skipped; when
+none is left the answer is a 400 `embeddings_not_supported` naming the providers.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from llmgate_sidecar.config.runtime import Runtime, Upstream
 from llmgate_sidecar.errors import BadRequest
 from llmgate_sidecar.policy.accounting import Reservation, leaves
 from llmgate_sidecar.routing.router import Attempt, Router, Served
-from llmgate_sidecar.upstream.providers.base import embeddings_of
 
 
 def parse_embeddings(raw: bytes) -> dict[str, Any]:
@@ -52,7 +51,7 @@ def input_reservation(runtime: Runtime, group: Group, body: dict[str, Any]) -> R
 
 async def _embed(router: Router, route: Route, body: dict[str, Any], upstream: Upstream,
                  target: Target, deadline: float | None) -> Served:
-    adapter = embeddings_of(upstream.adapter)
+    adapter = upstream.adapter.embeddings
     assert adapter is not None  # `usable` filtered the others out
     _, payload, seconds = await router.exchange(
         upstream, target, route, deadline, lambda: adapter.embeddings_request(body, target))
@@ -79,7 +78,7 @@ class EmbeddingsEndpoint(Endpoint):
         return EmbeddingsCall(body, body["model"])
 
     def usable(self, upstream: Upstream) -> bool:
-        return embeddings_of(upstream.adapter) is not None
+        return upstream.adapter.embeddings is not None
 
     def unsupported(self, names: list[str]) -> BadRequest:
         return BadRequest("none of this route's providers has an embeddings API: "

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from llmgate_contract.config import Target
+from llmgate_contract.providers import PASSTHROUGH_OPERATIONS
 
 from llmgate_sidecar.api.inbound import parse_json_object
 from llmgate_sidecar.api.lifecycle import Endpoint, Exchange
@@ -31,13 +32,13 @@ from llmgate_sidecar.routing.router import Attempt, Served
 from llmgate_sidecar.upstream.providers.base import Usage
 from llmgate_sidecar.wire.sse import Event
 
-OPERATIONS = ("responses", "completions", "images/generations", "audio/speech",
-              "audio/transcriptions", "audio/translations", "moderations")
+OPERATIONS = PASSTHROUGH_OPERATIONS  # the contract's list (llmgate_contract.providers)
 _MODEL_PART = re.compile(rb'content-disposition:[^\r\n]*\bname="model"', re.IGNORECASE)
 
 
 def supports(upstream: Upstream, operation: str) -> bool:
-    return operation in getattr(upstream.adapter, "RAW_OPERATIONS", ())
+    side = upstream.adapter.passthrough
+    return side is not None and operation in side.operations
 
 
 class Body:
@@ -214,7 +215,8 @@ class PassthroughEndpoint(Endpoint):
         body: Body = exchange.call
 
         async def attempt(upstream: Upstream, target: Target, deadline: float | None) -> Served:
-            adapter: Any = upstream.adapter  # `usable` checked it has raw_request
+            adapter = upstream.adapter.passthrough
+            assert adapter is not None  # `usable` skipped the others
             response, _, seconds = await router.exchange(
                 upstream, target, route, deadline, lambda: adapter.raw_request(
                     operation, body.with_model(target.model), body.content_type, target),

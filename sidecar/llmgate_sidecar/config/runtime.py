@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from llmgate_contract import Bundle
 from llmgate_contract.config import Provider, Route, VirtualKey
+from llmgate_contract.providers import KINDS
 
 from llmgate_sidecar.upstream.providers import (
     Adapter,
@@ -106,10 +107,16 @@ class Runtime:
 
 
 def _credentials(provider: Provider, files: Mapping[str, str]) -> Credentials:
-    extra = {k: files[f] for k, f in provider.aws_files.items() if f in files}
-    if provider.gcp_key_file and provider.gcp_key_file in files:
+    """The secrets of the kind's credentials (`KINDS[kind].credentials`), from the volume."""
+    needs = KINDS[provider.kind].credentials
+    extra: dict[str, str] = {}
+    if needs == "aws":
+        extra = {k: files[f] for k, f in provider.aws_files.items() if f in files}
+    if needs == "gcp" and provider.gcp_key_file and provider.gcp_key_file in files:
         extra["gcp-service-account-key"] = files[provider.gcp_key_file]
-    api_key = files.get(provider.api_key_file) if provider.api_key_file else None
+    api_key = None
+    if needs in ("api-key", "optional-api-key") and provider.api_key_file:
+        api_key = files.get(provider.api_key_file)
     return Credentials(api_key=api_key.strip() if api_key else None, extra=extra)
 
 

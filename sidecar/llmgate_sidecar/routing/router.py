@@ -237,7 +237,7 @@ class Router:
                        body: dict[str, Any], stream: bool, include_usage: bool,
                        deadline: float | None) -> Served:
         timeout = self._attempt_timeout(route, target, deadline)
-        await _prepare(upstream)
+        await upstream.adapter.prepare()
         request = upstream.adapter.chat_request(shape_body(body, target.params), target,
                                                 stream=stream)
         started = self._clock()
@@ -289,7 +289,7 @@ class Router:
         """One non-chat try (embeddings, pass-through): a 2xx response and its body (None
         with `keep_open`: the caller streams it), else a classified UpstreamError."""
         timeout = self._attempt_timeout(route, target, deadline)
-        await _prepare(upstream)
+        await upstream.adapter.prepare()
         request = build()
         started = self._clock()
         self.stats.started(target)
@@ -331,13 +331,6 @@ class Router:
                                  deadline_at=deadline_at, on_error=failed, on_close=closed)
         self.open_streams.add(stream)
         return stream
-
-
-async def _prepare(upstream: Upstream) -> None:
-    """I/O an adapter needs before it can translate (e.g. an OAuth token refresh)."""
-    prepare = getattr(upstream.adapter, "prepare", None)
-    if prepare is not None:
-        await prepare()
 
 
 def _no_answer(target: Target, timeout: float | None) -> UpstreamError:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 import aiohttp
 from llmgate_contract.config import Provider
+from llmgate_contract.providers import KINDS
 
 from llmgate_sidecar.errors import UpstreamError
 from llmgate_sidecar.upstream.mock import MockTransport
@@ -158,7 +159,7 @@ class Transports:
         key = (provider.name, provider.kind, provider.base_url or "", mock)
         transport = self._by_key.get(key)
         if transport is None:
-            if provider.kind == "mock":
+            if KINDS[provider.kind].in_process:
                 transport = MockTransport(provider.mock)
             else:
                 transport = HttpTransport()

@@ -1,8 +1,13 @@
-"""Provider adapters by kind. `adapter_for` is the only place that maps a kind to a class."""
+"""Provider adapters by wire format. `adapter_for` is the only place that maps a provider
+kind to an adapter: through the kind's `wire` in the contract's table
+(`llmgate_contract.providers.KINDS`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from llmgate_contract.config import Provider
+from llmgate_contract.providers import KINDS, Wire
 
 from llmgate_sidecar.upstream.providers.anthropic import AnthropicAdapter
 from llmgate_sidecar.upstream.providers.azure import AzureOpenAIAdapter
@@ -13,34 +18,27 @@ from llmgate_sidecar.upstream.providers.gemini import GeminiAdapter
 from llmgate_sidecar.upstream.providers.openai import OpenAIAdapter
 from llmgate_sidecar.upstream.providers.vertex import VertexAIAdapter
 
-# Kinds whose wire format is OpenAI's chat completions. `mock` speaks it in-process.
-OPENAI_FAMILY = frozenset({
-    "openai", "mistral", "groq", "deepseek", "together", "fireworks", "openrouter", "xai",
-    "ollama", "vllm", "openai-compatible", "mock",
-})
+ADAPTERS: dict[Wire, Callable[[Provider, Credentials], Adapter]] = {
+    "openai": OpenAIAdapter,
+    "azure-openai": AzureOpenAIAdapter,
+    "anthropic": AnthropicAdapter,
+    "gemini": GeminiAdapter,
+    "vertex-ai": VertexAIAdapter,
+    "cohere": CohereAdapter,
+    "bedrock": BedrockAdapter,
+}
 
 
 class UnsupportedProvider(Exception):
-    """The config names a provider kind this sidecar cannot translate yet."""
+    """The config names a provider kind this sidecar cannot translate (a newer contract)."""
 
 
 def adapter_for(provider: Provider, credentials: Credentials) -> Adapter:
-    if provider.kind in OPENAI_FAMILY:
-        return OpenAIAdapter(provider, credentials)
-    if provider.kind == "anthropic":
-        return AnthropicAdapter(provider, credentials)
-    if provider.kind == "azure-openai":
-        return AzureOpenAIAdapter(provider, credentials)
-    if provider.kind == "gemini":
-        return GeminiAdapter(provider, credentials)
-    if provider.kind == "vertex-ai":
-        return VertexAIAdapter(provider, credentials)
-    if provider.kind == "cohere":
-        return CohereAdapter(provider, credentials)
-    if provider.kind == "bedrock":
-        return BedrockAdapter(provider, credentials)
-    raise UnsupportedProvider(f"provider kind {provider.kind!r} is not supported by this "
-                              f"sidecar build yet")
+    row = KINDS.get(provider.kind)
+    if row is None:
+        raise UnsupportedProvider(f"provider kind {provider.kind!r} is not supported by this "
+                                  f"sidecar build")
+    return ADAPTERS[row.wire](provider, credentials)
 
 
-__all__ = ["OPENAI_FAMILY", "Adapter", "Credentials", "UnsupportedProvider", "adapter_for"]
+__all__ = ["ADAPTERS", "Adapter", "Credentials", "UnsupportedProvider", "adapter_for"]

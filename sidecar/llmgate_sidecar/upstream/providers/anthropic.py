@@ -14,13 +14,20 @@ from typing import Any
 
 import orjson
 from llmgate_contract.config import Provider, Target
+from llmgate_contract.providers import KINDS
 
 from llmgate_sidecar.errors import BadRequest, UpstreamError
 from llmgate_sidecar.upstream.providers import chat
-from llmgate_sidecar.upstream.providers.base import Credentials, StreamItem, UpstreamRequest, Usage
+from llmgate_sidecar.upstream.providers.base import (
+    Credentials,
+    EmbeddingsAdapter,
+    PassthroughAdapter,
+    StreamItem,
+    UpstreamRequest,
+    Usage,
+)
 from llmgate_sidecar.wire.sse import Event
 
-DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
 # Anthropic requires max_tokens; a route can set it with `params`, else this applies.
 DEFAULT_MAX_TOKENS = 4096
@@ -35,13 +42,19 @@ _CONTEXT_HINTS = ("prompt is too long", "context limit", "context window", "too 
 class AnthropicAdapter:
     def __init__(self, provider: Provider, credentials: Credentials) -> None:
         self.provider = provider
-        base = (provider.base_url or DEFAULT_BASE_URL).rstrip("/")
+        base = (provider.base_url or KINDS[provider.kind].default_base_url or "").rstrip("/")
         self._url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
         headers = {"content-type": "application/json", "anthropic-version": API_VERSION,
                    **provider.headers}
         if credentials.api_key:
             headers["x-api-key"] = credentials.api_key
         self._headers = headers
+        # No embeddings API, no other OpenAI paths.
+        self.embeddings: EmbeddingsAdapter | None = None
+        self.passthrough: PassthroughAdapter | None = None
+
+    async def prepare(self) -> None:
+        """Nothing to fetch before translating."""
 
     def chat_request(self, body: dict[str, Any], target: Target, *,
                      stream: bool) -> UpstreamRequest:

@@ -14,10 +14,17 @@ from urllib.parse import quote
 
 import orjson
 from llmgate_contract.config import Provider, Target
+from llmgate_contract.providers import KINDS
 
 from llmgate_sidecar.errors import UpstreamError
 from llmgate_sidecar.upstream.providers import embedding
-from llmgate_sidecar.upstream.providers.base import Credentials, UpstreamRequest, Usage
+from llmgate_sidecar.upstream.providers.base import (
+    Credentials,
+    EmbeddingsAdapter,
+    PassthroughAdapter,
+    UpstreamRequest,
+    Usage,
+)
 from llmgate_sidecar.upstream.providers.openai import (
     OpenAIAdapter,
     OpenAIStreamDecoder,
@@ -41,6 +48,13 @@ class AzureOpenAIAdapter:
         self._headers = headers
         # Bodies, responses and errors are OpenAI's: reuse that adapter's translation.
         self._openai = OpenAIAdapter(provider, Credentials())
+        row = KINDS[provider.kind]
+        self.operations = row.passthrough
+        self.embeddings: EmbeddingsAdapter | None = self if row.embeddings else None
+        self.passthrough: PassthroughAdapter | None = self if row.passthrough else None
+
+    async def prepare(self) -> None:
+        """Nothing to fetch before translating."""
 
     def url(self, deployment: str, operation: str = "chat/completions") -> str:
         return (f"{self._base}/deployments/{quote(deployment, safe='')}/{operation}"
@@ -56,10 +70,6 @@ class AzureOpenAIAdapter:
 
     def stream_decoder(self, target: Target, *, include_usage: bool) -> OpenAIStreamDecoder:
         return OpenAIStreamDecoder(self.provider, target, include_usage=include_usage)
-
-    # OpenAI paths an Azure deployment also serves (pass-through); others are refused.
-    RAW_OPERATIONS = frozenset({"completions", "images/generations", "audio/speech",
-                                "audio/transcriptions", "audio/translations"})
 
     def raw_request(self, operation: str, body: bytes, content_type: str,
                     target: Target) -> UpstreamRequest:

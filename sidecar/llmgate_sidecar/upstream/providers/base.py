@@ -3,9 +3,12 @@
 An `Adapter` turns an OpenAI-shaped chat request into an `UpstreamRequest`, an upstream
 response body back into an OpenAI `chat.completion`, upstream stream events into OpenAI
 `chat.completion.chunk`s (a `StreamDecoder` per stream), and an upstream error into a
-classified `UpstreamError`. Adapters of providers that have embeddings also implement
-`EmbeddingsAdapter` (OpenAI `/v1/embeddings` in and out); `embeddings_of` tells which do.
-Routing and the transports own all network I/O.
+classified `UpstreamError`. What a kind supports beyond chat is declared by every adapter,
+from the kind's row in the contract (`llmgate_contract.providers.KINDS`): `embeddings` (the
+adapter's `EmbeddingsAdapter` side, OpenAI `/v1/embeddings` in and out, or None) and
+`passthrough` (its `PassthroughAdapter` side for other OpenAI paths, or None); `prepare` is
+the I/O it needs before translating (a token refresh), a no-op for most. Routing and the
+transports own all network I/O.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from llmgate_contract.config import Provider, Target
 
@@ -106,6 +109,17 @@ class StreamDecoder(Protocol):
 class Adapter(Protocol):
     provider: Provider
 
+    @property
+    def embeddings(self) -> EmbeddingsAdapter | None:
+        """The embeddings side; None when the kind has no embeddings API."""
+
+    @property
+    def passthrough(self) -> PassthroughAdapter | None:
+        """The pass-through side; None when the kind serves no other OpenAI path."""
+
+    async def prepare(self) -> None:
+        """I/O needed before the next translation (e.g. an OAuth token refresh)."""
+
     def chat_request(self, body: dict[str, Any], target: Target, *,
                      stream: bool) -> UpstreamRequest: ...
 
@@ -118,7 +132,6 @@ class Adapter(Protocol):
                  target: Target) -> UpstreamError: ...
 
 
-@runtime_checkable
 class EmbeddingsAdapter(Protocol):
     """The embeddings half of an adapter: OpenAI's embeddings request and response shapes."""
 
@@ -130,11 +143,15 @@ class EmbeddingsAdapter(Protocol):
         """Upstream 2xx body -> (OpenAI embeddings list JSON bytes, usage: input only)."""
 
 
-def embeddings_of(adapter: object) -> EmbeddingsAdapter | None:
-    """The adapter's embeddings side, or None when its provider has no embeddings API."""
-    if not isinstance(adapter, EmbeddingsAdapter) or not getattr(adapter, "has_embeddings", True):
-        return None
-    return adapter
+class PassthroughAdapter(Protocol):
+    """The pass-through half of an adapter: other OpenAI paths, bodies forwarded as is."""
+
+    @property
+    def operations(self) -> frozenset[str]:
+        """The paths under /v1/ it serves (`Kind.passthrough`)."""
+
+    def raw_request(self, operation: str, body: bytes, content_type: str,
+                    target: Target) -> UpstreamRequest: ...
 
 
 def retry_after_seconds(headers: Mapping[str, str], *,

@@ -22,7 +22,14 @@ from yarl import URL
 from llmgate_sidecar.errors import BadRequest, UpstreamError
 from llmgate_sidecar.upstream.aws_identity import WebIdentity, WebIdentityError
 from llmgate_sidecar.upstream.providers import chat
-from llmgate_sidecar.upstream.providers.base import Credentials, StreamItem, UpstreamRequest, Usage
+from llmgate_sidecar.upstream.providers.base import (
+    Credentials,
+    EmbeddingsAdapter,
+    PassthroughAdapter,
+    StreamItem,
+    UpstreamRequest,
+    Usage,
+)
 from llmgate_sidecar.upstream.sigv4 import AwsCredentials, sign
 from llmgate_sidecar.wire.sse import Event
 
@@ -62,6 +69,9 @@ class BedrockAdapter:
         self._headers = {"content-type": "application/json", "accept": "application/json",
                          **provider.headers}
         self._clock = clock
+        # Converse has no embeddings; no other OpenAI paths.
+        self.embeddings: EmbeddingsAdapter | None = None
+        self.passthrough: PassthroughAdapter | None = None
 
     async def prepare(self) -> None:
         """Fetch (or reuse) the web identity's temporary credentials before signing."""

@@ -13,13 +13,20 @@ from typing import Any
 
 import orjson
 from llmgate_contract.config import Provider, Target
+from llmgate_contract.providers import KINDS
 
 from llmgate_sidecar.errors import BadRequest, UpstreamError
 from llmgate_sidecar.upstream.providers import chat, embedding
-from llmgate_sidecar.upstream.providers.base import Credentials, StreamItem, UpstreamRequest, Usage
+from llmgate_sidecar.upstream.providers.base import (
+    Credentials,
+    EmbeddingsAdapter,
+    PassthroughAdapter,
+    StreamItem,
+    UpstreamRequest,
+    Usage,
+)
 from llmgate_sidecar.wire.sse import Event
 
-DEFAULT_BASE_URL = "https://api.cohere.com"
 FINISH_REASONS = {"COMPLETE": "stop", "STOP_SEQUENCE": "stop", "MAX_TOKENS": "length",
                   "TOOL_CALL": "tool_calls"}
 _PARAMS = {"temperature": "temperature", "top_p": "p", "top_k": "k", "seed": "seed",
@@ -31,13 +38,19 @@ _FILTER_HINTS = ("blocked input", "blocked output", "violate our usage policy")
 class CohereAdapter:
     def __init__(self, provider: Provider, credentials: Credentials) -> None:
         self.provider = provider
-        base = (provider.base_url or DEFAULT_BASE_URL).rstrip("/")
+        base = (provider.base_url or KINDS[provider.kind].default_base_url or "").rstrip("/")
         self._url = base + ("/chat" if base.endswith("/v2") else "/v2/chat")
         self._embed_url = base + ("/embed" if base.endswith("/v2") else "/v2/embed")
         self._headers = {"content-type": "application/json", "accept": "application/json",
                          **provider.headers}
         if credentials.api_key:
             self._headers["authorization"] = f"Bearer {credentials.api_key}"
+        self.embeddings: EmbeddingsAdapter | None = self if KINDS[provider.kind].embeddings \
+            else None
+        self.passthrough: PassthroughAdapter | None = None
+
+    async def prepare(self) -> None:
+        """Nothing to fetch before translating."""
 
     def chat_request(self, body: dict[str, Any], target: Target, *,
                      stream: bool) -> UpstreamRequest:

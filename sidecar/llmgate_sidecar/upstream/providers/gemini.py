@@ -15,13 +15,20 @@ from urllib.parse import quote
 
 import orjson
 from llmgate_contract.config import Provider, Target
+from llmgate_contract.providers import KINDS
 
 from llmgate_sidecar.errors import BadRequest, UpstreamError
 from llmgate_sidecar.upstream.providers import chat, embedding
-from llmgate_sidecar.upstream.providers.base import Credentials, StreamItem, UpstreamRequest, Usage
+from llmgate_sidecar.upstream.providers.base import (
+    Credentials,
+    EmbeddingsAdapter,
+    PassthroughAdapter,
+    StreamItem,
+    UpstreamRequest,
+    Usage,
+)
 from llmgate_sidecar.wire.sse import Event
 
-DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter",
                   "RECITATION": "content_filter", "BLOCKLIST": "content_filter",
                   "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
@@ -35,10 +42,16 @@ _CONTEXT_HINTS = ("exceeds the maximum number of tokens", "input token count",
 class GeminiAdapter:
     def __init__(self, provider: Provider, credentials: Credentials) -> None:
         self.provider = provider
-        self._base = (provider.base_url or DEFAULT_BASE_URL).rstrip("/")
+        row = KINDS[provider.kind]
+        self._base = (provider.base_url or row.default_base_url or "").rstrip("/")
         self._headers = {"content-type": "application/json", **provider.headers}
         if credentials.api_key:
             self._headers["x-goog-api-key"] = credentials.api_key
+        self.embeddings: EmbeddingsAdapter | None = self if row.embeddings else None
+        self.passthrough: PassthroughAdapter | None = None
+
+    async def prepare(self) -> None:
+        """Nothing to fetch before translating."""
 
     def model_url(self, model: str) -> str:
         return f"{self._base}/models/{quote(model, safe='')}"

@@ -13,11 +13,14 @@ from typing import Any
 
 import orjson
 from llmgate_contract.config import Provider, Target
+from llmgate_contract.providers import KINDS
 
 from llmgate_sidecar.errors import UpstreamError
 from llmgate_sidecar.upstream.providers import embedding
 from llmgate_sidecar.upstream.providers.base import (
     Credentials,
+    EmbeddingsAdapter,
+    PassthroughAdapter,
     StreamItem,
     UpstreamRequest,
     Usage,
@@ -25,25 +28,14 @@ from llmgate_sidecar.upstream.providers.base import (
 )
 from llmgate_sidecar.wire.sse import DONE, Event
 
-DEFAULT_BASE_URLS = {
-    "openai": "https://api.openai.com/v1",
-    "mistral": "https://api.mistral.ai/v1",
-    "groq": "https://api.groq.com/openai/v1",
-    "deepseek": "https://api.deepseek.com/v1",
-    "together": "https://api.together.xyz/v1",
-    "fireworks": "https://api.fireworks.ai/inference/v1",
-    "openrouter": "https://openrouter.ai/api/v1",
-    "xai": "https://api.x.ai/v1",
-    "ollama": "http://127.0.0.1:11434/v1",
-    "vllm": "http://127.0.0.1:8000/v1",
-}
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
 
 
 class OpenAIAdapter:
     def __init__(self, provider: Provider, credentials: Credentials) -> None:
         self.provider = provider
-        base = provider.base_url or DEFAULT_BASE_URLS.get(provider.kind, "")
+        row = KINDS[provider.kind]
+        base = provider.base_url or row.default_base_url or ""
         self._chat_url = base.rstrip("/") + "/chat/completions"
         self._base = base.rstrip("/")
         self._embeddings_url = self._base + "/embeddings"
@@ -51,6 +43,12 @@ class OpenAIAdapter:
         if credentials.api_key:
             headers["authorization"] = f"Bearer {credentials.api_key}"
         self._headers = headers
+        self.operations = row.passthrough
+        self.embeddings: EmbeddingsAdapter | None = self if row.embeddings else None
+        self.passthrough: PassthroughAdapter | None = self if row.passthrough else None
+
+    async def prepare(self) -> None:
+        """Nothing to fetch before translating."""
 
     def chat_request(self, body: dict[str, Any], target: Target, *,
                      stream: bool) -> UpstreamRequest:
@@ -73,10 +71,6 @@ class OpenAIAdapter:
 
     def stream_decoder(self, target: Target, *, include_usage: bool) -> OpenAIStreamDecoder:
         return OpenAIStreamDecoder(self.provider, target, include_usage=include_usage)
-
-    RAW_OPERATIONS = frozenset({"responses", "completions", "images/generations",
-                                "audio/speech", "audio/transcriptions", "audio/translations",
-                                "moderations"})
 
     def raw_request(self, operation: str, body: bytes, content_type: str,
                     target: Target) -> UpstreamRequest:
