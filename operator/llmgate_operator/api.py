@@ -511,6 +511,14 @@ class ConditionStatus(_Spec):
     last_transition_time: str | None = _time("lastTransitionTime", "When status last changed.")
 
 
+class LastGoodStatus(_Spec):
+    """The last spec the operator accepted: served instead of a later invalid edit."""
+
+    generation: int = Field(ge=0, json_schema_extra=_INT64,
+                            description="metadata.generation of that spec.")
+    spec: dict[str, Any] = Field(description="The spec as it was then.")
+
+
 class _Status(_Spec):
     """Observed state, written by the operator."""
 
@@ -519,6 +527,10 @@ class _Status(_Spec):
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
         description="kstatus-compatible conditions; `Ready` summarises the resource.")
+    last_good: LastGoodStatus | None = Field(
+        default=None, alias="lastGood",
+        description="The last valid spec: while the current one is invalid (Ready False, "
+                    "InvalidSpec) this one stays in service, and survives operator restarts.")
 
 
 class ProviderSecretStatus(_Status):

@@ -40,6 +40,9 @@ class Compilation:
     config: c.CompiledConfig
     credentials: dict[str, str]
     conditions: dict[tuple[str, str], Condition]
+    accepted: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """`status.lastGood` to keep per CR: {generation, spec} of each CR whose current spec
+    compiled (an invalid edit later serves this one instead)."""
 
 
 def compile_namespace(
@@ -52,19 +55,44 @@ def compile_namespace(
     """Compile CR bodies (any of the three kinds) of `namespace` with its decoded Secrets."""
     by_kind: dict[str, list[tuple[str, api.AnySpec]]] = {k: [] for k in api.SPEC_MODELS}
     conditions: dict[tuple[str, str], Condition] = {}
+    stale: dict[tuple[str, str], Condition] = {}
+    accepted: dict[tuple[str, str], dict[str, Any]] = {}
+    fallbacks: dict[str, tuple[int, api.ProviderSecretSpec]] = {}
     for body in sorted(resources, key=lambda b: (b["kind"], b["metadata"]["name"])):
         kind, name = body["kind"], body["metadata"]["name"]
+        previous = last_good(body)
         try:
-            by_kind[kind].append((name, api.parse_spec(kind, body.get("spec"))))
+            spec = api.parse_spec(kind, body.get("spec"))
         except ValidationError as exc:
-            conditions[(kind, name)] = Condition(False, "InvalidSpec", describe_errors(exc))
+            if previous is None:
+                conditions[(kind, name)] = Condition(False, "InvalidSpec", describe_errors(exc))
+                continue
+            spec = previous[1]
+            stale[(kind, name)] = _serving_previous(describe_errors(exc), previous[0])
+        else:
+            generation = body["metadata"].get("generation")
+            if isinstance(generation, int):
+                accepted[(kind, name)] = {"generation": generation,
+                                          "spec": dict(body.get("spec") or {})}
+            if previous is not None and isinstance(previous[1], api.ProviderSecretSpec):
+                fallbacks[name] = (previous[0], previous[1])  # if this one lacks credentials
+        by_kind[kind].append((name, spec))
 
     providers: dict[str, c.Provider] = {}
     credentials: dict[str, str] = {}
     for name, spec in by_kind["ProviderSecret"]:
         assert isinstance(spec, api.ProviderSecretSpec)
         outcome = _provider(name, spec, secrets)
+        if isinstance(outcome, Condition) and outcome.reason == "MissingCredentials" \
+                and name in fallbacks:
+            # An edit that dropped the credentials a provider needs: an invalid edit too.
+            accepted.pop(("ProviderSecret", name), None)
+            generation, previous_spec = fallbacks[name]
+            stale[("ProviderSecret", name)] = _serving_previous(outcome.message, generation)
+            outcome = _provider(name, previous_spec, secrets)
         if isinstance(outcome, Condition):
+            if outcome.reason == "MissingCredentials":
+                accepted.pop(("ProviderSecret", name), None)
             conditions[("ProviderSecret", name)] = outcome
             continue
         provider, files = outcome
@@ -94,23 +122,52 @@ def compile_namespace(
         keys.append(key)
         conditions[("VirtualKey", name)] = condition
 
+    for cr, invalid in stale.items():
+        # Ready stays False with the edit's errors; what the old spec compiled to is kept
+        # (e.g. an LLMRoute's targets) for the status.
+        served = conditions.get(cr)
+        conditions[cr] = Condition(False, invalid.reason, invalid.message,
+                                   {**(served.extra if served else {}), **invalid.extra})
     config = c.CompiledConfig(namespace=namespace, providers=providers, routes=routes,
                               virtual_keys=keys)
-    return Compilation(config=config, credentials=credentials, conditions=conditions)
+    return Compilation(config=config, credentials=credentials, conditions=conditions,
+                       accepted=accepted)
+
+
+def last_good(body: Mapping[str, Any]) -> tuple[int, api.AnySpec] | None:
+    """(generation, parsed spec) of a CR's `status.lastGood`, if it has a usable one."""
+    status = body.get("status")
+    saved = status.get("lastGood") if isinstance(status, Mapping) else None
+    if not isinstance(saved, Mapping) or not isinstance(saved.get("generation"), int):
+        return None
+    try:
+        return saved["generation"], api.parse_spec(body["kind"], saved.get("spec"))
+    except (ValidationError, KeyError):
+        return None  # written by an older operator whose rules were looser: not servable
+
+
+def _serving_previous(problem: str, generation: int) -> Condition:
+    return Condition(False, "InvalidSpec",
+                     f"{problem}; still serving generation {generation}, the last valid spec",
+                     {"servedGeneration": generation})
 
 
 def secret_keys(body: Mapping[str, Any]) -> set[tuple[str, str]]:
-    """(Secret name, data key) pairs a CR body reads, from its raw spec (valid or not)."""
+    """(Secret name, data key) pairs a CR body reads, from its raw spec (valid or not) and
+    its last good spec (which may be the one in service)."""
     spec = body.get("spec") or {}
     if not isinstance(spec, Mapping):
         return set()
+    status = body.get("status")
+    saved = status.get("lastGood") if isinstance(status, Mapping) else None
+    specs = [spec] + ([saved["spec"]] if isinstance(saved, Mapping)
+                      and isinstance(saved.get("spec"), Mapping) else [])
     if body.get("kind") == "VirtualKey":
-        secret = spec.get("secretName")
         name = body["metadata"]["name"]
-        return {(secret if isinstance(secret, str) else api.default_secret_name(name),
-                 API_KEY_DATA_KEY)}
+        return {(s.get("secretName") if isinstance(s.get("secretName"), str)
+                 else api.default_secret_name(name), API_KEY_DATA_KEY) for s in specs}
     if body.get("kind") == "ProviderSecret":
-        return _refs(spec)
+        return {ref for s in specs for ref in _refs(s)}
     return set()
 
 

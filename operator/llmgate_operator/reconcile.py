@@ -312,7 +312,8 @@ class Reconciler:
             result = await self.kube.patch_status(namespace, api.PLURALS[kind], name, patch)
         except NotFound:
             return  # deleted meanwhile; its DELETED event triggers another run
-        after = {k: v for k, v in {**current, **patch["status"]}.items() if v is not None}
+        after = {k: v for k, v in {**current, **{k: desired.get(k) for k in patch["status"]}}
+                 .items() if v is not None}
         self._remember(namespace, kind, name, result, after)
         if render.ready_changed(current, desired):
             condition = compilation.conditions.get((kind, name))

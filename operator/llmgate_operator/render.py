@@ -235,6 +235,9 @@ def desired_status(
     status["conditions"] = conditions + others
     if generation is not None:
         status["observedGeneration"] = generation
+    accepted = compilation.accepted.get((kind, name))
+    if accepted is not None:
+        status["lastGood"] = accepted
     return status
 
 
@@ -246,12 +249,26 @@ OWNED_STATUS = frozenset({"conditions", "observedGeneration", "targets", "keyPre
 
 
 def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> Body | None:
-    """The merge patch of `status` (only the fields that differ), or None if nothing does."""
-    changed: Body = {k: v for k, v in desired.items() if current.get(k) != v}
+    """The merge patch of `status` (only the fields that differ), or None if nothing does.
+
+    (`lastGood` is not owned either: an invalid spec leaves the last good one in place.)"""
+    changed: Body = {k: merge_diff(current.get(k), v) for k, v in desired.items()
+                     if current.get(k) != v}
     changed |= {k: None for k in OWNED_STATUS if k in current and k not in desired}
     if not changed:
         return None
     return {"status": changed}
+
+
+def merge_diff(current: Any, desired: Any) -> Any:
+    """The JSON merge patch (RFC 7386) taking `current` to `desired`: objects recurse, keys
+    that went away become null (a plain merge would keep them), everything else is replaced."""
+    if not isinstance(current, Mapping) or not isinstance(desired, Mapping):
+        return desired
+    patch = {k: None for k in current if k not in desired}
+    patch |= {k: merge_diff(current.get(k), v) for k, v in desired.items()
+              if current.get(k) != v}
+    return patch
 
 
 def _find(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
