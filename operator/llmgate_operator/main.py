@@ -18,6 +18,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -128,13 +129,14 @@ async def ensure_tls(settings: OperatorSettings, kube: Kube, *,
     """The certificate from the TLS Secret, issued (or renewed) there first when needed."""
     namespace = _webhook_namespace(settings)
     service = settings.webhook_service
+    hosts = webhook_hosts(settings)
     secret = await kube.read_secret(namespace, settings.tls_secret)
     material = certs.from_secret_data(secret.get("data")) if secret else None
     if material is not None and not certs.needs_renewal(material, now=now, service=service,
-                                                        namespace=namespace):
+                                                        namespace=namespace, hosts=hosts):
         await _publish_ca(settings, kube, material)
         return material
-    fresh = certs.issue(service, namespace, now=now)
+    fresh = certs.issue(service, namespace, now=now, hosts=hosts)
     body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": settings.tls_secret, "namespace": namespace,
                          "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
@@ -152,6 +154,12 @@ async def ensure_tls(settings: OperatorSettings, kube: Kube, *,
     log.info("webhook certificate issued for %s.%s.svc", service, namespace)
     await _publish_ca(settings, kube, fresh)
     return fresh
+
+
+def webhook_hosts(settings: OperatorSettings) -> tuple[str, ...]:
+    """The host of `--webhook-url` (the certificate must name it), besides the Service's."""
+    host = urlsplit(settings.webhook_url).hostname if settings.webhook_url else None
+    return (host,) if host else ()
 
 
 async def _publish_ca(settings: OperatorSettings, kube: Kube,

@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_WEBHOOK_PORT = 9443
 DEFAULT_OPS_PORT = 9464
@@ -51,6 +52,10 @@ class OperatorSettings:
 
     webhook_namespace: str | None = None
     """Namespace of that Service (and of the TLS Secret); defaults to POD_NAMESPACE."""
+
+    webhook_url: str | None = None
+    """URL the API server calls instead of the Service (the MWC's `clientConfig.url`); its
+    host is added to the certificate the operator issues."""
 
     webhook_config_name: str = DEFAULT_WEBHOOK_CONFIG_NAME
     """MutatingWebhookConfiguration whose `caBundle`s the operator keeps current."""
@@ -119,6 +124,15 @@ def parse_resources(text: str | None) -> dict[str, Any] | None:
     return value
 
 
+def _webhook_url(text: str | None) -> str | None:
+    if not text:
+        return None
+    parsed = urlsplit(text)
+    if parsed.scheme != "https" or not parsed.hostname:
+        raise ValueError(f"--webhook-url must be an https URL with a host, not {text!r}")
+    return text
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the operator's flags (defaults from the environment) to `parser`."""
     add = parser.add_argument
@@ -140,6 +154,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Service name in front of the webhook")
     add("--webhook-namespace", default=_env("LLMGATE_WEBHOOK_NAMESPACE", _env("POD_NAMESPACE")),
         help="namespace of the webhook Service and TLS Secret (default: $POD_NAMESPACE)")
+    add("--webhook-url", default=_env("LLMGATE_WEBHOOK_URL"),
+        help="https URL the API server calls the webhook at, when not through the Service "
+             "(its host goes into the issued certificate)")
     add("--webhook-config-name",
         default=_env("LLMGATE_WEBHOOK_CONFIG_NAME", DEFAULT_WEBHOOK_CONFIG_NAME),
         help="MutatingWebhookConfiguration whose caBundle the operator manages")
@@ -182,6 +199,7 @@ def from_args(ns: argparse.Namespace) -> OperatorSettings:
         webhook_port=ns.webhook_port,
         webhook_service=ns.webhook_service,
         webhook_namespace=ns.webhook_namespace or None,
+        webhook_url=_webhook_url(ns.webhook_url),
         webhook_config_name=ns.webhook_config_name,
         tls_secret=ns.tls_secret,
         tls_dir=ns.tls_dir or None,

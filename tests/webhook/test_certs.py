@@ -95,3 +95,20 @@ def test_each_issue_makes_a_new_ca(material: TlsMaterial) -> None:
 def test_days_must_be_positive() -> None:
     with pytest.raises(ValueError, match="days"):
         certs.issue("s", "ns", now=NOW, days=0)
+
+
+def test_url_hosts_become_ip_or_dns_names_and_renewal_follows_them() -> None:
+    """A URL-configured webhook (`webhook.url`): the API server checks the URL's host."""
+    import ipaddress
+
+    both = certs.issue("llmgate-webhook", "llmgate-system", now=NOW,
+                       hosts=["127.0.0.1", "webhook.example.com"])
+    cert = x509.load_pem_x509_certificate(both.cert_pem.encode())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    assert "webhook.example.com" in san.get_values_for_type(x509.DNSName)
+    assert not certs.needs_renewal(both, now=NOW, hosts=["127.0.0.1"])
+    # Material issued for the Service only must be reissued once a URL host is configured.
+    service_only = certs.issue("llmgate-webhook", "llmgate-system", now=NOW)
+    assert certs.needs_renewal(service_only, now=NOW, hosts=["127.0.0.1"])
+    assert certs.needs_renewal(both, now=NOW, hosts=["10.1.2.3"])
