@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
-from llmgate_contract.config import BudgetPeriod, ErrorClass, ProviderKind, Strategy
+from llmgate_contract.config import BudgetPeriod, ErrorClass, Strategy
 from llmgate_contract.patterns import check_patterns
+from llmgate_contract.providers import REQUIRES_BASE_URL, ProviderKind
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.config import JsonDict
 
@@ -29,7 +30,6 @@ DECIMAL_PATTERN = r"^[0-9]+(\.[0-9]{1,6})?$"
 PARTITION_PATTERN = r"^(virtualKey|namespace|metadata\.[-_.a-zA-Z0-9]+)$"
 RFC3339_PATTERN = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
                    r"(Z|[+-][0-9]{2}:[0-9]{2})$")
-REQUIRES_BASE_URL = ("openai-compatible", "ollama", "vllm", "azure-openai")
 # Bounds the API server's CEL cost estimate of the rules over target lists.
 MAX_TARGETS = 32
 # spec.targets[] may be a group of groups of groups of leaves.
