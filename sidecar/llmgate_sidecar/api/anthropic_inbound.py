@@ -3,9 +3,11 @@
 `parse_messages` (the parser of the `/v1/messages` endpoint, `api.endpoints`) maps `system`,
 content blocks (text, images by base64 or URL), `tool_use`/`tool_result`, `tools`,
 `tool_choice`, `stop_sequences`, `max_tokens`, `metadata.user_id`, `temperature`, `top_p`
-and `top_k` onto the OpenAI shape. What has no OpenAI equivalent (documents, server tools,
-extended thinking, images inside tool results) is a 400 naming the parameter, never dropped
-silently. Pure: no I/O, and it never sees the answer (see `messages_api`).
+and `top_k` onto the OpenAI shape; `thinking` and the assistant turns' thinking blocks are
+carried as `thinking` / `thinking_blocks` (see upstream.providers.reasoning). What has no
+OpenAI equivalent (documents, server tools, images inside tool results) is a 400 naming
+the parameter, never dropped silently. Pure: no I/O, and it never sees the answer (see
+`messages_api`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from llmgate_sidecar.api.inbound import ChatRequest, below_minimum, parse_json_o
 from llmgate_sidecar.errors import BadRequest
 
 # Request fields that change what the model does and have no OpenAI-shaped equivalent.
-_REFUSED = ("thinking", "mcp_servers", "container", "context_management", "output_config")
-# Content blocks carried only for the model's own bookkeeping: dropped, never sent on.
-_DROPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
+_REFUSED = ("mcp_servers", "container", "context_management", "output_config")
+# Thinking blocks: in an assistant turn they go back upstream as `thinking_blocks` (signed;
+# tool use with thinking requires them); in a user turn they are dropped.
+_THINKING_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 _PASSED = ("temperature", "top_p", "top_k")
 
 
@@ -39,6 +42,9 @@ def parse_messages(raw: bytes) -> ChatRequest:
                    "invalid_type" if "max_tokens" in body else "missing_required_parameter")
     if max_tokens < 1:
         raise below_minimum("max_tokens", max_tokens)
+    thinking = body.get("thinking")  # Anthropic's own object, carried as is
+    if thinking is not None and not isinstance(thinking, dict):
+        raise _bad("'thinking' must be an object", "thinking")
     for name in _REFUSED:
         value = body.get(name)
         if value not in (None, False, [], {}) and not (
@@ -54,6 +60,8 @@ def parse_messages(raw: bytes) -> ChatRequest:
     for name in _PASSED:
         if body.get(name) is not None:
             out[name] = body[name]
+    if thinking is not None:
+        out["thinking"] = thinking
     stop = body.get("stop_sequences")
     if stop is not None:
         if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
@@ -121,7 +129,7 @@ def user_turn(blocks: list[Any], i: int) -> list[dict[str, Any]]:
             parts.append(image_part(block, where))
         elif kind == "tool_result":
             results.append(tool_message(block, where))
-        elif kind in _DROPPED_BLOCKS:
+        elif kind in _THINKING_BLOCKS:
             continue
         else:
             raise _bad(f"{where}: content block type {kind!r} is not supported by the "
@@ -167,6 +175,7 @@ def tool_message(block: dict[str, Any], where: str) -> dict[str, Any]:
 def assistant_turn(blocks: list[Any], i: int) -> dict[str, Any]:
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    thinking: list[dict[str, Any]] = []
     for j, block in enumerate(blocks):
         where = f"messages[{i}].content[{j}]"
         kind = block.get("type") if isinstance(block, dict) else None
@@ -177,8 +186,8 @@ def assistant_turn(blocks: list[Any], i: int) -> dict[str, Any]:
                           "function": {"name": str(block.get("name", "")),
                                        "arguments": orjson.dumps(
                                            block.get("input") or {}).decode()}})
-        elif kind in _DROPPED_BLOCKS:
-            continue
+        elif kind in _THINKING_BLOCKS:
+            thinking.append(block)  # signed: goes back to the upstream as it came
         else:
             raise _bad(f"{where}: content block type {kind!r} is not supported in an "
                        f"assistant turn", where, "unsupported_content")
@@ -186,6 +195,8 @@ def assistant_turn(blocks: list[Any], i: int) -> dict[str, Any]:
                                "content": "".join(texts) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
+    if thinking:
+        message["thinking_blocks"] = thinking
     return message
 
 

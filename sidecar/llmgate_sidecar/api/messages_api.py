@@ -1,10 +1,11 @@
 """Anthropic Messages answers out: the `Dialect` of `POST /v1/messages`.
 
-Turns chat's OpenAI `chat.completion` into a Messages response (text and tool_use
-blocks, stop_reason, usage), its `chat.completion.chunk` stream into Messages SSE events
-(message_start, content_block_start/delta/stop with text_delta and input_json_delta,
-message_delta with stop_reason and usage, message_stop) one chunk at a time, and gateway
-errors into Anthropic's `{"type":"error","error":{...}}` envelope. Pure translation.
+Turns chat's OpenAI `chat.completion` into a Messages response (thinking, text and
+tool_use blocks, stop_reason, usage), its `chat.completion.chunk` stream into Messages SSE
+events (message_start, content_block_start/delta/stop with thinking_delta, signature_delta,
+text_delta and input_json_delta, message_delta with stop_reason and usage, message_stop)
+one chunk at a time, and gateway errors into Anthropic's `{"type":"error","error":{...}}`
+envelope. Signed thinking comes back exactly as the upstream sent it. Pure translation.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import orjson
 
 from llmgate_sidecar.api.dialects import StreamTranslator
 from llmgate_sidecar.errors import GatewayError
+from llmgate_sidecar.upstream.providers import reasoning
 from llmgate_sidecar.upstream.providers.base import Usage
 from llmgate_sidecar.wire.sse import SSEParser, encode
 
@@ -57,11 +59,21 @@ def tool_input(arguments: Any) -> Any:
     return value if isinstance(value, dict) else {}
 
 
+def thinking_content(reply: dict[str, Any]) -> list[dict[str, Any]]:
+    """The answer's thinking as Messages blocks: the upstream's signed blocks exactly as
+    they came, else plain `reasoning_content` (OpenAI-compatible upstreams) unsigned."""
+    blocks = reply.get("thinking_blocks")
+    if isinstance(blocks, list) and blocks:
+        return [b for b in blocks if isinstance(b, dict)]
+    text = reply.get("reasoning_content")
+    return [reasoning.thinking_block(text, "")] if isinstance(text, str) and text else []
+
+
 def message(payload: bytes) -> bytes:
     data = orjson.loads(payload)
     choice = (data.get("choices") or [{}])[0]
     reply = choice.get("message") or {}
-    content: list[dict[str, Any]] = []
+    content: list[dict[str, Any]] = thinking_content(reply)
     text = reply.get("content")
     if isinstance(text, list):  # some OpenAI-compatible servers answer with parts
         text = "".join(str(p.get("text", "")) for p in text if isinstance(p, dict))
@@ -88,7 +100,7 @@ class MessagesStream:
         self._model = model
         self._started = False
         self._index = -1  # the open content block, -1 when none is open
-        self._kind = ""  # "text" or "tool_use": what the open block is
+        self._kind = ""  # "text", "tool_use" or "thinking": what the open block is
         self._tools: dict[int, int] = {}  # OpenAI tool_calls index -> content block index
         self._blocks = 0
         self._stop_reason = "end_turn"
@@ -112,6 +124,10 @@ class MessagesStream:
             self._usage = Usage.from_openai(chunk["usage"])
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
+            if delta.get("reasoning_content"):
+                out += self._thinking(str(delta["reasoning_content"]))
+            for block in delta.get("thinking_blocks") or []:
+                out += self._thinking_block(block)
             if delta.get("content"):
                 out += self._text(str(delta["content"]))
             for call in delta.get("tool_calls") or []:
@@ -147,6 +163,29 @@ class MessagesStream:
         return out + encode({"type": "content_block_delta", "index": self._index,
                              "delta": {"type": "text_delta", "text": text}},
                             "content_block_delta")
+
+    def _thinking(self, text: str) -> bytes:
+        out = b"" if self._kind == reasoning.THINKING and self._index >= 0 else \
+            self._open(reasoning.thinking_block("", ""))
+        return out + encode({"type": "content_block_delta", "index": self._index,
+                             "delta": {"type": "thinking_delta", "thinking": text}},
+                            "content_block_delta")
+
+    def _thinking_block(self, block: Any) -> bytes:
+        """A signature ends the open thinking block; a redacted block comes whole."""
+        if not isinstance(block, dict):
+            return b""
+        if block.get("type") == reasoning.REDACTED:
+            return self._open(reasoning.redacted_block(str(block.get("data", "")))) + \
+                self._close()
+        out = b"" if self._kind == reasoning.THINKING and self._index >= 0 else \
+            self._open(reasoning.thinking_block("", ""))
+        if block.get("thinking"):  # a whole block at once: its text first
+            out += self._thinking(str(block["thinking"]))
+        return out + encode({"type": "content_block_delta", "index": self._index,
+                             "delta": {"type": "signature_delta",
+                                       "signature": str(block.get("signature", ""))}},
+                            "content_block_delta") + self._close()
 
     def _tool(self, call: dict[str, Any]) -> bytes:
         key = int(call.get("index", 0))

@@ -151,8 +151,7 @@ async def test_errors_come_in_anthropics_envelope(gateway: Gateway,
     ({"model": "chat", "max_tokens": 5, "messages": [{"role": "user", "content": [
         {"type": "document", "source": {"type": "text", "data": "x"}}]}]},
      "messages[0].content[0]"),
-    ({"model": "chat", "max_tokens": 5, "messages": HELLO,
-      "thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
+    ({"model": "chat", "max_tokens": 5, "messages": HELLO, "thinking": "yes"}, "thinking"),
     ({"model": "chat", "max_tokens": 5, "messages": HELLO,
       "tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0]"),
 ])

@@ -3,8 +3,10 @@
 Requests: system/developer messages become `system`, content parts become content blocks
 (text, images by data URL or URL), tool calls and tool results become `tool_use` /
 `tool_result` blocks, and `max_tokens` (required upstream) comes from the request or
-`DEFAULT_MAX_TOKENS`. Responses and SSE events (message_start ... message_stop) become
-OpenAI completions and chunks one event at a time. Pure translation; routing does the I/O.
+`DEFAULT_MAX_TOKENS`; `thinking` / `reasoning_effort` and the history's signed
+`thinking_blocks` go up as Anthropic's own (see `reasoning`). Responses and SSE events
+(message_start ... message_stop) become OpenAI completions and chunks one event at a time,
+thinking as `reasoning_content` / `thinking_blocks`. Pure translation; routing does the I/O.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from llmgate_contract.config import Provider, Target
 from llmgate_contract.providers import KINDS
 
 from llmgate_sidecar.errors import BadRequest, UpstreamError
-from llmgate_sidecar.upstream.providers import chat
+from llmgate_sidecar.upstream.providers import chat, reasoning
 from llmgate_sidecar.upstream.providers.base import (
     Credentials,
     EmbeddingsAdapter,
@@ -66,20 +68,26 @@ class AnthropicAdapter:
         content = data.get("content")
         if data.get("type") != "message" or not isinstance(content, list):
             raise chat.malformed(self.provider, target, "response is not a message")
-        texts, calls = [], []
+        texts, calls, thinking = [], [], []
         for block in content:
             if not isinstance(block, dict):
                 raise chat.malformed(self.provider, target, "content block is not an object")
-            if block.get("type") == "text":
+            kind = block.get("type")
+            if kind == "text":
                 texts.append(str(block.get("text", "")))
-            elif block.get("type") == "tool_use":
+            elif kind == "tool_use":
                 calls.append(chat.tool_call(str(block.get("id")), str(block.get("name")),
                                             block.get("input") or {}))
+            elif kind == reasoning.THINKING:
+                thinking.append(reasoning.thinking_block(str(block.get("thinking", "")),
+                                                         str(block.get("signature", ""))))
+            elif kind == reasoning.REDACTED:
+                thinking.append(reasoning.redacted_block(str(block.get("data", ""))))
         usage = usage_of(data.get("usage"))
         finish = FINISH_REASONS.get(str(data.get("stop_reason")), "stop")
         text = "".join(texts) if texts or not calls else None
         return (chat.completion(str(data.get("id", "msg")), str(data.get("model", target.model)),
-                                text, calls, finish, usage), usage)
+                                text, calls, finish, usage, thinking=thinking), usage)
 
     def stream_decoder(self, target: Target, *, include_usage: bool) -> AnthropicStreamDecoder:
         return AnthropicStreamDecoder(self.provider, target, include_usage=include_usage)
@@ -101,6 +109,9 @@ def messages_body(body: Mapping[str, Any], model: str, *, stream: bool) -> dict[
                                 "max_tokens": chat.max_tokens(body) or DEFAULT_MAX_TOKENS}
     if system:
         upstream["system"] = system
+    thinking = reasoning.anthropic_thinking(body, upstream["max_tokens"])
+    if thinking is not None:
+        upstream["thinking"] = thinking
     for name in ("temperature", "top_p", "top_k"):
         if body.get(name) is not None:
             upstream[name] = body[name]
@@ -200,7 +211,8 @@ def user_blocks(content: Any, i: int) -> list[dict[str, Any]]:
 
 
 def assistant_blocks(message: Mapping[str, Any], i: int) -> list[dict[str, Any]]:
-    blocks: list[dict[str, Any]] = []
+    # Signed thinking first, as Anthropic answered it (required back with tool use).
+    blocks: list[dict[str, Any]] = reasoning.history_blocks(message, i)
     text = chat.text_of(message.get("content"), f"messages[{i}].content")
     if text:
         blocks.append({"type": "text", "text": text})
@@ -284,6 +296,11 @@ class AnthropicStreamDecoder:
                 "function": {"name": str(block.get("name")), "arguments": ""}}]}))
         if block.get("type") == "text" and block.get("text"):
             return StreamItem(self._writer.delta({"content": str(block["text"])}))
+        if block.get("type") == reasoning.REDACTED:
+            return StreamItem(self._writer.delta(reasoning.redacted_delta(
+                str(block.get("data", "")))))
+        if block.get("type") == reasoning.THINKING and block.get("thinking"):
+            return StreamItem(self._writer.delta(reasoning.text_delta(str(block["thinking"]))))
         return StreamItem()
 
     def _block_delta(self, data: dict[str, Any]) -> StreamItem:
@@ -300,7 +317,13 @@ class AnthropicStreamDecoder:
                                      "input_json_delta for a block that is not a tool_use")
             return StreamItem(self._writer.delta({"tool_calls": [{
                 "index": index, "function": {"arguments": str(delta.get("partial_json", ""))}}]}))
-        return StreamItem()  # thinking and signature deltas have no OpenAI equivalent
+        if delta.get("type") == "thinking_delta":
+            return StreamItem(self._writer.delta(reasoning.text_delta(
+                str(delta.get("thinking", "")))))
+        if delta.get("type") == "signature_delta":
+            return StreamItem(self._writer.delta(reasoning.signature_delta(
+                str(delta.get("signature", "")))))
+        return StreamItem()  # citations and delta types added later
 
     def finish(self) -> StreamItem:
         if not self._done:

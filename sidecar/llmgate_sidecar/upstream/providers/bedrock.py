@@ -1,7 +1,8 @@
 """Amazon Bedrock Converse / ConverseStream <-> OpenAI chat completions, SigV4-signed.
 
 Requests become Converse bodies (system blocks, text/image/toolUse/toolResult content,
-`inferenceConfig`, `toolConfig`) at `/model/{modelId}/converse[-stream]` in
+`inferenceConfig`, `toolConfig`; thinking as Claude's `additionalModelRequestFields.thinking`,
+signed `thinking_blocks` as `reasoningContent`) at `/model/{modelId}/converse[-stream]` in
 `Provider.aws_region`, signed with the keys in `Credentials.extra`. ConverseStream arrives
 as AWS event-stream frames, which the transport turns into `Event(data=<json>,
 event=<:event-type>)`; this module translates them chunk by chunk. No I/O here.
@@ -21,7 +22,8 @@ from yarl import URL
 
 from llmgate_sidecar.errors import BadRequest, UpstreamError
 from llmgate_sidecar.upstream.aws_identity import WebIdentity, WebIdentityError
-from llmgate_sidecar.upstream.providers import chat
+from llmgate_sidecar.upstream.providers import chat, reasoning
+from llmgate_sidecar.upstream.providers.anthropic import DEFAULT_MAX_TOKENS
 from llmgate_sidecar.upstream.providers.base import (
     Credentials,
     EmbeddingsAdapter,
@@ -106,7 +108,7 @@ class BedrockAdapter:
         content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, list):
             raise chat.malformed(self.provider, target, "response has no output message")
-        texts, calls = [], []
+        texts, calls, thinking = [], [], []
         for block in content:
             if not isinstance(block, dict):
                 raise chat.malformed(self.provider, target, "content block is not an object")
@@ -116,10 +118,12 @@ class BedrockAdapter:
                 use = block["toolUse"]
                 calls.append(chat.tool_call(str(use.get("toolUseId")), str(use.get("name")),
                                             use.get("input") or {}))
+            elif isinstance(block.get("reasoningContent"), dict):
+                thinking.append(thinking_of(block["reasoningContent"]))
         usage = usage_of(data.get("usage"))
         finish = FINISH_REASONS.get(str(data.get("stopReason")), "stop")
         return (chat.completion("bedrock", target.model, "".join(texts) if texts or not calls
-                                else None, calls, finish, usage), usage)
+                                else None, calls, finish, usage, thinking=thinking), usage)
 
     def stream_decoder(self, target: Target, *, include_usage: bool) -> BedrockStreamDecoder:
         return BedrockStreamDecoder(self.provider, target, include_usage=include_usage)
@@ -151,6 +155,11 @@ def converse_body(body: Mapping[str, Any]) -> dict[str, Any]:
         config["stopSequences"] = stop
     if config:
         upstream["inferenceConfig"] = config
+    max_out = chat.max_tokens(body) or DEFAULT_MAX_TOKENS
+    thinking = reasoning.anthropic_thinking(body, max_out)
+    if thinking is not None:  # Claude's own field, through Converse's pass-through
+        upstream["additionalModelRequestFields"] = {"thinking": thinking}
+        upstream.setdefault("inferenceConfig", config)["maxTokens"] = max_out  # > the budget
     tools = [{"toolSpec": {"name": f["name"], "description": f.get("description") or f["name"],
                            "inputSchema": {"json": f.get("parameters")
                                            or {"type": "object", "properties": {}}}}}
@@ -225,7 +234,9 @@ def user_blocks(content: Any, i: int) -> list[dict[str, Any]]:
 
 
 def assistant_blocks(message: Mapping[str, Any], i: int) -> list[dict[str, Any]]:
-    blocks: list[dict[str, Any]] = []
+    # Signed reasoning first, as Bedrock answered it (Claude requires it with tool use).
+    blocks: list[dict[str, Any]] = [reasoning_block(b)
+                                    for b in reasoning.history_blocks(message, i)]
     text = chat.text_of(message.get("content"), f"messages[{i}].content")
     if text:
         blocks.append({"text": text})
@@ -233,6 +244,23 @@ def assistant_blocks(message: Mapping[str, Any], i: int) -> list[dict[str, Any]]
                                "input": call.arguments}}
                   for call in chat.requested_calls(message, i))
     return blocks
+
+
+def thinking_of(content: Mapping[str, Any]) -> dict[str, Any]:
+    """A Converse `reasoningContent` block as a thinking block (see `reasoning`)."""
+    if "redactedContent" in content:
+        return reasoning.redacted_block(str(content["redactedContent"]))
+    text = content.get("reasoningText")
+    text = text if isinstance(text, dict) else {}
+    return reasoning.thinking_block(str(text.get("text", "")), str(text.get("signature", "")))
+
+
+def reasoning_block(block: Mapping[str, Any]) -> dict[str, Any]:
+    """A thinking block from the client's history as Converse `reasoningContent`."""
+    if block["type"] == reasoning.REDACTED:
+        return {"reasoningContent": {"redactedContent": block["data"]}}
+    return {"reasoningContent": {"reasoningText": {"text": block["thinking"],
+                                                   "signature": block["signature"]}}}
 
 
 def usage_of(raw: Any) -> Usage:
@@ -290,6 +318,9 @@ class BedrockStreamDecoder:
                                  "delta")
         if "text" in delta:
             return StreamItem(self._writer.delta({"content": str(delta["text"])}))
+        thought = delta.get("reasoningContent")
+        if isinstance(thought, dict):
+            return StreamItem(self._writer.delta(reasoning_delta(thought)))
         use = delta.get("toolUse")
         if isinstance(use, dict):
             index = self._tools.get(int(data.get("contentBlockIndex") or 0))
@@ -298,7 +329,7 @@ class BedrockStreamDecoder:
                                      "toolUse delta for a block that is not a tool use")
             return StreamItem(self._writer.delta({"tool_calls": [{
                 "index": index, "function": {"arguments": str(use.get("input", ""))}}]}))
-        return StreamItem()  # reasoning content has no OpenAI equivalent
+        return StreamItem()  # delta types added later
 
     def _end(self) -> StreamItem:
         self._ended = True
@@ -313,6 +344,16 @@ class BedrockStreamDecoder:
             raise chat.stream_ended_early(self._provider, self._target)
         # Bedrock sends metadata (usage) after messageStop; end cleanly even without it.
         return StreamItem(usage=self._usage) if self._ended else self._end()
+
+
+def reasoning_delta(thought: Mapping[str, Any]) -> dict[str, Any]:
+    """A ConverseStream `reasoningContent` delta: text, the block's signature, or a
+    redacted block."""
+    if "signature" in thought:
+        return reasoning.signature_delta(str(thought["signature"]))
+    if "redactedContent" in thought:
+        return reasoning.redacted_delta(str(thought["redactedContent"]))
+    return reasoning.text_delta(str(thought.get("text", "")))
 
 
 def classify_error(provider: Provider, target: Target, status: int,

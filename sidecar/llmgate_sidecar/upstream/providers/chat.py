@@ -18,6 +18,7 @@ import orjson
 from llmgate_contract.config import Provider, Target
 
 from llmgate_sidecar.errors import BadRequest, UpstreamError
+from llmgate_sidecar.upstream.providers import reasoning
 from llmgate_sidecar.upstream.providers.base import Usage, retry_after_seconds
 from llmgate_sidecar.wire.sse import DONE
 
@@ -166,8 +167,11 @@ def tool_call(call_id: str, name: str, arguments: Any) -> dict[str, Any]:
 
 
 def completion(response_id: str, model: str, text: str | None,
-               tool_calls: list[dict[str, Any]], finish_reason: str, usage: Usage) -> bytes:
-    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+               tool_calls: list[dict[str, Any]], finish_reason: str, usage: Usage, *,
+               thinking: list[dict[str, Any]] | None = None) -> bytes:
+    """A `chat.completion`; `thinking`: the answer's reasoning blocks (see `reasoning`)."""
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None,
+                               **reasoning.message_fields(thinking or [])}
     if tool_calls:
         message["tool_calls"] = tool_calls
     return orjson.dumps({

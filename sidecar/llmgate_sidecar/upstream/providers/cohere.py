@@ -1,9 +1,11 @@
 """Cohere v2 Chat (`POST /v2/chat`) <-> OpenAI chat completions, stream included.
 
 Cohere v2 messages are close to OpenAI's (roles, tool_calls, tool_call_id), so requests
-mostly rename sampling parameters; responses carry content blocks, a `tool_plan` and
-`usage.tokens`. Stream events (message-start, content-delta, tool-call-start/delta,
-message-end) become OpenAI chunks one by one. Pure translation; routing does the I/O.
+mostly rename sampling parameters (`reasoning_effort` / `thinking` become Cohere's
+`thinking.token_budget`); responses carry content blocks (`thinking` ones become
+`reasoning_content`), a `tool_plan` and `usage.tokens`. Stream events (message-start,
+content-delta, tool-call-start/delta, message-end) become OpenAI chunks one by one. Pure
+translation; routing does the I/O.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from llmgate_contract.config import Provider, Target
 from llmgate_contract.providers import KINDS
 
 from llmgate_sidecar.errors import BadRequest, UpstreamError
-from llmgate_sidecar.upstream.providers import chat, embedding
+from llmgate_sidecar.upstream.providers import chat, embedding, reasoning
 from llmgate_sidecar.upstream.providers.base import (
     Credentials,
     EmbeddingsAdapter,
@@ -72,11 +74,14 @@ class CohereAdapter:
                                      tool_args(c["function"].get("arguments")))
                       for c in calls if isinstance(c, dict) and isinstance(c.get("function"),
                                                                            dict)]
+        thoughts = "".join(str(b.get("thinking", "")) for b in content
+                           if isinstance(b, dict) and b.get("type") == "thinking")
         usage = usage_of(data.get("usage"))
         finish = FINISH_REASONS.get(str(data.get("finish_reason")), "stop")
         return (chat.completion(str(data.get("id") or "cohere"), target.model,
                                 text if text or not tool_calls else None, tool_calls, finish,
-                                usage), usage)
+                                usage, thinking=[reasoning.thinking_block(thoughts, "")]
+                                if thoughts else None), usage)
 
     def stream_decoder(self, target: Target, *, include_usage: bool) -> CohereStreamDecoder:
         return CohereStreamDecoder(self.provider, target, include_usage=include_usage)
@@ -125,6 +130,10 @@ def cohere_body(body: Mapping[str, Any], model: str, *, stream: bool) -> dict[st
     upstream.update({_PARAMS[k]: body[k] for k in _PARAMS if body.get(k) is not None})
     if chat.max_tokens(body):
         upstream["max_tokens"] = chat.max_tokens(body)
+    budget = reasoning.requested_budget(body)
+    if budget is not None:  # reasoning models (command-a-reasoning)
+        upstream["thinking"] = {"type": "enabled", "token_budget": budget} if budget else \
+            {"type": "disabled"}
     stop = chat.stop_list(body)
     if stop:
         upstream["stop_sequences"] = stop
@@ -223,6 +232,9 @@ class CohereStreamDecoder:
             if not isinstance(content, dict):
                 raise chat.malformed(self._provider, self._target, "content-delta has no "
                                      "content")
+            if "thinking" in content:
+                return StreamItem(self._writer.delta(reasoning.text_delta(
+                    str(content["thinking"]))))
             return StreamItem(self._writer.delta({"content": str(content.get("text", ""))}))
         if kind in ("tool-call-start", "tool-call-delta"):
             return self._tool_call(data, start=kind == "tool-call-start")

@@ -2,8 +2,9 @@
 
 Requests: roles become user/model, system messages `systemInstruction`, images
 `inlineData`/`fileData`, tools `functionDeclarations`, tool results `functionResponse`
-(named by looking the tool_call_id up in earlier assistant turns). Responses and SSE chunks
-become OpenAI completions and chunks; a prompt blocked by safety is a `contentFilter`
+(named by looking the tool_call_id up in earlier assistant turns), `reasoning_effort` /
+`thinking` a `thinkingConfig` budget. Responses and SSE chunks become OpenAI completions and
+chunks, thought parts `reasoning_content`; a prompt blocked by safety is a `contentFilter`
 error. The API key goes in `x-goog-api-key`. `vertex.py` reuses all of this for Vertex AI.
 """
 
@@ -18,7 +19,7 @@ from llmgate_contract.config import Provider, Target
 from llmgate_contract.providers import KINDS
 
 from llmgate_sidecar.errors import BadRequest, UpstreamError
-from llmgate_sidecar.upstream.providers import chat, embedding
+from llmgate_sidecar.upstream.providers import chat, embedding, reasoning
 from llmgate_sidecar.upstream.providers.base import (
     Credentials,
     EmbeddingsAdapter,
@@ -71,9 +72,12 @@ class GeminiAdapter:
         text, calls = parts_of(candidate, self.provider, target)
         usage = usage_of(data.get("usageMetadata"))
         finish = finish_reason(candidate, calls)
+        thoughts = thoughts_of(candidate)
         return (chat.completion(str(data.get("responseId") or "gemini"),
                                 str(data.get("modelVersion") or target.model),
-                                text if text or not calls else None, calls, finish, usage),
+                                text if text or not calls else None, calls, finish, usage,
+                                thinking=[reasoning.thinking_block(thoughts, "")]
+                                if thoughts else None),
                 usage)
 
     def stream_decoder(self, target: Target, *, include_usage: bool) -> GeminiStreamDecoder:
@@ -117,6 +121,9 @@ def gemini_body(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
     if stop:
         config["stopSequences"] = stop
     config.update(response_format(body.get("response_format")))
+    thinking = reasoning.gemini_config(body)
+    if thinking is not None:
+        config["thinkingConfig"] = thinking
     if config:
         upstream["generationConfig"] = config
     functions = chat.function_tools(body)
@@ -271,6 +278,15 @@ def parts_of(candidate: Mapping[str, Any], provider: Provider, target: Target,
     return "".join(texts), calls
 
 
+def thoughts_of(candidate: Mapping[str, Any]) -> str:
+    """The text of the candidate's thought parts (`"thought": true`), which Gemini sends
+    when `thinkingConfig.includeThoughts` is set."""
+    content = candidate.get("content")
+    parts = content.get("parts") if isinstance(content, dict) else None
+    return "".join(str(p.get("text", "")) for p in parts or []
+                   if isinstance(p, dict) and p.get("thought"))
+
+
 def finish_reason(candidate: Mapping[str, Any], calls: list[dict[str, Any]]) -> str:
     if calls:
         return "tool_calls"
@@ -315,7 +331,10 @@ class GeminiStreamDecoder:
             self._writer.id = str(data.get("responseId") or "gemini")
             self._writer.model = str(data.get("modelVersion") or self._target.model)
             delta["role"] = "assistant"
-        if text or not calls:
+        thoughts = thoughts_of(candidate)
+        if thoughts:
+            delta.update(reasoning.text_delta(thoughts))
+        if text or not (calls or thoughts):
             delta["content"] = text
         if calls:
             delta["tool_calls"] = [{"index": self._calls + n, **call}

@@ -16,7 +16,7 @@ from llmgate_contract.config import Provider, Target
 from llmgate_contract.providers import KINDS
 
 from llmgate_sidecar.errors import UpstreamError
-from llmgate_sidecar.upstream.providers import embedding
+from llmgate_sidecar.upstream.providers import embedding, reasoning
 from llmgate_sidecar.upstream.providers.base import (
     Credentials,
     EmbeddingsAdapter,
@@ -52,7 +52,7 @@ class OpenAIAdapter:
 
     def chat_request(self, body: dict[str, Any], target: Target, *,
                      stream: bool) -> UpstreamRequest:
-        upstream = dict(body)
+        upstream = dict(reasoning.openai_fields(body))
         upstream["model"] = target.model
         if stream:
             options = upstream.get("stream_options")
