@@ -71,6 +71,11 @@ class Price(_Model):
         description="USD per million input tokens written to the upstream's prompt cache; "
         "None bills them as ordinary input. "
         "From `ProviderSecret.spec.pricing{}.cacheWritePerMillion`.")
+    cache_write_1h_per_million: Decimal | None = Field(
+        default=None, alias="cacheWrite1hPerMillion",
+        description="USD per million input tokens written to the upstream's 1-hour prompt "
+        "cache (Anthropic); None bills them as other cache writes. "
+        "From `ProviderSecret.spec.pricing{}.cacheWrite1hPerMillion`.")
 
 
 class MockOptions(_Model):

@@ -171,6 +171,10 @@ class PriceSpec(_Spec):
         default=None, alias="cacheWritePerMillion", pattern=DECIMAL_PATTERN,
         description="USD per million input tokens written to the provider's prompt cache "
                     "(default: the input price).")
+    cache_write_1h_per_million: str | None = Field(
+        default=None, alias="cacheWrite1hPerMillion", pattern=DECIMAL_PATTERN,
+        description="USD per million input tokens written to the provider's 1-hour prompt "
+                    "cache, Anthropic's (default: cacheWritePerMillion).")
 
 
 class MockSpec(_Spec):

@@ -236,7 +236,10 @@ def _provider(
                             cached_input_per_million=(Decimal(p.cached_input_per_million)
                                                       if p.cached_input_per_million else None),
                             cache_write_per_million=(Decimal(p.cache_write_per_million)
-                                                     if p.cache_write_per_million else None))
+                                                     if p.cache_write_per_million else None),
+                            cache_write_1h_per_million=(
+                                Decimal(p.cache_write_1h_per_million)
+                                if p.cache_write_1h_per_million else None))
                  for m, p in sorted(spec.pricing.items())},
         azure_api_version=spec.azure.api_version if spec.azure else None,
         aws_region=spec.aws.region if spec.aws else None,

@@ -77,9 +77,9 @@ def test_cached_tokens_cost_the_input_price_when_no_cached_price_is_known() -> N
 
 
 def test_worst_case_assumes_no_cache_and_every_output_token() -> None:
-    # Every input token might be a cache write, Anthropic's dearest input: $3.75/M.
+    # Every input token might be a 1-hour cache write, Anthropic's dearest input: $6/M.
     price = price_for("claude-sonnet-4-5")
-    assert price.worst_case(2_000, 1_000) == Decimal("0.0225")
+    assert price.worst_case(2_000, 1_000) == Decimal("0.027")
     assert price_for("gpt-4o").worst_case(2_000, 1_000) == Decimal("0.015")
 
 
@@ -94,6 +94,20 @@ def test_cache_writes_and_reads_are_priced_as_anthropic_prices_them() -> None:
     # Writes cost more than plain input, reads far less.
     plain = price.cost(Usage(21 + 1834, 12, known=True))
     assert price.cost(write) > plain > price.cost(Usage(21 + 1834, 12, 1834, known=True))
+
+
+def test_one_hour_cache_writes_cost_twice_the_input_price() -> None:
+    """Anthropic prices writes to its 1-hour cache at 2x input ($6/M for sonnet-4-5)."""
+    price = price_for("claude-sonnet-4-5")
+    both = Usage(3_000_000, 0, cache_write_tokens=2_000_000, known=True,
+                 cache_write_1h_tokens=1_000_000)
+    assert price.cost(both) == Decimal("3") + Decimal("3.75") + Decimal("6")
+    assert price.worst_case(1_000_000, 0) == Decimal("6")
+    # An override without a 1-hour price bills those writes as other cache writes.
+    override = price_for("c", {"c": Price(input_per_million=Decimal("3"),
+                                          output_per_million=Decimal("15"),
+                                          cache_write_per_million=Decimal("4"))})
+    assert override.cost(both) == Decimal("3") + Decimal("4") + Decimal("4")
 
 
 def test_cache_writes_cost_the_input_price_where_the_vendor_charges_no_premium() -> None:
@@ -115,13 +129,15 @@ def test_override_with_a_cache_write_price() -> None:
 
 
 @given(prompt=st.integers(-5, 10**7), reads=st.integers(-5, 10**7),
-       writes=st.integers(-5, 10**7), output=st.integers(-5, 10**6))
-def test_cost_is_never_negative_and_never_above_the_worst_case(prompt: int, reads: int,
-                                                               writes: int, output: int) -> None:
+       writes=st.integers(-5, 10**7), hour=st.integers(-5, 10**7),
+       output=st.integers(-5, 10**6))
+def test_cost_is_never_negative_and_never_above_the_worst_case(
+        prompt: int, reads: int, writes: int, hour: int, output: int) -> None:
     """Whatever an upstream reports (parts larger than the whole, negatives), the parts are
     clamped into the prompt: the cost stays between zero and the reservation's bound."""
     price = price_for("claude-opus-4-1")
-    cost = price.cost(Usage(prompt, output, reads, writes, known=True))
+    cost = price.cost(Usage(prompt, output, reads, writes, known=True,
+                            cache_write_1h_tokens=hour))
     assert Decimal(0) <= cost <= price.worst_case(prompt, output)
 
 
@@ -165,8 +181,9 @@ def test_every_table_row_is_a_valid_price() -> None:
         assert Decimal(inp) >= 0 and Decimal(out) >= 0
         assert cached is None or Decimal(cached) <= Decimal(inp)
         assert price_for(name).matched == name            # no entry shadows another
-    for name, written in CACHE_WRITE_PRICES.items():
-        assert Decimal(written) > Decimal(PRICES[name][0])  # a premium, or it needs no row
+    for name, (written, hour) in CACHE_WRITE_PRICES.items():
+        # A premium (or it needs no row), and the 1-hour cache's the higher one.
+        assert Decimal(PRICES[name][0]) < Decimal(written) < Decimal(hour)
 
 
 def test_estimate_counts_text_tools_and_images_roughly() -> None:

@@ -124,21 +124,21 @@ PRICES: dict[str, tuple[str, str, str | None]] = {
     "nova-micro": ("0.035", "0.14", None),
 }
 # USD per million tokens written to the prompt cache, for vendors that charge a premium for
-# the write (Anthropic, also on Bedrock and Vertex: 1.25x input for the default 5-minute
-# cache). Models not listed pay the input price for cache writes (OpenAI, Gemini implicit
-# caching, DeepSeek: a write is an ordinary cache miss).
-CACHE_WRITE_PRICES: dict[str, str] = {
-    "claude-opus-4-5": "6.25",
-    "claude-opus-4-1": "18.75",
-    "claude-opus-4": "18.75",
-    "claude-sonnet-4-5": "3.75",
-    "claude-sonnet-4": "3.75",
-    "claude-haiku-4-5": "1.25",
-    "claude-3-7-sonnet": "3.75",
-    "claude-3-5-sonnet": "3.75",
-    "claude-3-5-haiku": "1.00",
-    "claude-3-opus": "18.75",
-    "claude-3-haiku": "0.30",
+# the write: (default 5-minute cache, 1-hour cache). Anthropic, also on Bedrock and Vertex:
+# 1.25x and 2x input. Models not listed pay the input price for cache writes (OpenAI,
+# Gemini implicit caching, DeepSeek: a write is an ordinary cache miss).
+CACHE_WRITE_PRICES: dict[str, tuple[str, str]] = {
+    "claude-opus-4-5": ("6.25", "10.00"),
+    "claude-opus-4-1": ("18.75", "30.00"),
+    "claude-opus-4": ("18.75", "30.00"),
+    "claude-sonnet-4-5": ("3.75", "6.00"),
+    "claude-sonnet-4": ("3.75", "6.00"),
+    "claude-haiku-4-5": ("1.25", "2.00"),
+    "claude-3-7-sonnet": ("3.75", "6.00"),
+    "claude-3-5-sonnet": ("3.75", "6.00"),
+    "claude-3-5-haiku": ("1.00", "1.60"),
+    "claude-3-opus": ("18.75", "30.00"),
+    "claude-3-haiku": ("0.30", "0.50"),
 }
 
 MILLION = Decimal(1_000_000)
@@ -171,27 +171,32 @@ class ModelPrice:
     output_per_million: Decimal
     cached_input_per_million: Decimal
     cache_write_per_million: Decimal
+    cache_write_1h_per_million: Decimal
 
     @property
     def priced(self) -> bool:
         return self.source != "unpriced"
 
     def cost(self, usage: Usage) -> Decimal:
-        """Prompt tokens read from the cache, written to it and the rest each at their own
-        price (the counts are clamped so the parts never exceed the prompt)."""
+        """Prompt tokens read from the cache, written to it (for 5 minutes or an hour) and
+        the rest each at their own price (the counts are clamped so the parts never exceed
+        the prompt)."""
         prompt = max(usage.prompt_tokens, 0)
         cached = min(max(usage.cached_tokens, 0), prompt)
         written = min(max(usage.cache_write_tokens, 0), prompt - cached)
+        hour = min(max(usage.cache_write_1h_tokens, 0), written)
         fresh = prompt - cached - written
         total = (fresh * self.input_per_million + cached * self.cached_input_per_million
-                 + written * self.cache_write_per_million
+                 + (written - hour) * self.cache_write_per_million
+                 + hour * self.cache_write_1h_per_million
                  + max(usage.completion_tokens, 0) * self.output_per_million)
         return total / MILLION
 
     def worst_case(self, input_tokens: int, max_output_tokens: int) -> Decimal:
         """Upper bound of a request's cost: no cache discount (every input token at the
-        higher of the input and the cache-write price), every output token used."""
-        per_input = max(self.input_per_million, self.cache_write_per_million)
+        dearest of the input and the cache-write prices), every output token used."""
+        per_input = max(self.input_per_million, self.cache_write_per_million,
+                        self.cache_write_1h_per_million)
         return (max(input_tokens, 0) * per_input
                 + max(max_output_tokens, 0) * self.output_per_million) / MILLION
 
@@ -207,11 +212,13 @@ def price_for(model: str, overrides: Mapping[str, Price] | None = None) -> Model
         for name in names:
             price = lowered.get(name)
             if price is not None:
-                cached, written = price.cached_input_per_million, price.cache_write_per_million
-                return ModelPrice(model, name, "override", price.input_per_million,
-                                  price.output_per_million,
-                                  price.input_per_million if cached is None else cached,
-                                  price.input_per_million if written is None else written)
+                inp, cached = price.input_per_million, price.cached_input_per_million
+                written = price.cache_write_per_million
+                written = inp if written is None else written
+                hour = price.cache_write_1h_per_million
+                return ModelPrice(model, name, "override", inp, price.output_per_million,
+                                  inp if cached is None else cached, written,
+                                  written if hour is None else hour)
     return _builtin(model, names)
 
 
@@ -238,11 +245,11 @@ def _builtin(model: str, names: tuple[str, ...]) -> ModelPrice:
         if row is not None:
             inp, out, cached = (Decimal(x) if x is not None else None for x in row)
             assert inp is not None and out is not None
-            written = CACHE_WRITE_PRICES.get(name)
+            written, hour = (Decimal(x) for x in CACHE_WRITE_PRICES.get(name) or (inp, inp))
             return ModelPrice(model, name, "builtin", inp, out, inp if cached is None else cached,
-                              inp if written is None else Decimal(written))
+                              written, hour)
     zero = Decimal(0)
-    return ModelPrice(model, None, "unpriced", zero, zero, zero, zero)
+    return ModelPrice(model, None, "unpriced", zero, zero, zero, zero, zero)
 
 
 # Rough by design: about 4 characters per token for English text and code (OpenAI's rule of

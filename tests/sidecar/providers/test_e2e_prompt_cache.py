@@ -30,10 +30,12 @@ from tests.sidecar.inbound.anthropic_client import HELLO, anthropic_client
 from tests.sidecar.providers.e2e import PROVIDER_KEY, client
 from tests.sidecar.test_metrics import scrape, value
 
-# claude-sonnet-4-5 (and Bedrock's claude-3-5-sonnet), USD per million: input 3, 5-minute
-# cache write 3.75, cache read 0.30, output 15. 21 fresh input tokens, 1,834 cached.
+# claude-sonnet-4-5 (and Bedrock's claude-3-5-sonnet), USD per million: input 3, cache write
+# 3.75 (5-minute cache) or 6 (1-hour), cache read 0.30, output 15. 21 fresh input tokens,
+# 1,834 cached.
 WRITE_COST = Decimal("0.0071205")  # 21 x 3 + 1834 x 3.75 + 12 x 15
 READ_COST = Decimal("0.0007482")   # 21 x 3 + 1834 x 0.30 + 9 x 15
+WRITE_1H_COST = Decimal("0.011247")  # 21 x 3 + 1834 x 6 (the 1-hour cache) + 12 x 15
 
 
 def booked(usd: Decimal) -> Decimal:
@@ -54,6 +56,7 @@ class Case:
 ANTHROPIC = {
     "write": Case(Reply("response_cache_write.json"), False, 1834, 0, 12, WRITE_COST),
     "read": Case(Reply("response_cache_read.json"), False, 0, 1834, 9, READ_COST),
+    "write-1h": Case(Reply("response_cache_write_1h.json"), False, 1834, 0, 12, WRITE_1H_COST),
     "write-streamed": Case(Reply("stream_cache_write.sse"), True, 1834, 0, 12, WRITE_COST),
     # message_start says 0 input tokens; only the final message_delta has the counts.
     "read-streamed-final-delta": Case(Reply("stream_cache_read_final_delta.sse"), True, 0,

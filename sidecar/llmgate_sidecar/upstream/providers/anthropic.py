@@ -237,10 +237,14 @@ def usage_of(raw: Any, base: Usage | None = None) -> Usage:
     cache_write = count("cache_creation_input_tokens", before.cache_write_tokens)
     fresh = count("input_tokens",
                   before.prompt_tokens - before.cached_tokens - before.cache_write_tokens)
+    creation = raw.get("cache_creation")
+    hour = creation.get("ephemeral_1h_input_tokens") if isinstance(creation, Mapping) else None
     # OpenAI's prompt_tokens include cache reads and writes; Anthropic counts them apart.
     return Usage(prompt_tokens=fresh + cache_read + cache_write,
                  completion_tokens=count("output_tokens", before.completion_tokens),
-                 cached_tokens=cache_read, cache_write_tokens=cache_write, known=True)
+                 cached_tokens=cache_read, cache_write_tokens=cache_write, known=True,
+                 cache_write_1h_tokens=int(hour) if isinstance(hour, int | float)
+                 else before.cache_write_1h_tokens)
 
 
 class AnthropicStreamDecoder:

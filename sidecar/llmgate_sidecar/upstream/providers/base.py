@@ -37,13 +37,16 @@ class UpstreamRequest:
 class Usage:
     """Token counts of one answer in OpenAI's terms: `prompt_tokens` is every input token,
     of which `cached_tokens` were read from the provider's prompt cache and
-    `cache_write_tokens` were written to it (each priced apart, see pricing.ModelPrice)."""
+    `cache_write_tokens` were written to it (each priced apart, see config.pricing)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
     cache_write_tokens: int = 0
     known: bool = False
+    # The part of cache_write_tokens written to Anthropic's 1-hour cache (priced higher);
+    # only for pricing, no OpenAI field carries it.
+    cache_write_1h_tokens: int = 0
 
     @classmethod
     def from_openai(cls, usage: Mapping[str, Any] | None) -> Usage:
