@@ -50,7 +50,7 @@ class Process:
 
     def tail(self, lines: int = 30) -> str:
         text = self.log.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
+        return "\n".join(text[-lines:] if lines else text)
 
     def check(self) -> None:
         if not self.alive():

@@ -234,6 +234,7 @@ class PodRunner:
         return self.process is not None and self.process.alive()
 
     def tail(self, lines: int = 40) -> str:
+        """The last `lines` of the container's log (0: all of it)."""
         return self.process.tail(lines) if self.process is not None else ""
 
     def serving(self, port: int, route: str = "/readyz") -> bool:

@@ -119,5 +119,7 @@ class Operators:
         for name in list(self.running):
             self.stop(name)
 
-    def logs(self) -> str:
-        return "\n".join(f"--- {name}\n{runner.tail()}" for name, runner in self.running.items())
+    def logs(self, lines: int = 40) -> str:
+        """The last `lines` of each running replica's log (0: all of it)."""
+        return "\n".join(f"--- {name}\n{runner.tail(lines)}"
+                         for name, runner in self.running.items())

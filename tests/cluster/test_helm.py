@@ -8,12 +8,15 @@ which removes the release's objects but keeps the CRDs and the users' CRs.
 
 from __future__ import annotations
 
+import copy
+import re
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 
-from tests.cluster.api import Api, eventually, path, path_of
+from tests.cluster.api import Api, eventually, load_docs, path, path_of
+from tests.cluster.binaries import ROOT
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.release import CHART, NAMESPACE, Release
 
@@ -34,6 +37,13 @@ def test_install_establishes_the_crds(admin: Api, release: Release) -> None:
     assert {r["name"] for r in discovery["resources"]} >= {
         "providersecrets", "providersecrets/status", "llmroutes", "llmroutes/status",
         "virtualkeys", "virtualkeys/status"}
+    # `kubectl get llmgate` and the short names resolve through discovery.
+    served = {r["name"]: r for r in discovery["resources"] if "/" not in r["name"]}
+    assert {name: (r["shortNames"], r["categories"], r["namespaced"])
+            for name, r in served.items()} == {
+        "providersecrets": (["lgps"], ["llmgate"], True),
+        "llmroutes": (["lgr"], ["llmgate"], True),
+        "virtualkeys": (["lgvk"], ["llmgate"], True)}
 
 
 def test_install_stores_every_chart_object(admin: Api, release: Release) -> None:
@@ -95,3 +105,35 @@ def test_upgrade_and_uninstall_behave_as_install_md_says(
         assert _established(admin, crd), crd
     assert admin.get(path("LLMRoute", "lifecycle-a", "survivor")) is not None
     admin.delete(path("Namespace", name=namespace))
+
+
+def _documented_crd_command() -> str:
+    commands = {match.group(0) for file in (ROOT / "docs" / "install.md", CHART / "README.md")
+                for match in re.finditer(r"kubectl apply --server-side[^`\n]*charts/llmgate/crds/",
+                                         file.read_text())}
+    assert len(commands) == 1, f"the docs disagree on the CRD upgrade command: {commands}"
+    return commands.pop()
+
+
+def test_crd_upgrade_command_of_the_docs_applies_over_the_helm_install(
+        admin: Api, release: Release) -> None:
+    """docs/install.md: before `helm upgrade`, apply the new CRDs server-side. That is a
+    server-side apply by field manager `kubectl` over CRDs Helm created (and owns): with a
+    changed CRD, the documented command must not stop on Helm's field ownership."""
+    command = _documented_crd_command()
+    force = "true" if "--force-conflicts" in command else "false"
+
+    def apply(body: dict[str, Any]) -> dict[str, Any]:
+        return dict(admin.request("PATCH", path_of(body), body,
+                                  content_type="application/apply-patch+yaml",
+                                  params={"fieldManager": "kubectl", "force": force}))
+
+    for file in sorted((CHART / "crds").glob("*.yaml")):
+        for crd in load_docs(file):
+            changed = copy.deepcopy(crd)
+            changed["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["description"] = \
+                "a newer chart's text"
+            stored = apply(changed)
+            assert stored["spec"]["versions"][0]["schema"]["openAPIV3Schema"][
+                "description"] == "a newer chart's text"
+            apply(crd)  # back to this chart's version for the rest of the session

@@ -74,6 +74,21 @@ def test_deployment_pod_is_stored_with_the_sidecar(admin: Api, operators: Operat
     assert _injected_count(operators) >= before + 1
 
 
+def test_the_injected_sidecar_passes_pod_security_restricted(admin: Api,
+                                                             operators: Operators) -> None:
+    """PodSecurity admission runs after the mutating webhooks: in a namespace enforcing the
+    `restricted` profile, an injected pod is stored only if the sidecar complies too."""
+    ns = namespace(admin, "inject-restricted",
+                   {"pod-security.kubernetes.io/enforce": "restricted"})
+    compliant = pod("restricted-app", INJECT,
+                    securityContext={"runAsNonRoot": True, "runAsUser": 1000,
+                                     "seccompProfile": {"type": "RuntimeDefault"}})
+    compliant["spec"]["containers"][0]["securityContext"] = {
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    stored = admin.create(compliant, ns)
+    assert _sidecar(stored) is not None
+
+
 def test_pods_of_other_shapes_are_stored_untouched(admin: Api, operators: Operators) -> None:
     plain = namespace(admin, "inject-none")
     opted_in_ns = namespace(admin, "inject-ns", {"llmgate.io/inject": "enabled"})

@@ -7,6 +7,7 @@ it checks. Helpers only; they wait (bounded) but assert nothing about the produc
 from __future__ import annotations
 
 import base64
+import re
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,19 @@ def metric(port: int, name: str, labels: str = "") -> float:
         if line.startswith(prefix + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+# How a 403 shows in kopf's and the operator's logs: RBAC ('User "…" cannot list resource')
+# and admission plugins (OwnerReferencesPermissionEnforcement) alike.
+_REFUSAL = re.compile(r"403 Forbidden|is forbidden:|APIForbiddenError")
+# The one 403 that is not about permissions: writing into a namespace being deleted.
+_TERMINATING = "because it is being terminated"
+
+
+def forbidden(log: str) -> list[str]:
+    """The log lines that report a permission refusal."""
+    return [line for line in log.splitlines()
+            if _REFUSAL.search(line) and _TERMINATING not in line]
 
 
 def example_files() -> list[Path]:
