@@ -134,7 +134,7 @@ def create_app(settings: SidecarSettings, *, metrics: Metrics | None = None,
     return app
 
 
-def _handler(endpoint: Endpoint) -> Handler:
+def _handler(endpoint: Endpoint[Any]) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         return await serve(request, endpoint)
     return handle

@@ -3,12 +3,15 @@ worst-case reservations, and the rough token estimate of request bodies."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from llmgate_contract import Bundle
 from llmgate_contract.config import Price
+from llmgate_operator.compile import compile_namespace
 from llmgate_sidecar.config.pricing import (
     CACHE_WRITE_PRICES,
     PRICES,
@@ -16,7 +19,12 @@ from llmgate_sidecar.config.pricing import (
     price_for,
     requested_output_tokens,
 )
+from llmgate_sidecar.config.runtime import Runtime
+from llmgate_sidecar.policy.accounting import reservation
 from llmgate_sidecar.upstream.providers.base import Usage
+from llmgate_sidecar.upstream.transport import Transports
+
+from tests.sidecar.harness import provider, route
 
 
 @pytest.mark.parametrize(("asked", "entry"), [
@@ -216,3 +224,25 @@ def test_requested_output_tokens() -> None:
     assert requested_output_tokens({"max_tokens": 100, "n": 3}) == 300
     assert requested_output_tokens({"max_tokens": True}) is None
     assert requested_output_tokens({}) is None
+
+
+
+async def test_prices_and_price_plans_belong_to_their_runtime() -> None:
+    """A reload's new prices are used at once: memos live on the runtime, not in a module
+    cache keyed by object ids (which a later object may reuse)."""
+    transports = Transports()
+    try:
+        for cost in ("1000000", "2000000", "3000000"):  # $1, $2, $3 per output token
+            result = compile_namespace("default", [
+                provider("up", baseURL="http://127.0.0.1:9", pricing={
+                    "m": {"inputPerMillion": "0", "outputPerMillion": cost}}),
+                route("chat", [{"provider": "up", "model": "m", "params": {"max_tokens": 7}}])],
+                {}, now=datetime.now(UTC))
+            runtime = Runtime.build(Bundle(result.config, result.credentials), transports)
+            chat = runtime.routes[0]
+            assert runtime.price_plan(chat.group) is runtime.price_plan(chat.group)  # memo
+            body = {"messages": [{"role": "user", "content": "x"}]}
+            assert reservation(runtime, chat, chat.group, body).usd == \
+                Decimal(cost) / 1_000_000 * 7
+    finally:
+        await transports.close()

@@ -19,10 +19,10 @@ from llmgate_sidecar.api.inbound import parse_json_object
 from llmgate_sidecar.api.lifecycle import Endpoint, Exchange
 from llmgate_sidecar.api.replies import response_headers
 from llmgate_sidecar.api.state import ROUTER
-from llmgate_sidecar.config.pricing import estimate_input_tokens, price_for
+from llmgate_sidecar.config.pricing import estimate_input_tokens
 from llmgate_sidecar.config.runtime import Runtime, Upstream
 from llmgate_sidecar.errors import BadRequest
-from llmgate_sidecar.policy.accounting import Reservation, leaves
+from llmgate_sidecar.policy.accounting import Reservation
 from llmgate_sidecar.routing.router import Attempt, Router, Served
 
 
@@ -42,9 +42,7 @@ def input_reservation(runtime: Runtime, group: Group, body: dict[str, Any]) -> R
     """Embeddings produce no output tokens: reserve the input at the dearest target."""
     tokens = estimate_input_tokens(body)
     worst = Decimal(0)
-    for target in leaves(group):
-        upstream = runtime.upstreams.get(target.provider)
-        price = price_for(target.model, upstream.provider.pricing if upstream else None)
+    for price, _ in runtime.price_plan(group):
         worst = max(worst, price.worst_case(tokens, 0))
     return Reservation(tokens, 0, worst)
 
@@ -68,7 +66,7 @@ class EmbeddingsCall:
     include_usage: bool = False
 
 
-class EmbeddingsEndpoint(Endpoint):
+class EmbeddingsEndpoint(Endpoint[EmbeddingsCall]):
     """`POST /v1/embeddings` as a lifecycle spec (see the module docstring)."""
 
     path = "/v1/embeddings"
@@ -84,17 +82,17 @@ class EmbeddingsEndpoint(Endpoint):
         return BadRequest("none of this route's providers has an embeddings API: "
                           f"{', '.join(names)}", param="model", code="embeddings_not_supported")
 
-    def reserve(self, exchange: Exchange) -> Reservation:
+    def reserve(self, exchange: Exchange[EmbeddingsCall]) -> Reservation:
         return input_reservation(exchange.front.runtime, exchange.front.group, exchange.body)
 
-    def attempt(self, exchange: Exchange) -> Attempt:
+    def attempt(self, exchange: Exchange[EmbeddingsCall]) -> Attempt:
         router, route, body = exchange.request.app[ROUTER], exchange.route, exchange.body
 
         async def attempt(upstream: Upstream, target: Target, deadline: float | None) -> Served:
             return await _embed(router, route, body, upstream, target, deadline)
         return attempt
 
-    async def reply(self, exchange: Exchange, served: Served) -> web.StreamResponse:
+    async def reply(self, exchange: Exchange[EmbeddingsCall], served: Served) -> web.StreamResponse:
         exchange.outcome.usage, exchange.outcome.overhead = served.usage, exchange.overhead(served)
         assert served.payload is not None
         return web.Response(body=served.payload, content_type="application/json",

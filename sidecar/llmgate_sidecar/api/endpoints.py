@@ -10,6 +10,7 @@ dialect; embeddings and the pass-through paths have their own modules. How to ad
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -30,7 +31,7 @@ from llmgate_sidecar.routing.router import Attempt, Served
 ChatParser = Callable[[bytes], ChatRequest]
 
 
-class ChatEndpoint(Endpoint):
+class ChatEndpoint(Endpoint[ChatRequest]):
     """A chat-shaped API: parsed into an OpenAI chat request, routed as chat completions,
     answered in `dialect` (OpenAI's own, or Anthropic Messages). Guardrails and the response
     cache apply; the reservation is the worst case over input and requested output."""
@@ -44,17 +45,17 @@ class ChatEndpoint(Endpoint):
     def parse(self, request: web.Request, raw: bytes) -> ChatRequest:
         return self._parse(raw)
 
-    def reserve(self, exchange: Exchange) -> Reservation:
+    def reserve(self, exchange: Exchange[ChatRequest]) -> Reservation:
         f = exchange.front
         return reservation(f.runtime, f.route, f.group, exchange.body)
 
-    def attempt(self, exchange: Exchange) -> Attempt:
-        call: ChatRequest = exchange.call
+    def attempt(self, exchange: Exchange[ChatRequest]) -> Attempt:
+        call = exchange.call
         return exchange.request.app[ROUTER].chat_attempt(
             exchange.route, exchange.body, stream=call.stream,
             include_usage=call.include_usage)
 
-    async def reply(self, exchange: Exchange, served: Served) -> web.StreamResponse:
+    async def reply(self, exchange: Exchange[ChatRequest], served: Served) -> web.StreamResponse:
         request, route, outcome = exchange.request, exchange.route, exchange.outcome
         app = request.app
         assert exchange.plan is not None  # cached: the lifecycle planned the lookup
@@ -72,14 +73,14 @@ class ChatEndpoint(Endpoint):
         return web.Response(body=self.dialect.completion(served.payload),
                             content_type="application/json", headers=headers)
 
-    async def replay(self, exchange: Exchange, hit: Hit) -> web.StreamResponse:
-        call: ChatRequest = exchange.call
+    async def replay(self, exchange: Exchange[ChatRequest], hit: Hit) -> web.StreamResponse:
+        call = exchange.call
         return await reply_from_cache(exchange.request, exchange.route, hit, call.stream,
                                       call.include_usage, self.dialect)
 
 
 MESSAGES_PATH = "/v1/messages"
-ENDPOINTS: tuple[Endpoint, ...] = (
+ENDPOINTS: tuple[Endpoint[Any], ...] = (
     ChatEndpoint("/v1/chat/completions", parse_chat, OPENAI),
     ChatEndpoint(MESSAGES_PATH, parse_messages, ANTHROPIC),
     EmbeddingsEndpoint(),

@@ -47,7 +47,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import orjson
 from aiohttp import web
@@ -66,11 +66,11 @@ from llmgate_sidecar.api.state import (
     SETTINGS,
 )
 from llmgate_sidecar.cache.response import Hit, Plan
-from llmgate_sidecar.config.runtime import Runtime, Upstream
+from llmgate_sidecar.config.runtime import Runtime, Upstream, leaves
 from llmgate_sidecar.errors import BadRequest, NotFound, Unavailable
 from llmgate_sidecar.observability.observe import observed
 from llmgate_sidecar.observability.record import RequestRecord
-from llmgate_sidecar.policy.accounting import FREE, Reservation, leaves
+from llmgate_sidecar.policy.accounting import FREE, Reservation
 from llmgate_sidecar.policy.auth import authenticate, check_model
 from llmgate_sidecar.policy.store import Ticket
 from llmgate_sidecar.routing.router import Attempt, Served
@@ -91,6 +91,9 @@ class Call(Protocol):
     def stream(self) -> bool: ...
     @property
     def include_usage(self) -> bool: ...
+
+
+C = TypeVar("C", bound=Call)
 
 
 def current_runtime(request: web.Request) -> Runtime:
@@ -163,12 +166,12 @@ def front(request: web.Request, record: RequestRecord, model: str, *,
 
 
 @dataclass(slots=True)
-class Exchange:
+class Exchange(Generic[C]):
     """One request on its way through the lifecycle: what every step after `front` reads."""
 
     request: web.Request
     front: Front
-    call: Any  # the endpoint's own `Call`
+    call: C  # what the endpoint's parser read
     body: dict[str, Any]  # `call.body` after the route's guardrails
     record: RequestRecord
     ticket: Ticket | None = None
@@ -185,7 +188,7 @@ class Exchange:
         return time.perf_counter() - self.record.started - served.upstream_seconds
 
 
-class Endpoint:
+class Endpoint(Generic[C]):
     """One inbound endpoint: what `serve` needs to know that differs between endpoints.
 
     Subclasses set `path` and implement `parse`, `reserve`, `attempt` and `reply` (see the
@@ -197,7 +200,7 @@ class Endpoint:
     guarded: ClassVar[bool] = False
     cached: ClassVar[bool] = False
 
-    def parse(self, request: web.Request, raw: bytes) -> Call:
+    def parse(self, request: web.Request, raw: bytes) -> C:
         raise NotImplementedError
 
     def usable(self, upstream: Upstream) -> bool:
@@ -208,16 +211,16 @@ class Endpoint:
         return BadRequest(f"{self.path} has no provider that serves it on this route: "
                           f"{', '.join(names)}", param="model", code="not_supported")
 
-    def reserve(self, exchange: Exchange) -> Reservation:
+    def reserve(self, exchange: Exchange[C]) -> Reservation:
         raise NotImplementedError
 
-    def attempt(self, exchange: Exchange) -> Attempt:
+    def attempt(self, exchange: Exchange[C]) -> Attempt:
         raise NotImplementedError
 
-    async def reply(self, exchange: Exchange, served: Served) -> web.StreamResponse:
+    async def reply(self, exchange: Exchange[C], served: Served) -> web.StreamResponse:
         raise NotImplementedError
 
-    async def replay(self, exchange: Exchange, hit: Hit) -> web.StreamResponse:
+    async def replay(self, exchange: Exchange[C], hit: Hit) -> web.StreamResponse:
         raise NotImplementedError(f"{self.path} is not cached")
 
     def check_targets(self, runtime: Runtime, group: Group) -> None:
@@ -231,7 +234,7 @@ class Endpoint:
         raise self.unsupported(sorted(names))
 
 
-async def _cache_lookup(exchange: Exchange, endpoint: Endpoint) -> Hit | None:
+async def _cache_lookup(exchange: Exchange[C], endpoint: Endpoint[C]) -> Hit | None:
     request, f = exchange.request, exchange.front
     cache, metrics = request.app[CACHE], request.app[METRICS]
     plan = exchange.plan = cache.plan(
@@ -245,7 +248,7 @@ async def _cache_lookup(exchange: Exchange, endpoint: Endpoint) -> Hit | None:
     return hit
 
 
-async def serve(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+async def serve(request: web.Request, endpoint: Endpoint[C]) -> web.StreamResponse:
     """One request through every step of the lifecycle (module docstring)."""
     app = request.app
     metrics, accountant = app[METRICS], app[ACCOUNTANT]

@@ -186,7 +186,7 @@ def _json_or_none(payload: bytes) -> Any:
         return None
 
 
-class PassthroughEndpoint(Endpoint):
+class PassthroughEndpoint(Endpoint[Body]):
     """`POST /v1/<operation>` relayed to targets whose adapter takes the path."""
 
     def __init__(self, operation: str) -> None:
@@ -206,13 +206,13 @@ class PassthroughEndpoint(Endpoint):
                           f"this route has none that serves it: {', '.join(names)}",
                           param="model", code="passthrough_not_supported")
 
-    def reserve(self, exchange: Exchange) -> Reservation:
+    def reserve(self, exchange: Exchange[Body]) -> Reservation:
         f = exchange.front
         return reservation(f.runtime, f.route, f.group, exchange.body)
 
-    def attempt(self, exchange: Exchange) -> Attempt:
+    def attempt(self, exchange: Exchange[Body]) -> Attempt:
         router, route, operation = exchange.request.app[ROUTER], exchange.route, self.operation
-        body: Body = exchange.call
+        body = exchange.call
 
         async def attempt(upstream: Upstream, target: Target, deadline: float | None) -> Served:
             adapter = upstream.adapter.passthrough
@@ -224,7 +224,7 @@ class PassthroughEndpoint(Endpoint):
             return Served(target, upstream, 0, seconds, response=response)
         return attempt
 
-    async def reply(self, exchange: Exchange, served: Served) -> web.StreamResponse:
+    async def reply(self, exchange: Exchange[Body], served: Served) -> web.StreamResponse:
         exchange.outcome.overhead = exchange.overhead(served)
         headers = response_headers(exchange.request, exchange.route, served, exchange.ticket)
         return await relay(exchange.request, served, headers, exchange.outcome,

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from llmgate_contract import Bundle
-from llmgate_contract.config import Provider, Route, VirtualKey
+from llmgate_contract.config import Group, Provider, Route, Target, VirtualKey
 from llmgate_contract.providers import KINDS
 
+from llmgate_sidecar.config.pricing import ModelPrice, price_for
 from llmgate_sidecar.upstream.providers import (
     Adapter,
     Credentials,
@@ -46,6 +47,24 @@ class Upstream:
         return text
 
 
+def leaves(group: Group) -> Iterator[Target]:
+    """The targets of a (nested) target group, in order."""
+    for child in group.targets:
+        if isinstance(child, Target):
+            yield child
+        else:
+            yield from leaves(child)
+
+
+# Per target of a group: its price and the output-token ceiling its params set.
+PricePlan = tuple[tuple[ModelPrice, "int | None"], ...]
+
+
+def _ceiling(target: Target) -> int | None:
+    value = target.params.get("max_completion_tokens") or target.params.get("max_tokens")
+    return value if isinstance(value, int) else None
+
+
 @dataclass(frozen=True, slots=True)
 class KeyEntry:
     key: VirtualKey
@@ -65,6 +84,34 @@ class Runtime:
     keys_by_hash: Mapping[str, KeyEntry]
     keys_by_name: Mapping[str, VirtualKey]
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Resolved once per config instead of per request (`price_for` lower-cases a provider's
+    # whole pricing table per call): each target's price, and the price plan of every
+    # target group this runtime holds (its routes' and rules' groups, by identity: they live
+    # as long as the runtime). Filled on first use; per runtime, so a reload starts afresh.
+    _prices: dict[tuple[str, str], ModelPrice] = field(default_factory=dict, repr=False,
+                                                       compare=False)
+    _plans: dict[int, tuple[Group, PricePlan]] = field(default_factory=dict, repr=False,
+                                                       compare=False)
+
+    def price(self, target: Target) -> ModelPrice:
+        """The target's price under its provider's pricing (or the built-in table)."""
+        key = (target.provider, target.model)
+        price = self._prices.get(key)
+        if price is None:
+            upstream = self.upstreams.get(target.provider)
+            price = self._prices[key] = price_for(
+                target.model, upstream.provider.pricing if upstream else None)
+        return price
+
+    def price_plan(self, group: Group) -> PricePlan:
+        """Each target of `group` with its price and output ceiling."""
+        entry = self._plans.get(id(group))
+        if entry is not None and entry[0] is group:
+            return entry[1]
+        plan = tuple((self.price(target), _ceiling(target)) for target in leaves(group))
+        if any(group is g for r in self.routes for g in (r.group, *(x.group for x in r.rules))):
+            self._plans[id(group)] = (group, plan)  # held by this runtime: its id is stable
+        return plan
 
     @classmethod
     def build(cls, bundle: Bundle, transports: Transports) -> Runtime:

@@ -22,9 +22,7 @@ from typing import Any
 from llmgate_contract.config import Group, Route, Target, VirtualKey
 
 from llmgate_sidecar.config.pricing import (
-    ModelPrice,
     estimate_input_tokens,
-    price_for,
     requested_output_tokens,
 )
 from llmgate_sidecar.config.runtime import Runtime
@@ -54,62 +52,13 @@ FREE = Reservation(0, 0, Decimal(0))
 """What a cache hit reserves: it counts as a request, but costs nothing."""
 
 
-def leaves(group: Group) -> Iterator[Target]:
-    for child in group.targets:
-        if isinstance(child, Target):
-            yield child
-        else:
-            yield from leaves(child)
-
-
-# Per config generation: each target's price and its output ceiling, resolved once instead
-# of on every request (`price_for` lower-cases the provider's whole pricing table per call).
-# Keyed by the objects' ids with the objects kept alive beside them, so an id cannot be reused
-# while its entry exists; a few reloads' worth is kept.
-_MAX_PLANS = 64
-_plans: dict[tuple[int, int], tuple[Runtime, Group, tuple[tuple[ModelPrice, int | None], ...]]] \
-    = {}
-_prices: dict[int, tuple[Runtime, dict[tuple[str, str], ModelPrice]]] = {}
-
-
-def target_price(runtime: Runtime, target: Target) -> ModelPrice:
-    """`price_for` the target under `runtime`'s provider pricing, memoised per runtime."""
-    entry = _prices.get(id(runtime))
-    if entry is None or entry[0] is not runtime:
-        if len(_prices) >= _MAX_PLANS:
-            _prices.clear()
-        entry = _prices[id(runtime)] = (runtime, {})
-    key = (target.provider, target.model)
-    price = entry[1].get(key)
-    if price is None:
-        upstream = runtime.upstreams.get(target.provider)
-        price = entry[1][key] = price_for(target.model,
-                                          upstream.provider.pricing if upstream else None)
-    return price
-
-
-def _plan(runtime: Runtime, group: Group) -> tuple[tuple[ModelPrice, int | None], ...]:
-    entry = _plans.get((id(runtime), id(group)))
-    if entry is not None and entry[0] is runtime and entry[1] is group:
-        return entry[2]
-    plan = []
-    for target in leaves(group):
-        ceiling = target.params.get("max_completion_tokens") or target.params.get("max_tokens")
-        plan.append((target_price(runtime, target), ceiling if isinstance(ceiling, int)
-                     else None))
-    if len(_plans) >= _MAX_PLANS:
-        _plans.clear()
-    _plans[(id(runtime), id(group))] = (runtime, group, tuple(plan))
-    return tuple(plan)
-
-
 def reservation(runtime: Runtime, route: Route, group: Group,
                 body: dict[str, Any]) -> Reservation:
     """Tokens and the highest worst-case cost over the targets `group` may try."""
     input_tokens = estimate_input_tokens(body)
     asked = requested_output_tokens(body)
     worst_usd, worst_out = Decimal(0), 0
-    for price, ceiling in _plan(runtime, group):
+    for price, ceiling in runtime.price_plan(group):
         output = min(asked, ceiling) if asked and ceiling is not None else \
             asked or (ceiling if ceiling is not None else DEFAULT_MAX_OUTPUT_TOKENS)
         cost = price.worst_case(input_tokens, output)
@@ -118,7 +67,7 @@ def reservation(runtime: Runtime, route: Route, group: Group,
 
 
 def usage_cost(runtime: Runtime, target: Target, usage: Usage) -> Decimal:
-    return target_price(runtime, target).cost(usage)
+    return runtime.price(target).cost(usage)
 
 
 class Accountant:
@@ -248,7 +197,7 @@ class Accountant:
     @contextmanager
     def _timed(self, metrics: Metrics, operation: str) -> Iterator[None]:
         """Time (and trace) one store call; errors are counted, then propagate."""
-        store = str(getattr(self.limiter.store, "origin", "unknown"))
+        store = self.limiter.store.origin
         started = time.perf_counter()
         with tracing.span(f"llmgate.store {operation}", {"db.system.name": store,
                                                           "db.operation.name": operation}):

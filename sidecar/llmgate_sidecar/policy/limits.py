@@ -101,8 +101,7 @@ class Limiter:
     @property
     def settles_now(self) -> bool:
         """Whether the store can settle without awaiting (the in-memory store can)."""
-        # Exactly MemoryStore's own `settle` (which is `settle_now`), not an override of it.
-        return getattr(type(self.store), "settle", None) is MemoryStore.settle
+        return self.store.settles_in_place
 
     def settle_now(self, ticket: Ticket, *, tokens: int, cost_usd: Decimal) -> None:
         """`settle` for a store that `settles_now`: done before this returns, no task."""

@@ -63,6 +63,7 @@ class RedisStore:
     """
 
     origin = "redis"
+    settles_in_place = False  # a Redis round trip: settled from a task
 
     def __init__(self, client: RedisClient, *, fail_mode: str = "failOpen",
                  clock: Clock | None = None, retry_interval: float = 1.0,

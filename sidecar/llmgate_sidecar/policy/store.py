@@ -97,6 +97,15 @@ class Spend:
 class Store(Protocol):
     """Atomic limit/budget operations shared by all replicas of a pod template."""
 
+    @property
+    def origin(self) -> str:
+        """Which store this is ("memory", "redis"): metric labels and `Ticket.origin`."""
+
+    @property
+    def settles_in_place(self) -> bool:
+        """True when `settle` does no I/O, so the caller may book it before it returns
+        (`MemoryStore.settle_now`) instead of from a task; False for a store to await."""
+
     async def admit(self, demand: Demand) -> Ticket | Refusal:
         """Check every limit of `demand` and, only if all pass, consume them all at once."""
         ...
@@ -203,6 +212,12 @@ class MemoryStore:
     """
 
     origin = "memory"
+    settles_in_place = True  # `settle` is `settle_now`: no I/O
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "settle" in vars(cls):  # an override of `settle` must run: await it
+            cls.settles_in_place = False
 
     def __init__(self, *, clock: Clock = time.time) -> None:
         self._clock = clock

@@ -24,7 +24,6 @@ from typing import Any
 
 from llmgate_contract.config import Group, Route, Target
 
-from llmgate_sidecar.config.pricing import price_for
 from llmgate_sidecar.config.runtime import Runtime, Upstream
 from llmgate_sidecar.errors import UpstreamError, UpstreamFailed
 from llmgate_sidecar.observability import tracing
@@ -90,8 +89,7 @@ def shape_body(body: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
 def pricer(runtime: Runtime) -> PriceOf:
     """USD per million input + output tokens of a target; None when the model is unpriced."""
     def price_of(target: Target) -> Decimal | None:
-        upstream = runtime.upstreams.get(target.provider)
-        price = price_for(target.model, upstream.provider.pricing if upstream else None)
+        price = runtime.price(target)
         return price.input_per_million + price.output_per_million if price.priced else None
     return price_of
 
