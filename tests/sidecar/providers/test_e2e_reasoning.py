@@ -291,3 +291,39 @@ async def test_messages_stream_events_carry_thinking_and_signature_deltas(rig: R
         ("content_block_delta", "thinking_delta"), ("content_block_delta", "signature_delta"),
         ("content_block_stop", None), ("content_block_start", "tool_use"),
         ("content_block_delta", "input_json_delta"), ("content_block_stop", None)]
+
+
+GEMINI_SIGNATURE = transcript_json("gemini", "response_function_call_signed.json")[
+    "candidates"][0]["content"]["parts"][1]["thoughtSignature"]
+
+
+@pytest.mark.parametrize("kind", ["gemini", "vertex-ai"])
+async def test_gemini_thought_signatures_ride_on_tool_calls_and_go_back(rig: Rig,
+                                                                         kind: str) -> None:
+    """A signed function call comes back as Google's own OpenAI compatibility shows it
+    (`extra_content.google.thought_signature` on the tool call), buffered and streamed, and
+    the tool call sent back in history reaches Gemini with its `thoughtSignature`."""
+    gw, upstream = await rig(kind)
+    upstream.script.extend([Reply("response_function_call_signed.json"),
+                            Reply("stream_function_call_signed.sse")])
+    signed = {"google": {"thought_signature": GEMINI_SIGNATURE}}
+    async with client(gw) as c:
+        first = await c.chat.completions.create(model="chat", messages=MESSAGES,
+                                                tools=TOOLS_OAI, reasoning_effort="low")
+        stream = await c.chat.completions.create(model="chat", messages=MESSAGES,
+                                                 tools=TOOLS_OAI, stream=True)
+        calls = [call for chunk in [ch async for ch in stream] if chunk.choices
+                 for call in chunk.choices[0].delta.tool_calls or []]
+        turn = first.choices[0].message.model_dump(exclude_none=True)
+        await c.chat.completions.create(model="chat", tools=TOOLS_OAI, messages=[
+            *MESSAGES, turn, {"role": "tool", "tool_call_id": turn["tool_calls"][0]["id"],
+                              "content": "18C"}])
+    assert turn["tool_calls"][0]["extra_content"] == signed
+    assert getattr(first.choices[0].message, "reasoning_content", None) == \
+        "I will look the weather up."
+    assert [getattr(call, "extra_content", None) for call in calls] == [signed]
+    sent = upstream.requests[2].body["contents"][1]["parts"]
+    assert sent == [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+                     "thoughtSignature": GEMINI_SIGNATURE}]
+    assert upstream.requests[0].body["generationConfig"]["thinkingConfig"] == {
+        "thinkingBudget": 2048, "includeThoughts": True}

@@ -4,8 +4,10 @@ Requests: roles become user/model, system messages `systemInstruction`, images
 `inlineData`/`fileData`, tools `functionDeclarations`, tool results `functionResponse`
 (named by looking the tool_call_id up in earlier assistant turns), `reasoning_effort` /
 `thinking` a `thinkingConfig` budget. Responses and SSE chunks become OpenAI completions and
-chunks, thought parts `reasoning_content`; a prompt blocked by safety is a `contentFilter`
-error. The API key goes in `x-goog-api-key`. `vertex.py` reuses all of this for Vertex AI.
+chunks, thought parts `reasoning_content`, a function call's `thoughtSignature` the tool
+call's `extra_content.google.thought_signature` (and back, from the client's history); a
+prompt blocked by safety is a `contentFilter` error. The API key goes in `x-goog-api-key`.
+`vertex.py` reuses all of this for Vertex AI.
 """
 
 from __future__ import annotations
@@ -235,10 +237,24 @@ def model_parts(message: Mapping[str, Any], i: int,
     text = chat.text_of(message.get("content"), f"messages[{i}].content")
     if text:
         parts.append({"text": text})
-    for call in chat.requested_calls(message, i):
+    raw = message.get("tool_calls") or []
+    for call, sent in zip(chat.requested_calls(message, i), raw, strict=False):
         names[call.id] = call.name  # Gemini answers tool results by name, not by id
-        parts.append({"functionCall": {"name": call.name, "args": call.arguments}})
+        part: dict[str, Any] = {"functionCall": {"name": call.name, "args": call.arguments}}
+        signature = thought_signature(sent)
+        if signature is not None:
+            part["thoughtSignature"] = signature
+        parts.append(part)
     return parts
+
+
+def thought_signature(call: Any) -> str | None:
+    """The Gemini thought signature a tool call carries back, where Google's own OpenAI
+    compatibility puts it: `extra_content.google.thought_signature`."""
+    extra = call.get("extra_content") if isinstance(call, dict) else None
+    google = extra.get("google") if isinstance(extra, dict) else None
+    signature = google.get("thought_signature") if isinstance(google, dict) else None
+    return signature if isinstance(signature, str) else None
 
 
 def first_candidate(data: Mapping[str, Any], provider: Provider,
@@ -275,6 +291,9 @@ def parts_of(candidate: Mapping[str, Any], provider: Provider, target: Target,
             call = part["functionCall"]
             call_id = str(call.get("id") or f"call_{first_index + len(calls)}")
             calls.append(chat.tool_call(call_id, str(call.get("name")), call.get("args") or {}))
+            if isinstance(part.get("thoughtSignature"), str):
+                calls[-1]["extra_content"] = {"google": {
+                    "thought_signature": part["thoughtSignature"]}}
     return "".join(texts), calls
 
 
