@@ -65,8 +65,15 @@ def thinking_content(reply: dict[str, Any]) -> list[dict[str, Any]]:
     blocks = reply.get("thinking_blocks")
     if isinstance(blocks, list) and blocks:
         return [b for b in blocks if isinstance(b, dict)]
-    text = reply.get("reasoning_content")
-    return [reasoning.thinking_block(text, "")] if isinstance(text, str) and text else []
+    text = plain_reasoning(reply)
+    return [reasoning.thinking_block(text, "")] if text else []
+
+
+def plain_reasoning(message: dict[str, Any]) -> str:
+    """Unsigned reasoning text of a message or delta: `reasoning_content` (DeepSeek, vLLM,
+    llmgate's translators) or `reasoning` (Groq, OpenRouter)."""
+    text = message.get("reasoning_content") or message.get("reasoning")
+    return text if isinstance(text, str) else ""
 
 
 def message(payload: bytes) -> bytes:
@@ -124,8 +131,9 @@ class MessagesStream:
             self._usage = Usage.from_openai(chunk["usage"])
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
-            if delta.get("reasoning_content"):
-                out += self._thinking(str(delta["reasoning_content"]))
+            thought = plain_reasoning(delta)
+            if thought:
+                out += self._thinking(thought)
             for block in delta.get("thinking_blocks") or []:
                 out += self._thinking_block(block)
             if delta.get("content"):

@@ -327,3 +327,25 @@ async def test_gemini_thought_signatures_ride_on_tool_calls_and_go_back(rig: Rig
                      "thoughtSignature": GEMINI_SIGNATURE}]
     assert upstream.requests[0].body["generationConfig"]["thinkingConfig"] == {
         "thinkingBudget": 2048, "includeThoughts": True}
+
+
+@pytest.mark.parametrize("reply", [Reply("response_reasoning.json"),
+                                   Reply("stream_reasoning.sse"),
+                                   Reply("response_reasoning_field.json")])
+async def test_messages_api_shows_openai_family_reasoning_as_unsigned_thinking(
+        rig: Rig, reply: Reply) -> None:
+    """DeepSeek's `reasoning_content` (and Groq's / OpenRouter's `reasoning`) reach the
+    Anthropic SDK as a thinking block with an empty signature, before the text."""
+    gw, upstream = await rig("deepseek")
+    upstream.script.append(reply)
+    async with anthropic_client(gw) as c:
+        if reply.file.endswith(".sse"):
+            async with c.messages.stream(model="chat", max_tokens=100,
+                                         messages=MESSAGES) as s:
+                answer = await s.get_final_message()
+        else:
+            answer = await c.messages.create(model="chat", max_tokens=100, messages=MESSAGES)
+    thinking, text = answer.content
+    assert thinking.type == "thinking" and text.type == "text"
+    assert (thinking.thinking, thinking.signature) == (
+        "A greeting was requested; answer briefly.", "")
