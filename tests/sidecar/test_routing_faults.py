@@ -288,7 +288,11 @@ async def test_route_deadline_bounds_retries_and_backoff_across_targets(
         "attempts": 10, "backoff": {"initial": "500ms", "max": "1s"}})
     rig.primary.default = rig.backup.default = Behaviour(kind="status", status=500)
     status, _, body = await rig.ask()
-    assert status == 502 and body["error"]["code"] == "upstream_server_error"
+    # The last attempt ends as the upstream's 500, or, when the fake time left is shorter
+    # than that attempt's real round trip (a loaded machine), as the deadline's timeout: the
+    # attempt timeout is the fake time left, enforced in real time.
+    assert (status, body["error"]["code"]) in ((502, "upstream_server_error"),
+                                               (504, "upstream_timeout")), body
     # Router time only moves while it sleeps: every wait it took fits inside the deadline,
     # and it gave up long before the 20 attempts it was configured for.
     assert sum(rig.time.sleeps) < 2.0

@@ -11,7 +11,7 @@ request's `RequestRecord` (see `observe.observed`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, Protocol, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -71,10 +71,13 @@ class _Rejections:
         self._children = _Children(counter)
 
     def labels(self, raw: str) -> Counter:
-        return self._children.labels(rejection_reason(raw))  # type: ignore[no-any-return]
+        return self._children.labels(rejection_reason(raw))
 
 
-class _Children:
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+class _Children(Generic[M]):
     """A labelled metric whose `labels(...)` children are remembered: prometheus_client's own
     lookup validates, converts and takes a lock on every call, ~9 times per request. Labels
     are bounded (see the module docstring), so this dict is bounded like the metric's own.
@@ -82,23 +85,24 @@ class _Children:
 
     __slots__ = ("_children", "metric")
 
-    def __init__(self, metric: Any) -> None:
-        self.metric = metric
-        self._children: dict[tuple[str, ...], Any] = {}
+    def __init__(self, metric: M) -> None:
+        self.metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
 
-    def labels(self, *values: str) -> Any:
+    def labels(self, *values: str) -> M:
         child = self._children.get(values)
         if child is None:
             child = self._children[values] = self.metric.labels(*values)
         return child
 
 
-def _counter(name: str, doc: str, labels: list[str], r: CollectorRegistry) -> _Children:
+def _counter(name: str, doc: str, labels: list[str],
+             r: CollectorRegistry) -> _Children[Counter]:
     return _Children(Counter(name, doc, labels, registry=r))
 
 
 def _histogram(name: str, doc: str, labels: list[str], buckets: tuple[float, ...],
-               r: CollectorRegistry) -> _Children:
+               r: CollectorRegistry) -> _Children[Histogram]:
     return _Children(Histogram(name, doc, labels, buckets=buckets, registry=r))
 
 

@@ -100,7 +100,7 @@ class Router:
     def __init__(self, metrics: Metrics, *, stats: TargetStats | None = None,
                  breakers: Breakers | None = None, rng: random.Random | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.metrics = metrics
         self.stats = stats or TargetStats()
         self.breakers = breakers or Breakers(clock=clock, on_change=self._breaker_changed)
