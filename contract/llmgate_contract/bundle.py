@@ -12,21 +12,39 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from llmgate_contract.config import CONFIG_FILE, GENERATION_FILE, CompiledConfig, parse_config
+from llmgate_contract.config import (
+    CONFIG_FILE,
+    GENERATION_FILE,
+    SCHEMA_VERSION,
+    CompiledConfig,
+    read_config,
+)
+from llmgate_contract.versions import UnsupportedSchema
 
 
 class TornBundleError(Exception):
     """The two volumes do not form one valid config (yet): keep serving the last good one."""
 
 
+class RefusedConfig(TornBundleError):
+    """A config in a schema version this build does not read: kept out on purpose (the
+    operator is newer than this sidecar); the last good config keeps serving."""
+
+    def __init__(self, message: str, schema_version: object) -> None:
+        super().__init__(message)
+        self.schema_version = schema_version
+
+
 @dataclass(frozen=True)
 class Bundle:
     config: CompiledConfig
     credentials: Mapping[str, str]
-
-    @property
-    def generation(self) -> str:
-        return self.config.generation
+    generation: str
+    """The hash of the config document as written (unknown fields included)."""
+    schema_version: int = SCHEMA_VERSION
+    ignored: tuple[str, ...] = ()
+    """Fields of the document this build does not know and left out (a newer operator's
+    optional additions)."""
 
 
 def bundle_files(
@@ -48,10 +66,12 @@ def read_bundle(config_files: Mapping[str, str], secret_files: Mapping[str, str]
     if text is None:
         raise TornBundleError(f"{CONFIG_FILE} is missing from the config volume")
     try:
-        config = parse_config(text)
+        loaded = read_config(text)
+    except UnsupportedSchema as exc:
+        raise RefusedConfig(str(exc), exc.version) from None
     except (ValidationError, ValueError) as exc:
         raise TornBundleError(f"{CONFIG_FILE} is invalid: {_short(exc)}") from None
-    generation = config.generation
+    config, generation = loaded.config, loaded.generation
     declared = config_files.get(GENERATION_FILE, "").strip()
     if declared != generation:
         raise TornBundleError(
@@ -64,7 +84,8 @@ def read_bundle(config_files: Mapping[str, str], secret_files: Mapping[str, str]
     missing = sorted(_referenced_files(config) - credentials.keys())
     if missing:
         raise TornBundleError(f"credential files missing: {', '.join(missing)}")
-    return Bundle(config=config, credentials=credentials)
+    return Bundle(config=config, credentials=credentials, generation=generation,
+                  schema_version=loaded.schema_version, ignored=loaded.ignored)
 
 
 def _referenced_files(config: CompiledConfig) -> set[str]:

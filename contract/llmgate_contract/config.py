@@ -12,7 +12,6 @@ Every field's description says what it means and which CR field it comes from
 from __future__ import annotations
 
 import hashlib
-import json
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -21,8 +20,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from llmgate_contract.patterns import check_patterns
 from llmgate_contract.providers import PROVIDER_KINDS as PROVIDER_KINDS  # re-exported
 from llmgate_contract.providers import ProviderKind as ProviderKind  # re-exported
+from llmgate_contract.versions import Loaded, canonical, document, read, since
 
-SCHEMA_VERSION: Literal[1] = 1
+SCHEMA_VERSION = 2
+"""The newest config schema this build writes and reads (see `versions`: a config is written
+in the oldest version that expresses it). 2 added `Price.cacheWritePerMillion` and
+`Price.cacheWrite1hPerMillion`."""
 MIN_SCHEMA_VERSION = 1
 """The oldest config schema this build reads."""
 
@@ -67,14 +70,15 @@ class Price(_Model):
         "None bills them as ordinary input. "
         "From `ProviderSecret.spec.pricing{}.cachedInputPerMillion`.")
     cache_write_per_million: Decimal | None = Field(
-        default=None, alias="cacheWritePerMillion",
+        default=None, alias="cacheWritePerMillion", json_schema_extra=since(2),
         description="USD per million input tokens written to the upstream's prompt cache; "
-        "None bills them as ordinary input. "
+        "None bills them as ordinary input. Schema version 2 (a sidecar that reads only 1 "
+        "would bill the writes as input, so a config that sets it is written as 2). "
         "From `ProviderSecret.spec.pricing{}.cacheWritePerMillion`.")
     cache_write_1h_per_million: Decimal | None = Field(
-        default=None, alias="cacheWrite1hPerMillion",
+        default=None, alias="cacheWrite1hPerMillion", json_schema_extra=since(2),
         description="USD per million input tokens written to the upstream's 1-hour prompt "
-        "cache (Anthropic); None bills them as other cache writes. "
+        "cache (Anthropic); None bills them as other cache writes. Schema version 2. "
         "From `ProviderSecret.spec.pricing{}.cacheWrite1hPerMillion`.")
 
 
@@ -381,9 +385,10 @@ class VirtualKey(_Model):
 class CompiledConfig(_Model):
     """Everything one namespace's sidecars need, minus secret values."""
 
-    schema_version: Literal[1] = Field(
-        default=SCHEMA_VERSION, alias="schemaVersion", description="Version of this document's "
-        "shape; a sidecar refuses one it does not know. Set by the operator: SCHEMA_VERSION.")
+    schema_version: int = Field(
+        default=SCHEMA_VERSION, ge=1, alias="schemaVersion", description="Version of this "
+        "document's shape; a sidecar refuses one outside the range it reads. Set by the "
+        "operator: the oldest version that expresses the config (`versions.document`).")
     namespace: str = Field(description="The namespace compiled. Set by the operator: the "
                            "namespace of the CRs (`metadata.namespace`).")
     providers: dict[str, Provider] = Field(
@@ -398,9 +403,9 @@ class CompiledConfig(_Model):
         "with a reason).")
 
     def canonical_json(self) -> str:
-        """Deterministic JSON: sorted keys, no whitespace, aliases; equal configs, equal text."""
-        return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True,
-                          separators=(",", ":"), ensure_ascii=False)
+        """The document as written: the oldest schema version that expresses this config,
+        as deterministic JSON (sorted keys, no whitespace); equal configs, equal text."""
+        return canonical(document(self))
 
     @property
     def generation(self) -> str:
@@ -412,6 +417,12 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def read_config(text: str | bytes) -> Loaded:
+    """Read a config document of any schema version this build reads, leaving out (and
+    listing) fields it does not know (raises UnsupportedSchema, ValidationError, ValueError)."""
+    return read(text, low=MIN_SCHEMA_VERSION, high=SCHEMA_VERSION)
+
+
 def parse_config(text: str | bytes) -> CompiledConfig:
     """Parse and validate a config document (raises pydantic.ValidationError / ValueError)."""
-    return CompiledConfig.model_validate_json(text)
+    return read_config(text).config

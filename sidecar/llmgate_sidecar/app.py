@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from llmgate_contract import MIN_SCHEMA_VERSION, SCHEMA_VERSION
 
 from llmgate_sidecar.api import handlers
 from llmgate_sidecar.api.endpoints import ENDPOINTS, dialect_for
@@ -182,8 +183,15 @@ def create_ops_app(api: web.Application, *,
         source = api[CONFIG]
         runtime = source.current
         body: dict[str, Any] = {"ready": runtime is not None,
-                "generation": runtime.generation if runtime else None,
-                "lastError": source.last_error}
+                                "generation": runtime.generation if runtime else None,
+                                "schemaVersion": source.schema_version,
+                                "lastError": source.last_error}
+        if source.ignored:
+            body["ignoredFields"] = list(source.ignored)
+        if source.refused_schema is not None:
+            # The operator is newer than this sidecar: the last good config keeps serving.
+            body["refusedSchemaVersion"] = source.refused_schema
+            body["readsSchemaVersions"] = [MIN_SCHEMA_VERSION, SCHEMA_VERSION]
         if readiness is not None:
             body |= readiness()
         return web.json_response(body, status=200 if runtime is not None else 503)

@@ -140,7 +140,7 @@ class Runtime:
             expires = _time(key.expires_at)
             for h in key.hashes:
                 keys_by_hash[h.sha256] = KeyEntry(key, h.sha256, _time(h.not_after), expires)
-        return cls(generation=config.generation, namespace=config.namespace,
+        return cls(generation=bundle.generation, namespace=config.namespace,
                    routes_by_model=routes_by_model, routes=tuple(config.routes),
                    upstreams=upstreams, unsupported=unsupported, keys_by_hash=keys_by_hash,
                    keys_by_name={k.name: k for k in config.virtual_keys})

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from llmgate_contract import TornBundleError, read_bundle
+from llmgate_contract import RefusedConfig, TornBundleError, read_bundle
 
 from llmgate_sidecar.config.runtime import Runtime
 from llmgate_sidecar.upstream.transport import Transports
@@ -47,14 +47,20 @@ class ConfigSource:
     """The current Runtime, the last load error, and the poller that keeps them fresh."""
 
     def __init__(self, config_dir: Path, credentials_dir: Path, transports: Transports, *,
-                 on_reload: Callable[[str, str | None], None] | None = None,
+                 on_reload: Callable[[str, str | None, int | None, int], None] | None = None,
                  interval: float = 1.0) -> None:
         self.config_dir, self.credentials_dir = config_dir, credentials_dir
         self.current: Runtime | None = None
         self.last_error: str | None = None
+        self.schema_version: int | None = None
+        self.ignored: tuple[str, ...] = ()
+        self.refused_schema: object = None
+        """The schema version of the last config refused as too new, until one loads."""
         self._transports = transports
         self._fingerprint = b""
-        self._on_reload = on_reload or (lambda result, generation: None)
+        # (result: success | error | refused, generation served, its schema version, the
+        # number of fields left out): for the metrics.
+        self._on_reload = on_reload or (lambda result, generation, schema, ignored: None)
         self._interval = interval
 
     def load(self) -> bool:
@@ -70,25 +76,37 @@ class ConfigSource:
         try:
             bundle = read_bundle(config_files, secret_files)
             runtime = Runtime.build(bundle, self._transports)
+        except RefusedConfig as exc:
+            self.refused_schema = exc.schema_version
+            return self._failed(str(exc), fingerprint, result="refused")
         except TornBundleError as exc:
             return self._failed(str(exc), fingerprint)
         self._fingerprint = fingerprint
         previous = self.current.generation if self.current else None
-        self.current, self.last_error = runtime, None
+        self.current, self.last_error, self.refused_schema = runtime, None, None
+        self.schema_version, self.ignored = bundle.schema_version, bundle.ignored
         log.info("config loaded", extra={"generation": runtime.generation,
                                          "previous_generation": previous,
+                                         "schema_version": bundle.schema_version,
                                          "routes": len(runtime.routes)})
-        self._on_reload("success", runtime.generation)
+        if bundle.ignored:
+            # A newer operator's optional additions: safe to leave out by the skew policy.
+            log.warning("config fields this sidecar does not know were left out",
+                        extra={"generation": runtime.generation,
+                               "fields": list(bundle.ignored[:20])})
+        self._on_reload("success", runtime.generation, bundle.schema_version,
+                        len(bundle.ignored))
         return True
 
-    def _failed(self, message: str, fingerprint: bytes | None = None) -> bool:
+    def _failed(self, message: str, fingerprint: bytes | None = None, *,
+                result: str = "error") -> bool:
         if fingerprint is not None:
             # Remember the bad content so it is reported once, not every poll.
             self._fingerprint = fingerprint
         if message != self.last_error:
-            log.error("config not loaded, keeping generation %s: %s",
-                      self.current.generation if self.current else "none", message)
-            self._on_reload("error", self.current.generation if self.current else None)
+            kept = self.current.generation if self.current else None
+            log.error("config not loaded, keeping generation %s: %s", kept or "none", message)
+            self._on_reload(result, kept, self.schema_version, len(self.ignored))
         self.last_error = message
         return False
 

@@ -183,8 +183,19 @@ class Metrics:
         self.config_generation = Gauge("llmgate_config_info",
                                        "The loaded config generation (value is always 1)",
                                        ["generation"], registry=r)
-        self.config_reloads = _counter("llmgate_config_reloads", "Config loads by result",
+        self.config_reloads = _counter("llmgate_config_reloads", "Config loads by result "
+                                       "(success, error, refused: a newer schema version)",
                                        ["result"], r)
+        self.config_schema = Gauge("llmgate_config_schema_version",
+                                   "Schema version of the loaded config document", registry=r)
+        self.config_ignored = Gauge("llmgate_config_ignored_fields",
+                                    "Fields of the loaded config this sidecar does not know and "
+                                    "left out (a newer operator's optional additions)",
+                                    registry=r)
+        self.config_refused = Gauge("llmgate_config_refused",
+                                    "1 while the newest config is refused (a schema version this "
+                                    "sidecar does not read) and an older one is served, else 0",
+                                    registry=r)
 
     def _define_upstream(self, r: CollectorRegistry) -> None:
         self.attempts = _counter("llmgate_upstream_attempts", "Upstream attempts by outcome",
@@ -227,8 +238,15 @@ class Metrics:
         self._watched = store
         self.registry.register(_StoreHealth(store))
 
-    def config_loaded(self, result: str, generation: str | None) -> None:
+    def config_loaded(self, result: str, generation: str | None,
+                      schema_version: int | None = None, ignored: int = 0) -> None:
+        """A config load: success, error (torn or invalid: the last good one is kept) or
+        refused (a schema version this sidecar does not read)."""
         self.config_reloads.labels(result).inc()
+        self.config_refused.set(1 if result == "refused" else 0)
+        if result == "success" and schema_version is not None:
+            self.config_schema.set(schema_version)
+            self.config_ignored.set(ignored)
         if result == "success" and generation and generation != self._generation:
             if self._generation is not None:
                 self.config_generation.remove(self._generation)
