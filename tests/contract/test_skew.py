@@ -1,9 +1,9 @@
 """Version skew between the operator and the sidecars (docs/upgrade.md, "Skew policy").
 
-Checked in: `tests/data/skew/config-schema-v1.json`, the JSON Schema of the compiled config as
-the first release reads it (strict: no unknown fields, `schemaVersion` 1), and
-`tests/data/skew/v1/*.json`, the golden configs the first release's operator wrote. They are the other
-side of the skew: frozen, never regenerated.
+Checked in: `tests/data/skew/config-schema-v1.json`, the JSON Schema of the compiled config
+as the first release reads it (strict: no unknown fields, `schemaVersion` 1), and
+`tests/data/skew/v1/*.json`, the golden configs the first release's operator wrote. They are
+the other side of the skew: frozen, never regenerated.
 
 - Operator N, sidecar N-1: every config the operator writes is in the oldest schema that
   expresses it; one without a version-2 feature is exactly what a first-release sidecar accepts, and
@@ -58,7 +58,7 @@ def test_the_schema_versions() -> None:
     assert len(V1_CASES) >= 6
 
 
-# -- operator N, sidecar N-1 (the first release) --------------------------------------------------------
+# -- operator N, sidecar N-1 (the first release) ---------------------------------------
 
 @pytest.mark.parametrize("case", CASES)
 def test_the_operator_writes_the_oldest_schema_that_expresses_the_config(case: str) -> None:
@@ -106,8 +106,8 @@ def _models(model: type[BaseModel], seen: dict[str, type[BaseModel]]) -> None:
 
 
 def test_every_field_added_after_version_1_says_when() -> None:
-    """A field the first release does not know must carry `since(N)` (N >= 2), or the operator would put
-    it in version-1 documents that every first-release sidecar refuses."""
+    """A field the first release does not know must carry `since(N)` (N >= 2), or the
+    operator would put it in version-1 documents that every first-release sidecar refuses."""
     seen: dict[str, type[BaseModel]] = {}
     _models(CompiledConfig, seen)
     v1_defs = V1_SCHEMA["$defs"] | {"CompiledConfig": V1_SCHEMA}
@@ -121,7 +121,7 @@ def test_every_field_added_after_version_1_says_when() -> None:
     assert missing == [], f"fields new since the first release without since(2): {missing}"
 
 
-# -- operator N-1 (the first release), sidecar N ----------------------------------------------------------
+# -- operator N-1 (the first release), sidecar N ---------------------------------------
 
 @pytest.mark.parametrize("case", V1_CASES)
 def test_first_release_configs_are_read(case: str) -> None:
