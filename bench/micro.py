@@ -44,8 +44,7 @@ def runtime(transports: Transports) -> Runtime:
     secrets = {d["metadata"]["name"]: d["stringData"] for d in docs if d["kind"] == "Secret"}
     resources = [d for d in docs if d["kind"] != "Secret"]
     result = compile_namespace("default", resources, secrets, now=datetime.now(UTC))
-    return Runtime.build(Bundle(result.config, result.credentials, result.config.generation),
-                         transports)
+    return Runtime.build(Bundle(result.config, result.credentials), transports)
 
 
 def metric_updates(metrics: Metrics) -> None:

@@ -39,12 +39,17 @@ class RefusedConfig(TornBundleError):
 class Bundle:
     config: CompiledConfig
     credentials: Mapping[str, str]
-    generation: str
-    """The hash of the config document as written (unknown fields included)."""
+    generation: str = ""
+    """The hash of the config document as written (unknown fields included); by default
+    the hash of `config` as this build writes it."""
     schema_version: int = SCHEMA_VERSION
     ignored: tuple[str, ...] = ()
     """Fields of the document this build does not know and left out (a newer operator's
     optional additions)."""
+
+    def __post_init__(self) -> None:
+        if not self.generation:
+            object.__setattr__(self, "generation", self.config.generation)
 
 
 def bundle_files(
