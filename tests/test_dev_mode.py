@@ -1,5 +1,7 @@
 """The README's first command, for real: `llmgate dev -f examples/quickstart.yaml` in a child
-process, answered through the official OpenAI SDK (plain and streamed), then SIGTERM."""
+process, answered through the official OpenAI and Anthropic SDKs with no API key of any
+provider: chat (plain and streamed), embeddings, completions, Responses (plain and
+streamed), Messages; paths the mock cannot serve end in an honest error; then SIGTERM."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import anthropic
 import openai
 import pytest
 
@@ -68,6 +71,27 @@ def test_quickstart_serves_the_openai_sdk_plain_and_streamed(dev_server) -> None
     assert "stream please" in text
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=base_url, api_key="wrong", max_retries=0).models.list()
+    vectors = c.embeddings.create(model="embeddings", input=["a", "b"])
+    assert [len(d.embedding) for d in vectors.data] == [1536, 1536]
+    completion = c.completions.create(model="gpt-4o-mini", prompt="Once upon a time")
+    assert completion.object == "text_completion" and completion.choices[0].text
+    response = c.responses.create(model="gpt-4o-mini", input="hello responses")
+    assert "hello responses" in response.output_text and response.usage is not None
+    with c.responses.stream(model="gpt-4o-mini", input="stream responses") as events:
+        assert "stream responses" in "".join(
+            e.delta for e in events if e.type == "response.output_text.delta")
+        assert events.get_final_response().status == "completed"
+    message = anthropic.Anthropic(base_url=base_url.removesuffix("/v1"),
+                                  api_key="lg-quickstart-demo-key", max_retries=0
+                                  ).messages.create(model="gpt-4o-mini", max_tokens=50,
+                                                    messages=[{"role": "user",
+                                                               "content": "hi claude"}])
+    assert "hi claude" in message.content[0].text  # type: ignore[union-attr]
+    # Images: only the unreachable OpenAI-compatible target could serve them: an honest
+    # 5xx in OpenAI's envelope once it failed, never a 200 of the wrong shape.
+    with pytest.raises(openai.APIStatusError) as info:
+        c.images.generate(model="gpt-4o-mini", prompt="a cat")
+    assert info.value.status_code >= 500 and "error" in info.value.response.json()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
     output = proc.stdout.read() if proc.stdout else ""

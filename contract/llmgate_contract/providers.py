@@ -87,7 +87,9 @@ KINDS: Mapping[str, Kind] = {
     "ollama": _openai_family(None, "optional-api-key", required=True),
     "vllm": _openai_family(None, "optional-api-key", required=True),
     "openai-compatible": _openai_family(None, "optional-api-key", required=True),
-    "mock": Kind("openai", "none", embeddings=True, passthrough=_OPENAI_PATHS,
+    # The built-in model (sidecar upstream.mock): chat, embeddings and legacy completions;
+    # routes skip it for the other paths (a 400 when no other target can serve them).
+    "mock": Kind("openai", "none", embeddings=True, passthrough=frozenset({"completions"}),
                  in_process=True),
 }
 if set(KINDS) != set(PROVIDER_KINDS):  # pragma: no cover - a kind added without its row

@@ -52,6 +52,9 @@ class FakeOpenAI:
         self.disconnects = 0
         self.chunks_sent = 0  # content chunks of streams written successfully
         self.disconnected = asyncio.Event()
+        # Answer every request that offers tools with the scripted get_weather call, as the
+        # recorded fakes of the other providers do.
+        self.tool_calls_when_offered = False
 
     async def start(self) -> FakeOpenAI:
         app = web.Application()
@@ -84,7 +87,7 @@ class FakeOpenAI:
             return web.Response()
         if b.kind == "malformed":
             return web.Response(body=b"{\"choices\": [", content_type="application/json")
-        if b.kind == "tool_call":
+        if b.kind == "tool_call" or (self.tool_calls_when_offered and body.get("tools")):
             return await self._tool_call(request, body)
         if body.get("stream"):
             self.streams_open += 1

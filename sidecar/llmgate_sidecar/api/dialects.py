@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+import orjson
+
 from llmgate_sidecar.errors import GatewayError
 from llmgate_sidecar.upstream.providers.base import Usage
-from llmgate_sidecar.wire.sse import encode
+from llmgate_sidecar.wire.sse import SSEParser, encode
 
 
 class StreamTranslator(Protocol):
@@ -35,6 +37,31 @@ class Dialect(Protocol):
     def translator(self, model: str) -> StreamTranslator: ...
 
     def envelope(self, exc: GatewayError) -> dict[str, Any]: ...
+
+
+class ChunkTranslator:
+    """The reading half of a translating `StreamTranslator`: chat's chunk events parsed one
+    by one (`[DONE]` skipped) and handed to `_chunk`, which writes this dialect's events;
+    the usage learnt so far is in `_usage`."""
+
+    def __init__(self) -> None:
+        self._parser = SSEParser()
+        self._usage: Usage | None = None
+
+    def feed(self, data: bytes, usage: Usage | None) -> bytes:
+        if usage is not None:
+            self._usage = usage
+        out = []
+        for event in self._parser.feed(data):
+            if event.data == "[DONE]":
+                continue
+            chunk = orjson.loads(event.data)
+            if isinstance(chunk, dict):
+                out.append(self._chunk(chunk))
+        return b"".join(out)
+
+    def _chunk(self, chunk: dict[str, Any]) -> bytes:
+        raise NotImplementedError
 
 
 class _OpenAIStream:

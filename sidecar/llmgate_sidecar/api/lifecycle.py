@@ -7,6 +7,7 @@ Messages, embeddings and every pass-through path; an `Endpoint` (see `api.endpoi
 only what differs between them:
 
     parse(request, raw)           the inbound body -> a `Call` (model, body, stream)
+    delegate(call)                (rarely) another spec of the same path serves this call
     dialect                       the API the answer and errors are written in
     guarded / cached              whether route guardrails / the response cache apply
     usable(upstream)              which targets can serve it (others are skipped); when the
@@ -203,6 +204,11 @@ class Endpoint(Generic[C]):
     def parse(self, request: web.Request, raw: bytes) -> C:
         raise NotImplementedError
 
+    def delegate(self, call: Call) -> Endpoint[Any]:
+        """The endpoint that serves this request: this one, or another spec of the same
+        path that `call` needs (it then parses the body again itself)."""
+        return self
+
     def usable(self, upstream: Upstream) -> bool:
         return True
 
@@ -254,7 +260,11 @@ async def serve(request: web.Request, endpoint: Endpoint[C]) -> web.StreamRespon
     metrics, accountant = app[METRICS], app[ACCOUNTANT]
     with observed(metrics, RequestRecord(request[REQUEST_ID]), request.headers) as record:
         runtime = current_runtime(request)
-        call = endpoint.parse(request, await request.read())
+        raw = await request.read()
+        call = endpoint.parse(request, raw)
+        chosen = endpoint.delegate(call)
+        if chosen is not endpoint:  # e.g. a Responses request only OpenAI itself can serve
+            endpoint, call = chosen, chosen.parse(request, raw)
         record.stream = call.stream
         # authenticate: the caller, its route, the allow-list, the rule-selected targets
         f = front(request, record, call.model, runtime=runtime)

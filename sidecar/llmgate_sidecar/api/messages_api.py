@@ -14,11 +14,11 @@ from typing import Any
 
 import orjson
 
-from llmgate_sidecar.api.dialects import StreamTranslator
+from llmgate_sidecar.api.dialects import ChunkTranslator, StreamTranslator
 from llmgate_sidecar.errors import GatewayError
 from llmgate_sidecar.upstream.providers import reasoning
 from llmgate_sidecar.upstream.providers.base import Usage
-from llmgate_sidecar.wire.sse import SSEParser, encode
+from llmgate_sidecar.wire.sse import encode
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
                 "function_call": "tool_use", "content_filter": "refusal"}
@@ -99,11 +99,11 @@ def message(payload: bytes) -> bytes:
         "usage": usage_json(Usage.from_openai(data.get("usage")))})
 
 
-class MessagesStream:
+class MessagesStream(ChunkTranslator):
     """One stream's OpenAI chunks -> Messages events. Holds only block indexes and usage."""
 
     def __init__(self, model: str) -> None:
-        self._parser = SSEParser()
+        super().__init__()
         self._model = model
         self._started = False
         self._index = -1  # the open content block, -1 when none is open
@@ -111,19 +111,6 @@ class MessagesStream:
         self._tools: dict[int, int] = {}  # OpenAI tool_calls index -> content block index
         self._blocks = 0
         self._stop_reason = "end_turn"
-        self._usage: Usage | None = None
-
-    def feed(self, data: bytes, usage: Usage | None) -> bytes:
-        if usage is not None:
-            self._usage = usage
-        out = []
-        for event in self._parser.feed(data):
-            if event.data == "[DONE]":
-                continue
-            chunk = orjson.loads(event.data)
-            if isinstance(chunk, dict):
-                out.append(self._chunk(chunk))
-        return b"".join(out)
 
     def _chunk(self, chunk: dict[str, Any]) -> bytes:
         out = b"" if self._started else self._start(chunk)

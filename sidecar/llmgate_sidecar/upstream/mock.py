@@ -1,9 +1,12 @@
 """The built-in `mock` model: deterministic OpenAI-format answers, served in-process.
 
-For demos, tests and load tests: no network, no key. The reply is the configured text or an
-echo of the last user message; latency before the first byte and the delay between stream
-chunks are configurable (`ProviderSecret.spec.mock`). It speaks OpenAI's wire format so the
-OpenAI adapter translates it like any upstream, through the same routing path.
+For demos, tests and load tests: no network, no key. It serves chat completions (text, a
+tool call when `tool_choice` asks, JSON for `response_format`; JSON or streamed), embeddings
+and legacy completions in OpenAI's shapes (what it answers: `upstream.mock_answers`); other
+paths are never sent here (its row in `llmgate_contract.providers.KINDS` offers none), and
+anything else is a 404. Latency before the first byte and the delay between stream chunks
+are configurable (`ProviderSecret.spec.mock`). It speaks OpenAI's wire format so the OpenAI adapter
+translates it like any upstream, through the same routing path.
 """
 
 from __future__ import annotations
@@ -18,6 +21,13 @@ import orjson
 from llmgate_contract.config import MockOptions
 from multidict import CIMultiDict
 
+from llmgate_sidecar.upstream.mock_answers import (
+    completion_text,
+    content_for,
+    count_tokens,
+    embeddings,
+    tool_call,
+)
 from llmgate_sidecar.upstream.providers.base import UpstreamRequest
 from llmgate_sidecar.wire.sse import Event
 
@@ -25,84 +35,126 @@ _JSON_HEADERS: Mapping[str, str] = CIMultiDict({"content-type": "application/jso
 _SSE_HEADERS: Mapping[str, str] = CIMultiDict({"content-type": "text/event-stream"})
 
 
-def reply_for(body: Mapping[str, Any], options: MockOptions) -> str:
-    if options.reply is not None:
-        return options.reply
-    text = ""
-    for message in reversed(body.get("messages") or []):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, list):
-                content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-            text = str(content or "")
-            break
-    words = text.split()
-    echo = " ".join(words[:40]) + (" …" if len(words) > 40 else "")
-    return f"This is the llmgate mock model. You said: {echo}" if echo else \
-        "This is the llmgate mock model."
-
-
-def _count_tokens(text: str) -> int:
-    return max(1, len(text.split()))
-
-
 def _prompt_tokens(body: Mapping[str, Any]) -> int:
-    return sum(_count_tokens(str(m.get("content") or "")) for m in body.get("messages") or []
+    return sum(count_tokens(str(m.get("content") or "")) for m in body.get("messages") or []
                if isinstance(m, dict))
 
 
-class MockResponse:
-    __slots__ = ("_body", "_options", "headers", "status")
+def operation_of(url: str) -> str | None:
+    """Which OpenAI endpoint a request to the mock is for (the adapter built its URL)."""
+    for operation in ("chat/completions", "embeddings", "completions"):
+        if url.endswith("/" + operation) or url == operation:
+            return operation
+    return None
 
-    def __init__(self, status: int, body: dict[str, Any], options: MockOptions) -> None:
+
+def _error(message: str) -> bytes:
+    return orjson.dumps({"error": {"message": f"mock: {message}", "code": None, "param": None,
+                                   "type": "invalid_request_error"}})
+
+
+class MockResponse:
+    __slots__ = ("_body", "_id", "_operation", "_options", "headers", "status")
+
+    def __init__(self, status: int, body: dict[str, Any], options: MockOptions,
+                 operation: str | None = "chat/completions") -> None:
         self.status = status
         self._body = body
         self._options = options
-        self.headers = _SSE_HEADERS if body.get("stream") else _JSON_HEADERS
+        self._operation = operation
+        self._id = uuid.uuid4().hex[:24]
+        self.headers = _SSE_HEADERS if status == 200 and body.get("stream") else _JSON_HEADERS
 
     async def read(self) -> bytes:
         if self.status != 200:
-            return orjson.dumps({"error": {"message": "mock: request body is not a JSON "
-                                                      "object", "type": "invalid_request_error",
-                                           "code": None, "param": None}})
-        text = reply_for(self._body, self._options)
-        prompt, completion = _prompt_tokens(self._body), _count_tokens(text)
+            return _error("request body is not a JSON object" if self._operation else
+                          "the mock model serves chat, embeddings and completions only")
+        if self._operation == "embeddings":
+            return orjson.dumps(embeddings(self._body))
+        if self._operation == "completions":
+            return orjson.dumps(self._completion())
+        call = tool_call(self._body)
+        text = content_for(self._body, self._options)
+        message: dict[str, Any] = {"role": "assistant", "content": None if call else text}
+        if call:
+            message["tool_calls"] = [call]
+        prompt = _prompt_tokens(self._body)
+        completion = count_tokens(call["function"]["arguments"] if call else text)
         return orjson.dumps({
-            "id": f"chatcmpl-mock-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
+            "id": f"chatcmpl-mock-{self._id}", "object": "chat.completion",
             "created": int(time.time()), "model": self._body.get("model", "mock"),
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                         "message": {"role": "assistant", "content": text}}],
+            "choices": [{"index": 0, "finish_reason": "tool_calls" if call else "stop",
+                         "logprobs": None, "message": message}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                       "total_tokens": prompt + completion},
         })
 
+    def _completion(self) -> dict[str, Any]:
+        text, prompt = completion_text(self._body, self._options)
+        completion = count_tokens(text)
+        return {"id": f"cmpl-mock-{self._id}", "object": "text_completion",
+                "created": int(time.time()), "model": self._body.get("model", "mock"),
+                "choices": [{"index": 0, "text": text, "logprobs": None,
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                          "total_tokens": prompt + completion}}
+
+    def _pieces(self, text: str) -> list[str]:
+        words, step = text.split(" "), self._options.words_per_chunk
+        return [" ".join(words[i:i + step]) + (" " if i + step < len(words) else "")
+                for i in range(0, len(words), step)]
+
     async def events(self) -> AsyncIterator[Event]:
-        text = reply_for(self._body, self._options)
-        words = text.split(" ")
-        step = self._options.words_per_chunk
-        base = {"id": f"chatcmpl-mock-{uuid.uuid4().hex[:24]}",
-                "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": self._body.get("model", "mock")}
-        first = {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                      "finish_reason": None}]}
-        yield Event(orjson.dumps(first).decode())
-        for i in range(0, len(words), step):
+        if self._operation == "completions":
+            async for event in self._completion_events():
+                yield event
+            return
+        base = {"id": f"chatcmpl-mock-{self._id}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": self._body.get("model", "mock")}
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> Event:
+            return Event(orjson.dumps({**base, "choices": [
+                {"index": 0, "delta": delta, "finish_reason": finish}]}).decode())
+        yield chunk({"role": "assistant", "content": ""})
+        call = tool_call(self._body)
+        text = call["function"]["arguments"] if call else content_for(self._body,
+                                                                       self._options)
+        for i, piece in enumerate(self._pieces(text)):
             if self._options.chunk_delay_ms and i:
                 await asyncio.sleep(self._options.chunk_delay_ms / 1000)
-            piece = " ".join(words[i:i + step]) + (" " if i + step < len(words) else "")
-            chunk = {**base, "choices": [{"index": 0, "delta": {"content": piece},
-                                          "finish_reason": None}]}
-            yield Event(orjson.dumps(chunk).decode())
-        last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-        yield Event(orjson.dumps(last).decode())
-        prompt, completion = _prompt_tokens(self._body), _count_tokens(text)
-        usage = {**base, "choices": [], "usage": {"prompt_tokens": prompt,
-                                                  "completion_tokens": completion,
-                                                  "total_tokens": prompt + completion}}
-        yield Event(orjson.dumps(usage).decode())
+            if call is None:
+                yield chunk({"content": piece})
+                continue
+            entry: dict[str, Any] = {"index": 0, "function": {"arguments": piece}}
+            if i == 0:
+                entry.update(id=call["id"], type="function")
+                entry["function"]["name"] = call["function"]["name"]
+            yield chunk({"tool_calls": [entry]})
+        yield chunk({}, "tool_calls" if call else "stop")
+        prompt, completion = _prompt_tokens(self._body), count_tokens(text)
+        yield Event(orjson.dumps({**base, "choices": [], "usage": {
+            "prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}}).decode())
+        yield Event("[DONE]")
+
+    async def _completion_events(self) -> AsyncIterator[Event]:
+        whole = self._completion()
+        base = {k: whole[k] for k in ("id", "object", "created", "model")}
+        for i, piece in enumerate(self._pieces(whole["choices"][0]["text"])):
+            if self._options.chunk_delay_ms and i:
+                await asyncio.sleep(self._options.chunk_delay_ms / 1000)
+            yield Event(orjson.dumps({**base, "choices": [
+                {"index": 0, "text": piece, "logprobs": None, "finish_reason": None}]}).decode())
+        yield Event(orjson.dumps({**base, "choices": [
+            {"index": 0, "text": "", "logprobs": None, "finish_reason": "stop"}],
+            "usage": whole["usage"]}).decode())
         yield Event("[DONE]")
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        if self.headers is _SSE_HEADERS:
+            async for event in self.events():
+                yield b"data: " + event.data.encode() + b"\n\n"
+            return
         yield await self.read()
 
     def release(self) -> None:
@@ -121,9 +173,12 @@ class MockTransport:
             body = orjson.loads(request.body)
         except orjson.JSONDecodeError:
             body = None
+        operation = operation_of(request.url)
+        if operation is None:
+            return MockResponse(404, {}, self._options, None)
         if not isinstance(body, dict):
-            return MockResponse(400, {}, self._options)
-        return MockResponse(200, body, self._options)
+            return MockResponse(400, {}, self._options, operation)
+        return MockResponse(200, body, self._options, operation)
 
     async def close(self) -> None:
         return None

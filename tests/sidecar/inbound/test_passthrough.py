@@ -131,7 +131,7 @@ async def test_routes_without_openai_targets_and_unknown_models_are_refused(
         gateway: Gateway, upstream: FakeOpenAIPaths) -> None:
     async with client(gateway) as c:
         with pytest.raises(openai.BadRequestError) as refused:
-            await c.responses.create(model="claude-only", input="hi")
+            await c.completions.create(model="claude-only", prompt="hi")
         with pytest.raises(openai.NotFoundError):
             await c.completions.create(model="nope", prompt="x")
         with pytest.raises(openai.BadRequestError) as no_model:

@@ -1,0 +1,97 @@
+"""A fake upstream of every provider kind (and the built-in mock) behind a gateway route
+`chat`, for the tests that run one inbound API against every provider."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.fakes.anthropic_upstream import fake_anthropic
+from tests.fakes.azure_upstream import fake_azure
+from tests.fakes.bedrock_upstream import ACCESS_KEY_ID, SECRET_ACCESS_KEY, fake_bedrock
+from tests.fakes.cohere_upstream import fake_cohere
+from tests.fakes.gemini_upstream import fake_gemini
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.sidecar.harness import KEY, Gateway
+from tests.sidecar.providers.e2e import gateway_for
+
+_AWS = {"api_key": False, "secrets": {"aws": {"id": ACCESS_KEY_ID, "secret": SECRET_ACCESS_KEY}},
+        "aws": {"region": "eu-central-1",
+                "accessKeyId": {"secretKeyRef": {"name": "aws", "key": "id"}},
+                "secretAccessKey": {"secretKeyRef": {"name": "aws", "key": "secret"}}}}
+
+
+@dataclass(frozen=True)
+class Upstream:
+    kind: str
+    model: str
+    text: str
+    start: Callable[[], Awaitable[Any]] | None  # -> a started fake with .url and .close()
+    suffix: str = ""
+    spec: dict[str, Any] = field(default_factory=dict)
+    # The get_weather arguments it answers with when tools are offered and required.
+    arguments: dict[str, Any] = field(default_factory=lambda: {"city": "Paris"})
+
+
+async def _openai() -> FakeOpenAI:
+    fake = await FakeOpenAI().start()
+    fake.tool_calls_when_offered = True
+    return fake
+
+
+UPSTREAMS = [
+    Upstream("openai-compatible", "gpt-4o-mini", "Hello from the fake upstream", _openai),
+    Upstream("azure-openai", "gpt4o-prod", "Hello from Azure", lambda: fake_azure().start(),
+             spec={"azure": {"apiVersion": "2024-10-21"}}),
+    Upstream("anthropic", "claude-sonnet-4-5", "Hello from Claude",
+             lambda: fake_anthropic().start()),
+    Upstream("gemini", "gemini-2.0-flash", "Hello from Gemini", lambda: fake_gemini().start(),
+             suffix="/v1beta"),
+    Upstream("bedrock", "anthropic.claude-3-5-sonnet-20240620-v1:0", "Hello from Bedrock",
+             lambda: fake_bedrock().start(), spec=_AWS),
+    Upstream("cohere", "command-a-03-2025", "Hello from Cohere", lambda: fake_cohere().start()),
+    Upstream("mock", "mock-1", "Hello from the mock", None,
+             spec={"api_key": False, "mock": {"reply": "Hello from the mock"}},
+             arguments={"city": "mock"}),
+]
+
+
+@pytest.fixture(params=UPSTREAMS, ids=[u.kind for u in UPSTREAMS])
+async def served(request: pytest.FixtureRequest, tmp_path: Path
+                 ) -> AsyncIterator[tuple[Upstream, Gateway]]:
+    case: Upstream = request.param
+    fake = await case.start() if case.start else None
+    spec = dict(case.spec)
+    if fake is not None:
+        spec["baseURL"] = fake.url + case.suffix
+    gw = await gateway_for(tmp_path, case.kind, case.model, **spec)
+    try:
+        yield case, gw
+    finally:
+        await gw.close()
+        if fake is not None:
+            await fake.close()
+
+
+async def sse_events(gw: Gateway, path: str, body: dict[str, Any]) -> list[tuple[str, str]]:
+    """(event name, data) of every SSE event, reading the response body to its end."""
+    async with aiohttp.ClientSession() as session, session.post(
+            gw.url + path, json=body, headers={"Authorization": f"Bearer {KEY}"}) as response:
+        assert response.status == 200, await response.text()
+        raw = (await response.read()).decode()
+    events = []
+    for block in raw.replace("\r\n", "\n").split("\n\n"):
+        name, data = "", []
+        for line in block.split("\n"):
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+        if data:
+            events.append((name, "\n".join(data)))
+    return events
