@@ -16,7 +16,7 @@ from typing import Any
 import helm_python as helm
 
 from tests.cluster.api import Api, eventually, load_docs, path, path_of
-from tests.cluster.binaries import ROOT
+from tests.cluster.binaries import ROOT, pinned
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.release import CHART, NAMESPACE, Release
 
@@ -28,6 +28,14 @@ def _established(admin: Api, name: str) -> bool:
     crd = admin.must(path("CustomResourceDefinition", name=name))
     conditions = {c["type"]: c["status"] for c in crd["status"].get("conditions", [])}
     return conditions.get("Established") == "True" and conditions.get("NamesAccepted") == "True"
+
+
+def test_the_server_is_the_pinned_release(admin: Api) -> None:
+    """What the operator reads to choose native sidecars (>= 1.29) is the pinned version."""
+    version = admin.must("/version")
+    assert version["gitVersion"] == pinned()["kubernetes"]
+    assert (version["major"], version["minor"]) == tuple(
+        pinned()["kubernetes"].lstrip("v").split(".")[:2])
 
 
 def test_install_establishes_the_crds(admin: Api, release: Release) -> None:

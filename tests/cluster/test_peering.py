@@ -3,13 +3,15 @@
 
 The release is upgraded to `operator.replicaCount=2`; the controller manager creates the
 second Pod and the runner starts it (own ports: no pod network here). Which replica works is
-read from each one's own metrics. This module runs last (conftest orders it): afterwards the
-surviving replica is the session's operator.
+read from each one's own metrics; a live peer of higher priority (written into the peering
+object) must make the survivor stand down, resync loop included. This module runs last
+(conftest orders it): afterwards the surviving replica is the session's operator.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 from tests.cluster.api import Api, eventually, path
 from tests.cluster.release import CHART, NAME, NAMESPACE, Operators, Release
@@ -64,3 +66,18 @@ def test_one_replica_reconciles_and_the_other_takes_over(admin: Api, release: Re
                timeout=TAKEOVER_SECONDS + 10)
     assert time.monotonic() - stopped < TAKEOVER_SECONDS
     assert _reconciles(operators, follower) > after[follower]
+
+    # A live peer that outranks the survivor (say, a replica of a newer release): kopf pauses
+    # the survivor's watches, and the operator's own resync loop must stand down as well.
+    intruder = {"priority": 2**62, "lifetime": 60,
+                "lastseen": datetime.now(UTC).isoformat()}
+    peering = path("ClusterKopfPeering", name="llmgate")
+    admin.patch(peering, {"status": {"intruder": intruder}})
+    try:
+        time.sleep(2)  # a reconcile already under way may finish
+        paused = _reconciles(operators, follower)
+        time.sleep(3 * operators.resync_seconds)
+        assert _reconciles(operators, follower) == paused, operators.logs()
+    finally:
+        admin.patch(peering, {"status": {"intruder": None}})
+

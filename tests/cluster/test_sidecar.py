@@ -63,6 +63,21 @@ def _upstream_docs(url: str) -> list[dict[str, object]]:
     ]
 
 
+def _run_sidecar(plane: ControlPlane, stored: dict[str, object],
+                 workdir: Path) -> tuple[PodRunner, int]:
+    """The stored Pod's sidecar as a local process on free ports; (runner, API port)."""
+    port, ops = free_port(), free_port()
+    runner = PodRunner(plane, stored, workdir, container=SIDECAR_NAME,
+                       env_overrides={"LLMGATE_PORT": str(port), "LLMGATE_OPS_PORT": str(ops),
+                                      "LLMGATE_OPS_HOST": "127.0.0.1"}).start()
+    try:
+        eventually(lambda: runner.serving(ops), what="the sidecar's /readyz")
+    except BaseException:
+        runner.stop()
+        raise
+    return runner, port
+
+
 @pytest.fixture(scope="module")
 def served(control_plane: ControlPlane, operators: Operators,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
@@ -74,13 +89,8 @@ def served(control_plane: ControlPlane, operators: Operators,
     wait_ready(admin, docs, ns)
     admin.apply(deployment("chat", {"llmgate.io/inject": "true"}), ns)
     [stored] = eventually(lambda: pods_of(admin, ns, "chat"), what="the injected Pod")
-    port, ops = free_port(), free_port()
-    runner = PodRunner(control_plane, stored, tmp_path_factory.mktemp("sidecar"),
-                       container=SIDECAR_NAME,
-                       env_overrides={"LLMGATE_PORT": str(port), "LLMGATE_OPS_PORT": str(ops),
-                                      "LLMGATE_OPS_HOST": "127.0.0.1"}).start()
+    runner, port = _run_sidecar(control_plane, stored, tmp_path_factory.mktemp("sidecar"))
     try:
-        eventually(lambda: runner.serving(ops), what="the sidecar's /readyz")
         yield Served(runner, port, virtual_key(admin, ns, "app"), upstream)
     finally:
         runner.stop()
@@ -137,3 +147,28 @@ def test_provider_key_rotation_reaches_it_without_restart(admin: Api, served: Se
         return served.upstream.authorizations()[-1] == "Bearer sk-second"
     eventually(rotated, what="the rotated key sent upstream", interval=0.5)
     assert served.runner.pid == pid and served.runner.alive()
+
+
+def test_a_pod_bound_to_a_virtual_key_needs_no_key(control_plane: ControlPlane, served: Served,
+                                                   tmp_path: Path) -> None:
+    """`llmgate.io/virtual-key: demo` on the pod: the webhook gives the app a placeholder key
+    and the sidecar the binding; the app's SDK then works with what the Pod spec says."""
+    admin = control_plane.admin
+    admin.apply(deployment("bound", {"llmgate.io/inject": "true"},
+                           annotations={"llmgate.io/virtual-key": "demo"}), NS)
+    [stored] = eventually(lambda: pods_of(admin, NS, "bound"), what="the bound Pod")
+    [app] = stored["spec"]["containers"]
+    app_env = {e["name"]: e.get("value") for e in app["env"]}
+    runner, port = _run_sidecar(control_plane, stored, tmp_path)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1",
+                               api_key=app_env["OPENAI_API_KEY"], max_retries=0, timeout=20)
+        answer = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}])
+        assert answer.choices[0].message.content
+        # The binding is the demo key's policy: it may use gpt-4o-mini only.
+        with pytest.raises(openai.PermissionDeniedError):
+            client.chat.completions.create(model="upstream-model",
+                                           messages=[{"role": "user", "content": "hi"}])
+    finally:
+        runner.stop()
