@@ -363,7 +363,10 @@ def _virtual_key(
         expires_at=spec.expires_at, disabled=spec.disabled, metadata=dict(spec.metadata),
     )
     if spec.disabled:
-        return vk, Condition(False, "Disabled", "the key is disabled by spec.disabled")
+        # What the spec asks for, reached: Ready (so GitOps health checks that wait for
+        # Ready do not hang on a key switched off on purpose); the reason says it is off.
+        return vk, Condition(True, "Disabled", "the key is disabled by spec.disabled: requests "
+                             "with it get 401 key_disabled")
     if spec.expires_at and _parse_time(spec.expires_at) <= now:
         return vk, Condition(False, "Expired", f"the key expired at {spec.expires_at}",
                              {"expired": True})
