@@ -21,6 +21,7 @@ from tests.cluster.workloads import (
     forbidden,
     is_cr,
     namespace,
+    ready,
     wait_ready,
 )
 
@@ -95,3 +96,35 @@ def test_the_operator_identity_is_the_charts_service_account(admin: Api,
     assert "client-certificate" not in token_config and "token:" in token_config
     sa = admin.must(path("ServiceAccount", NAMESPACE, "llmgate"))
     assert sa["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+
+
+def test_an_invalid_edit_keeps_the_last_good_route_served(admin: Api,
+                                                          operators: Operators) -> None:
+    """A block pattern the API server accepts (its schema cannot tell RE2 from other regex
+    dialects) but the operator refuses: the route keeps its previous version in service,
+    from `status.lastGood` written through the real status subresource."""
+    ns = namespace(admin, "ex-last-good")
+    docs = [{"apiVersion": "llmgate.io/v1alpha1", "kind": "ProviderSecret",
+             "metadata": {"name": "mock"}, "spec": {"provider": "mock"}},
+            {"apiVersion": "llmgate.io/v1alpha1", "kind": "LLMRoute",
+             "metadata": {"name": "chat"},
+             "spec": {"targets": [{"provider": "mock", "model": "m"}],
+                      "guardrails": {"blockPatterns": ["secret"]}}}]
+    admin.apply_all(docs, ns)
+    wait_ready(admin, docs, ns)
+    good = eventually(lambda: (admin.must(path("LLMRoute", ns, "chat")).get("status") or {})
+                      .get("lastGood"), what="status.lastGood of the route")
+    assert good["spec"]["guardrails"]["blockPatterns"] == ["secret"]
+    admin.patch(path("LLMRoute", ns, "chat"),
+                {"spec": {"guardrails": {"blockPatterns": [r"(a)\1"]}}})
+    condition = eventually(lambda: (c := ready(admin, "LLMRoute", ns, "chat"))
+                           and c["reason"] == "InvalidSpec" and c, what="InvalidSpec")
+    assert condition["status"] == "False"
+    assert f"still serving generation {good['generation']}" in condition["message"]
+    served = bundle(admin, ns)
+    assert served is not None
+    [route] = served.config.routes
+    assert route.name == "chat" and route.guardrails is not None
+    assert route.guardrails.block_patterns == ["secret"]
+    status = admin.must(path("LLMRoute", ns, "chat"))["status"]
+    assert status["lastGood"] == good
