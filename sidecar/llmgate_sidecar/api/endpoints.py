@@ -17,6 +17,7 @@ from aiohttp import web
 from llmgate_contract.config import Target
 
 from llmgate_sidecar.api.anthropic_inbound import parse_messages
+from llmgate_sidecar.api.count_tokens import CountTokensEndpoint
 from llmgate_sidecar.api.dialects import OPENAI, Dialect
 from llmgate_sidecar.api.embeddings import EmbeddingsEndpoint
 from llmgate_sidecar.api.inbound import parse_chat
@@ -136,6 +137,7 @@ MESSAGES_PATH = "/v1/messages"
 ENDPOINTS: tuple[Endpoint[Any], ...] = (
     ChatEndpoint("/v1/chat/completions", parse_chat, OPENAI),
     ChatEndpoint(MESSAGES_PATH, parse_messages, ANTHROPIC),
+    CountTokensEndpoint(),
     ResponsesEndpoint(),
     EmbeddingsEndpoint(),
     *(PassthroughEndpoint(operation) for operation in OPERATIONS if operation != "responses"),

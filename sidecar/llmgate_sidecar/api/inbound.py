@@ -44,12 +44,15 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def parse_chat(raw: bytes) -> ChatRequest:
-    body = parse_json_object(raw)
+def required_model(body: dict[str, Any]) -> str:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required and must be a string", param="model",
                          code="invalid_type")
+    return model
+
+
+def required_messages(body: dict[str, Any]) -> list[Any]:
     messages = body.get("messages")
     if not isinstance(messages, list):
         raise BadRequest("'messages' is required and must be an array", param="messages",
@@ -58,6 +61,13 @@ def parse_chat(raw: bytes) -> ChatRequest:
     if not messages:
         raise BadRequest("Invalid 'messages': empty array. Expected an array with minimum "
                          "length 1", param="messages", code="empty_array")
+    return messages
+
+
+def parse_chat(raw: bytes) -> ChatRequest:
+    body = parse_json_object(raw)
+    model = required_model(body)
+    messages = required_messages(body)
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise BadRequest(f"messages[{i}] must be an object with a string 'role'",

@@ -58,6 +58,17 @@ class AnthropicAdapter:
     async def prepare(self) -> None:
         """Nothing to fetch before translating."""
 
+    # What Anthropic's count_tokens accepts (it refuses other fields, e.g. max_tokens).
+    COUNT_FIELDS = ("messages", "system", "tools", "tool_choice", "thinking", "mcp_servers")
+
+    def count_tokens_request(self, body: Mapping[str, Any], target: Target) -> UpstreamRequest:
+        """`POST /v1/messages/count_tokens`: an Anthropic Messages body as it came, for the
+        target's model (the exact count; the API layer's count_tokens endpoint)."""
+        upstream = {"model": target.model,
+                    **{k: body[k] for k in self.COUNT_FIELDS if body.get(k) is not None}}
+        return UpstreamRequest("POST", self._url + "/count_tokens", self._headers,
+                               orjson.dumps(upstream))
+
     def chat_request(self, body: dict[str, Any], target: Target, *,
                      stream: bool) -> UpstreamRequest:
         return UpstreamRequest("POST", self._url, self._headers,
