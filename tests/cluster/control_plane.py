@@ -57,6 +57,12 @@ class Process:
             raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n"
                                f"{self.tail()}")
 
+    def kill(self) -> None:
+        """SIGKILL by PID: a crash, no chance to clean up."""
+        if self.alive():
+            self.popen.kill()
+            self.popen.wait(10)
+
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM by PID, SIGKILL after `timeout`; the exit code."""
         if self.alive():

@@ -110,8 +110,12 @@ class Operators:
                    timeout=60)
         return runner
 
-    def stop(self, name: str) -> int | None:
-        code = self.running.pop(name).stop()
+    def stop(self, name: str, *, crash: bool = False) -> int | None:
+        """SIGTERM by PID (as the kubelet stops a pod), or SIGKILL (`crash`)."""
+        runner = self.running.pop(name)
+        if crash and runner.process is not None:
+            runner.process.kill()
+        code = runner.stop()
         self.ops_ports.pop(name, None)
         return code
 
