@@ -36,7 +36,7 @@ from llmgate_sidecar.api.state import (
     SETTINGS,
     TRANSPORTS,
 )
-from llmgate_sidecar.cache.backends import MemoryBackend, RedisBackend
+from llmgate_sidecar.cache.backends import CacheBackend, MemoryBackend
 from llmgate_sidecar.cache.response import ResponseCache
 from llmgate_sidecar.config.source import ConfigSource
 from llmgate_sidecar.errors import GatewayError, NotFound, PayloadTooLarge
@@ -44,7 +44,6 @@ from llmgate_sidecar.observability.metrics import Metrics
 from llmgate_sidecar.policy.accounting import Accountant
 from llmgate_sidecar.policy.guardrails import Guardrails
 from llmgate_sidecar.policy.limits import Limiter
-from llmgate_sidecar.policy.redis_store import RedisStore
 from llmgate_sidecar.policy.store import MemoryStore, Store
 from llmgate_sidecar.routing.router import Router
 from llmgate_sidecar.settings import SidecarSettings
@@ -102,8 +101,19 @@ def _reason(exc: GatewayError) -> str:
 def create_store(settings: SidecarSettings) -> Store:
     """Redis when configured (shared by every replica), else in-memory for this process."""
     if settings.redis_url:
+        # redis-py (and what it pulls in) is imported only when a URL is set (sidecar lean
+        # imports: docs/performance.md, tests/sidecar/test_lean_imports.py).
+        from llmgate_sidecar.policy.redis_store import RedisStore
         return RedisStore.from_url(settings.redis_url, fail_mode=settings.fail_mode)
     return MemoryStore()
+
+
+def create_cache_backend(settings: SidecarSettings) -> CacheBackend:
+    """Redis when configured (entries shared by every replica), else an in-process LRU."""
+    if settings.redis_url:
+        from llmgate_sidecar.cache.redis_backend import RedisBackend
+        return RedisBackend.from_url(settings.redis_url)
+    return MemoryBackend()
 
 
 def create_app(settings: SidecarSettings, *, metrics: Metrics | None = None,
@@ -119,8 +129,7 @@ def create_app(settings: SidecarSettings, *, metrics: Metrics | None = None,
     store = store or create_store(settings)
     app[METRICS].watch_store(store)
     app[ACCOUNTANT] = Accountant(Limiter(store))
-    app[CACHE] = ResponseCache(RedisBackend.from_url(settings.redis_url) if settings.redis_url
-                               else MemoryBackend())
+    app[CACHE] = ResponseCache(create_cache_backend(settings))
     app[GUARDRAILS] = Guardrails()
     app[CONFIG] = ConfigSource(Path(settings.config_dir), Path(settings.credentials_dir),
                                app[TRANSPORTS], on_reload=app[METRICS].config_loaded,

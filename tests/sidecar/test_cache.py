@@ -11,7 +11,8 @@ from typing import Any
 import orjson
 import pytest
 from llmgate_contract.config import Provider, Route, Target
-from llmgate_sidecar.cache.backends import CacheBackend, MemoryBackend, RedisBackend
+from llmgate_sidecar.cache.backends import CacheBackend, MemoryBackend
+from llmgate_sidecar.cache.redis_backend import RedisBackend
 from llmgate_sidecar.cache.response import Entry, Hit, Plan, ResponseCache, directive
 from llmgate_sidecar.upstream.providers.base import StreamItem, Usage
 from llmgate_sidecar.upstream.providers.openai import OpenAIStreamDecoder

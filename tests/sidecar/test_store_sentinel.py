@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 from llmgate_operator.spend import BudgetRef, SpendReader
-from llmgate_sidecar.cache.backends import RedisBackend
+from llmgate_sidecar.cache.redis_backend import RedisBackend
 from llmgate_sidecar.errors import Unavailable
 from llmgate_sidecar.policy.redis_store import RedisStore
 from llmgate_sidecar.policy.store import Demand, Ticket

@@ -1,0 +1,64 @@
+"""What `llmgate sidecar` imports: only what a request needs (issue 16, docs/performance.md).
+
+Each case runs a fresh interpreter that imports the sidecar's entrypoint and builds its app
+(as `llmgate sidecar` does before it listens), then prints `sys.modules`. Without a Redis URL
+no redis-py (and nothing it pulls in, such as OpenTelemetry); without OTEL_* no tracing
+packages; never the operator, its compiler or its Kubernetes clients; no cloud-identity
+library until a provider needs one. With a URL, Redis is imported: the lazy path is real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROBE = """
+import json, sys
+from llmgate_cli import main  # the `llmgate` console script's module
+from llmgate_sidecar.server import main as sidecar_main  # what `llmgate sidecar` runs
+from llmgate_sidecar.app import create_app
+from llmgate_sidecar.settings import SidecarSettings
+create_app(SidecarSettings(config_dir=sys.argv[1], credentials_dir=sys.argv[1],
+                           redis_url=sys.argv[2] or None))
+print(json.dumps(sorted(sys.modules)))
+"""
+
+# Never in a sidecar: the control plane, and libraries only a provider kind that asks for
+# them (Vertex: google-auth) or an optional feature (tracing) may import.
+NEVER = ("llmgate_operator", "kopf", "kubernetes", "kubernetes_asyncio", "yaml",
+         "google", "botocore", "boto3", "azure", "opentelemetry", "pydantic_settings")
+REDIS = ("redis", "llmgate_contract.redis_client", "llmgate_sidecar.policy.redis_store",
+         "llmgate_sidecar.cache.redis_backend")
+
+
+def imported(tmp_path: Path, redis_url: str = "") -> set[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path), redis_url],
+                          capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def top(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
+
+
+def test_the_sidecar_without_redis_imports_neither_redis_nor_control_plane_code(
+        tmp_path: Path) -> None:
+    modules = imported(tmp_path)
+    assert "llmgate_sidecar.api.lifecycle" in modules  # the probe did import the sidecar
+    assert top(modules, NEVER) == []
+    assert top(modules, REDIS) == []
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0"])
+def test_a_redis_url_brings_in_the_redis_store_and_cache(tmp_path: Path, url: str) -> None:
+    modules = imported(tmp_path, url)
+    assert {"redis", "llmgate_sidecar.policy.redis_store",
+            "llmgate_sidecar.cache.redis_backend"} <= modules
+    assert top(modules, ("llmgate_operator", "kopf", "kubernetes", "yaml")) == []
