@@ -3,8 +3,12 @@
 `run.py` starts it as its own process (pinned to another core than the gateway), so its CPU
 never competes with what it measures. Each of `--concurrency` workers owns one connection and
 sends requests back to back until `--requests` are done or `--duration` seconds pass, after an
-unrecorded warm-up. It writes one JSON document: per-request latency and time to first body
-byte (ms), counts, errors and the measured wall time. It talks to loopback only.
+unrecorded warm-up. With `--rate R` the load is open instead (fixed rate, like the peers
+publish): request i is due at start + i/R whatever happened before it, on the first free one
+of `--concurrency` connections, and its latency counts from when it was due, so a stalled
+server shows as latency rather than as fewer requests sent (no coordinated omission).
+It writes one JSON document: per-request latency and time to first body byte (ms), counts,
+errors and the measured wall time. It talks to loopback only.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class Plan:
     requests: int
     duration: float
     warmup: int
+    rate: float = 0.0  # requests per second, open loop; 0 = closed loop
 
 
 @dataclass
@@ -135,8 +140,75 @@ async def worker(plan: Plan, tally: Tally, budget: list[int], deadline: float,
             writer.close()
 
 
+async def exchange(plan: Plan, conn: list[Any], due: float, tally: Tally, record: bool) -> None:
+    """One request on the connection `conn` ([reader, writer], reopened when closed)."""
+    try:
+        if conn[1] is None:
+            conn[0], conn[1] = await asyncio.open_connection(plan.host, plan.port)
+        conn[1].write(plan.request)
+        first, keep = await read_response(conn[0], due, plan.stream)
+    except (BadResponse, OSError, asyncio.IncompleteReadError, ValueError, IndexError,
+            asyncio.LimitOverrunError) as exc:
+        if record:
+            tally.fail(f"{type(exc).__name__}: {exc}")
+        keep = False
+    else:
+        if record:
+            tally.latencies.append((time.perf_counter() - due) * 1000)
+            tally.ttfb.append(first * 1000)
+    if not keep and conn[1] is not None:
+        conn[1].close()
+        conn[0] = conn[1] = None
+
+
+async def paced(plan: Plan, count: int, tally: Tally, record: bool) -> float:
+    """`count` requests at `plan.rate` per second on at most `plan.concurrency` connections;
+    returns the wall time from the first due time to the last answer."""
+    idle: asyncio.Queue[list[Any]] = asyncio.Queue()
+    for _ in range(plan.concurrency):
+        idle.put_nowait([None, None])
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(due: float) -> None:
+        conn = await idle.get()
+        try:
+            await exchange(plan, conn, due, tally, record)
+        finally:
+            idle.put_nowait(conn)
+
+    start = time.perf_counter()
+    deadline = start + plan.duration
+    for i in range(count):
+        due = start + i / plan.rate
+        if due > deadline:
+            break
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.ensure_future(one(due))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    if pending:
+        await asyncio.wait(pending, timeout=max(5.0, plan.duration))
+    for task in pending:
+        task.cancel()
+    while not idle.empty():
+        conn = idle.get_nowait()
+        if conn[1] is not None:
+            conn[1].close()
+    return time.perf_counter() - start
+
+
 async def drive(plan: Plan) -> dict[str, Any]:
     tally = Tally()
+    if plan.rate > 0:
+        if plan.warmup:
+            await paced(plan, plan.warmup, Tally(), False)
+        elapsed = await paced(plan, plan.requests, tally, True)
+        return {"ok": len(tally.latencies), "errors": tally.errors,
+                "error_samples": tally.error_samples, "elapsed_s": elapsed,
+                "rps": len(tally.latencies) / elapsed if elapsed > 0 else 0.0,
+                "latency_ms": tally.latencies, "ttfb_ms": tally.ttfb}
     if plan.warmup:
         budget = [plan.warmup]
         deadline = time.perf_counter() + max(5.0, plan.duration)
@@ -163,11 +235,13 @@ def parse_args(argv: list[str]) -> tuple[Plan, str]:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="open loop: this many requests per second (0: closed loop)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     host, port, request = build_request(args.url, args.header, args.body.encode())
     return Plan(host, port, request, args.stream, args.concurrency, args.requests,
-                args.duration, args.warmup), args.out
+                args.duration, args.warmup, args.rate), args.out
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 from peers import Target
-from procs import HARNESS_CPU, cpu_seconds, pinned
+from procs import HARNESS_CPU, cpu_seconds, pinned, rss_mb
 
 BENCH = Path(__file__).resolve().parent
 MODEL = "bench-model"
@@ -32,10 +32,13 @@ class Load:
     requests: int
     duration: float
     warmup: int
+    rate: float = 0.0
+    """Open loop at this many requests per second (`concurrency` connections at most);
+    0 = closed loop (`concurrency` workers back to back)."""
 
     @property
     def mode(self) -> str:
-        return "stream" if self.stream else "json"
+        return ("stream" if self.stream else "json") + ("-rate" if self.rate else "")
 
 
 def body(stream: bool) -> str:
@@ -75,6 +78,8 @@ def load(target: Target, shape: Load, work: Path) -> dict[str, Any]:
         argv += ["--header", header]
     if shape.stream:
         argv.append("--stream")
+    if shape.rate:
+        argv += ["--rate", str(shape.rate)]
     limit = shape.duration * 2 + 60
     subprocess.run(pinned(argv, HARNESS_CPU), check=True, timeout=limit)
     return summarise(orjson.loads(out.read_bytes()))
@@ -92,7 +97,12 @@ def paired(direct: Target, target: Target, shape: Load, work: Path,
     answered = result["ok"] + min(shape.warmup, shape.requests)
     cpu_ms = used * 1000 / answered if answered else math.nan
     return {"system": target.name, "mode": shape.mode, "concurrency": shape.concurrency,
-            "repeat": repeat, **result, "cpu_ms_per_request": cpu_ms,
+            "rate": shape.rate, "repeat": repeat, **result, "cpu_ms_per_request": cpu_ms,
+            # CPU % of one core at the measured rate (CPU per request x requests per
+            # second: the load generator's start-up is not wall time of the gateway's),
+            # and the resident set when the run ended.
+            "cpu_pct": cpu_ms * result["rps"] / 10,
+            "rss_mb": rss_mb(target.child.pid),
             "direct": base,
             "added_p50": result["p50"] - base["p50"], "added_p90": result["p90"] - base["p90"],
             "added_p99": result["p99"] - base["p99"],

@@ -10,10 +10,12 @@ committed): LiteLLM's proxy into its own venv from PyPI, Portkey's gateway from 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from procs import (
     Child,
     free_port,
     llmgate_config,
+    rss_mb,
     wait_http,
 )
 
@@ -41,6 +44,8 @@ class Target:
     headers: list[str] = field(default_factory=list)
     child: Child | None = None
     version: str = ""
+    start_s: float = math.nan  # exec to ready (llmgate: /readyz 200)
+    start_rss_mb: float = math.nan  # resident set when it became ready
 
     def stop(self) -> None:
         if self.child is not None:
@@ -52,28 +57,59 @@ def llmgate_binary() -> str:
     return str(candidate) if candidate.exists() else "llmgate"
 
 
+COMPILE = """
+import sys
+from pathlib import Path
+from llmgate_cli.dev import DevCompiler
+DevCompiler([sys.argv[1]], "default", Path(sys.argv[2])).compile_once()
+"""
+
+
+def llmgate_env(source: Path | None) -> tuple[dict[str, str], list[str]]:
+    """The environment and command of `llmgate`: the installed one, or from `source` (another
+    checkout of the repository, e.g. a `git archive` of a commit)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if source is None:
+        return env, [llmgate_binary()]
+    # PYTHONPATH is searched before the editable install's finder, so these win.
+    roots = [str(source.resolve() / d) for d in ("contract", "operator", "sidecar", "cli")]
+    env["PYTHONPATH"] = os.pathsep.join(roots)
+    return env, [sys.executable, "-m", "llmgate_cli"]
+
+
+def compile_llmgate(name: str, upstream_port: int, work: Path,
+                    source: Path | None = None) -> Path:
+    """Compile the benchmark's CRs into the two directories the operator would mount
+    (`<root>/config`, `<root>/credentials`), as `llmgate dev` does; returns the root."""
+    config, root = work / f"{name}.yaml", work / f"{name}-mounts"
+    config.write_text(llmgate_config(upstream_port))
+    env, _ = llmgate_env(source)
+    subprocess.run([sys.executable, "-c", COMPILE, str(config), str(root)], env=env,
+                   check=True, timeout=120, stdout=subprocess.DEVNULL)
+    return root
+
+
 def start_llmgate(name: str, upstream_port: int, work: Path, *,
                   redis_url: str | None = None, source: Path | None = None) -> Target:
-    """`llmgate dev` on a realistic config; from `source` (another checkout of the
-    repository, e.g. a `git archive` of a commit) instead of the installed package if given."""
-    config = work / f"{name}.yaml"
-    config.write_text(llmgate_config(upstream_port))
+    """`llmgate sidecar` (the data plane as it runs in a pod) on the compiled benchmark
+    config. Records the time from exec to `/readyz` 200 (polled every 5 ms) and the resident
+    set then."""
+    root = compile_llmgate(name, upstream_port, work, source)
     port, ops = free_port(), free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [llmgate_binary()]
-    if source is not None:
-        # PYTHONPATH is searched before the editable install's finder, so these win.
-        roots = [str(source.resolve() / d) for d in ("contract", "operator", "sidecar", "cli")]
-        env["PYTHONPATH"] = os.pathsep.join(roots)
-        command = [sys.executable, "-m", "llmgate_cli"]
-    argv = [*command, "dev", "-f", str(config), "--port", str(port),
-            "--ops-port", str(ops), "--log-level", "warning"]
+    env, command = llmgate_env(source)
+    argv = [*command, "sidecar", "--config-dir", str(root / "config"),
+            "--credentials-dir", str(root / "credentials"), "--port", str(port),
+            "--ops-port", str(ops), "--ops-host", "127.0.0.1", "--log-level", "warning"]
     if redis_url:
         argv += ["--redis-url", redis_url]
+    started = time.monotonic()
     child = Child(name, argv, cpu=GATEWAY_CPU, log_dir=work, env=env)
-    wait_http(f"http://127.0.0.1:{ops}/readyz", child, 60)
-    return Target(name, f"http://127.0.0.1:{port}/v1/chat/completions",
-                  [f"Authorization: Bearer {BENCH_KEY}"], child)
+    wait_http(f"http://127.0.0.1:{ops}/readyz", child, 60, every=0.005)
+    target = Target(name, f"http://127.0.0.1:{port}/v1/chat/completions",
+                    [f"Authorization: Bearer {BENCH_KEY}"], child)
+    target.start_s = time.monotonic() - started
+    target.start_rss_mb = rss_mb(child.pid)
+    return target
 
 
 def run_quiet(argv: list[str], log: Path, cwd: Path | None = None) -> None:

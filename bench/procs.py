@@ -73,8 +73,10 @@ class Child:
         self._log.close()
 
 
-def wait_http(url: str, child: Child, seconds: float, ok: tuple[int, ...] = (200,)) -> None:
-    """Poll `url` until it answers one of `ok` (any answer when `ok` is empty)."""
+def wait_http(url: str, child: Child, seconds: float, ok: tuple[int, ...] = (200,),
+              every: float = 0.1) -> None:
+    """Poll `url` every `every` seconds until it answers one of `ok` (any answer when `ok`
+    is empty)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if not child.alive():
@@ -88,7 +90,7 @@ def wait_http(url: str, child: Child, seconds: float, ok: tuple[int, ...] = (200
                 return
         except (urllib.error.URLError, OSError):
             pass
-        time.sleep(0.1)
+        time.sleep(every)
     raise RuntimeError(f"{child.name} did not answer {url} within {seconds:.0f}s:\n"
                        f"{child.output()}")
 
@@ -128,15 +130,24 @@ def cpu_seconds(pid: int) -> float:
     return total / CLOCK_TICKS
 
 
-def peak_rss_mb(pid: int) -> float:
-    """Peak resident set (VmHWM) summed over `pid` and its descendants, in MiB."""
+def _status_mb(pid: int, field: str) -> float:
     total_kb = 0
     for proc in descendants(pid):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{proc}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     total_kb += int(line.split()[1])
     return total_kb / 1024
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident set (VmHWM) summed over `pid` and its descendants, in MiB."""
+    return _status_mb(pid, "VmHWM")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set now (VmRSS) summed over `pid` and its descendants, in MiB."""
+    return _status_mb(pid, "VmRSS")
 
 
 def start_redis(log_dir: Path) -> tuple[Child, str]:

@@ -27,10 +27,12 @@ def groups(rows: Rows) -> dict[tuple[str, str, int], Rows]:
     """Rows by (system, mode, concurrency); the direct runs paired with llmgate as 'direct'."""
     out: dict[tuple[str, str, int], Rows] = defaultdict(list)
     for row in rows:
-        out[(row["system"], row["mode"], row["concurrency"])].append(row)
+        # Fixed-rate rows are keyed by their offered rate, closed-loop ones by concurrency.
+        level = int(row["rate"]) if row.get("rate") else row["concurrency"]
+        out[(row["system"], row["mode"], level)].append(row)
         if row["system"] == "llmgate":
             direct = {**row["direct"], "system": "direct", "cpu_ms_per_request": math.nan}
-            out[("direct", row["mode"], row["concurrency"])].append(direct)
+            out[("direct", row["mode"], level)].append(direct)
     return out
 
 
@@ -95,6 +97,36 @@ def target_lines(result: dict[str, Any], data: dict[tuple[str, str, int], Rows])
     return lines
 
 
+def sidecar_lines(result: dict[str, Any], data: dict[tuple[str, str, int], Rows]) -> list[str]:
+    """The targets of a sidecar one can afford in every pod (issue 16)."""
+    starts = result.get("starts") or []
+    start, rss = stat(starts, "start_s"), stat(starts, "rss_mb")
+    p50 = stat(data.get(("llmgate", "json", 1), []), "added_p50")
+    ttfb = stat(data.get(("llmgate", "stream", 1), []), "added_ttfb_p50")
+    cpu = stat(data.get(("llmgate", "json", 16), []), "cpu_ms_per_request")
+    memory, redis = best_rps(data, "llmgate"), best_rps(data, "llmgate-redis")
+    lines = ["| sidecar target | measured (median [min-max]) | verdict |", "|---|---|---|",
+             f"| RSS of `llmgate sidecar` after start ≤ 40 MiB | {cell(rss, 1)} MiB | "
+             f"{verdict(rss[0] <= 40 if starts else None)} |",
+             f"| exec to /readyz 200 ≤ 0.25 s | {cell(start, 3)} s | "
+             f"{verdict(start[0] <= 0.25 if starts else None)} |",
+             f"| added p50 at c=1, JSON ≤ 0.3 ms | {cell(p50, 3)} ms | "
+             f"{verdict(p50[0] <= 0.3 if not math.isnan(p50[0]) else None)} |",
+             f"| added TTFB p50 at c=1, stream ≤ 0.2 ms | {cell(ttfb, 3)} ms | "
+             f"{verdict(ttfb[0] <= 0.2 if not math.isnan(ttfb[0]) else None)} |",
+             f"| CPU per JSON request at c=16 ≤ 0.2 ms | {cell(cpu, 3)} ms | "
+             f"{verdict(cpu[0] <= 0.2 if not math.isnan(cpu[0]) else None)} |"]
+    if not math.isnan(redis[0]):
+        share = redis[0] / memory[0] * 100
+        lines.append(f"| req/s with Redis ≥ 85% of in-memory | {redis[0]:,.0f} vs "
+                     f"{memory[0]:,.0f} req/s = {share:.0f}% | {verdict(share >= 85)} |")
+    if ("portkey", "json", 16) in data:
+        ratio = memory[0] / best_rps(data, "portkey")[0]
+        lines.append(f"| JSON req/s per core ≥ 5x Portkey's | {ratio:.1f}x | "
+                     f"{verdict(ratio >= 5)} |")
+    return lines
+
+
 def latency_lines(data: dict[tuple[str, str, int], Rows], mode: str) -> list[str]:
     stream = mode == "stream"
     head = ("| system | conc. | p50 | p90 | p99 | added p50 | added p99 | "
@@ -114,6 +146,37 @@ def latency_lines(data: dict[tuple[str, str, int], Rows], mode: str) -> list[str
             parts += [cell(stat(rows, "rps"), 0), cell(stat(rows, "cpu_ms_per_request"), 3)]
             lines.append("| " + " | ".join(parts) + " |")
     return lines
+
+
+def rate_lines(data: dict[tuple[str, str, int], Rows]) -> list[str]:
+    """Fixed-rate (open-loop) JSON loads; rows are keyed by the offered rate."""
+    head = ("| system | offered req/s | answered req/s | p50 | p99 | added p50 | added p99 | "
+            "CPU % of a core | CPU ms/req | RSS MiB |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for system in systems_in(data):
+        for rate in sorted({k[2] for k in data if k[0] == system and k[1] == "json-rate"}):
+            rows = data[(system, "json-rate", rate)]
+            added = system != "direct"
+            lines.append("| " + " | ".join([
+                system, f"{rate:,}", cell(stat(rows, "rps"), 0), cell(stat(rows, "p50"), 3),
+                cell(stat(rows, "p99"), 3),
+                cell(stat(rows, "added_p50"), 3) if added else "-",
+                cell(stat(rows, "added_p99"), 3) if added else "-",
+                cell(stat(rows, "cpu_pct"), 0) if added else "-",
+                cell(stat(rows, "cpu_ms_per_request"), 3) if added else "-",
+                cell(stat(rows, "rss_mb"), 1) if added else "-"]) + " |")
+    return lines
+
+
+def start_lines(result: dict[str, Any]) -> list[str]:
+    starts = result.get("starts") or []
+    if not starts:
+        return []
+    return [f"`llmgate sidecar` (in-memory store), {len(starts)} cold starts, median [min-max]:",
+            "", "| exec to /readyz 200 (s) | RSS at ready (MiB) | RSS 0.5 s later (MiB) |",
+            "|---|---|---|",
+            f"| {cell(stat(starts, 'start_s'), 3)} | {cell(stat(starts, 'rss_at_ready_mb'), 1)}"
+            f" | {cell(stat(starts, 'rss_mb'), 1)} |"]
 
 
 def system_lines(result: dict[str, Any], data: dict[tuple[str, str, int], Rows]) -> list[str]:
@@ -162,8 +225,11 @@ def markdown(result: dict[str, Any]) -> str:
            f"Upstream: first byte {s['first_byte_ms']} ms, {s['chunks']} chunks, "
            f"{s['chunk_delay_ms']} ms between chunks. Run took {result['seconds']:.0f} s.", "",
            "## Against the targets", "", *target_lines(result, data), "",
+           *sidecar_lines(result, data), "",
            "## Non-streaming (JSON)", "", *latency_lines(data, "json"), "",
            "## Streaming (SSE)", "", *latency_lines(data, "stream"), "",
+           "## Fixed rate (JSON, open loop)", "", *rate_lines(data), "",
+           "## Cold start", "", *start_lines(result), "",
            "## Per system", "", *system_lines(result, data), ""]
     profile = profile_lines(result)
     if profile:

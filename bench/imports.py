@@ -1,0 +1,88 @@
+"""What the sidecar's imports cost: modules, resident memory, Python allocations and time.
+
+`python bench/imports.py [--repeats N]` imports, in a fresh interpreter each time, the
+pieces `llmgate sidecar` is made of, cumulatively in the order below (each step adds what
+the steps before it did not already import), and prints a Markdown table: modules added,
+VmRSS added (MiB), Python heap added (tracemalloc, MiB; a second interpreter, since tracing
+slows imports), and the import time (ms, median over repeats, from the process's own clock).
+Nothing is served; docs/performance.md quotes the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+
+import orjson
+
+STEPS = [
+    ("ssl", "ssl (OpenSSL)"),
+    ("asyncio", "asyncio"),
+    ("uvloop", "uvloop"),
+    ("aiohttp.web", "aiohttp (server and client)"),
+    ("orjson", "orjson"),
+    ("pydantic", "pydantic"),
+    ("llmgate_contract.config", "llmgate_contract (config models)"),
+    ("prometheus_client", "prometheus_client"),
+    ("re2", "re2 (guardrails)"),
+    ("llmgate_sidecar.server", "llmgate_sidecar (everything else of `llmgate sidecar`)"),
+    ("redis.asyncio", "redis-py (only with --redis-url)"),
+]
+
+PROBE = """
+import importlib, sys, time, tracemalloc, orjson
+trace = sys.argv[1] == "1"
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+if trace:
+    tracemalloc.start()
+out = []
+for name in sys.argv[2:]:
+    modules, resident = len(sys.modules), rss()
+    heap = tracemalloc.get_traced_memory()[0] if trace else 0
+    started = time.perf_counter()
+    importlib.import_module(name)
+    out.append({"name": name, "ms": (time.perf_counter() - started) * 1000,
+                "modules": len(sys.modules) - modules, "rss": rss() - resident,
+                "heap": ((tracemalloc.get_traced_memory()[0] - heap) / 2**20) if trace else 0,
+                "total_rss": rss(), "total_modules": len(sys.modules)})
+print(orjson.dumps(out).decode())
+"""
+
+
+def probe(trace: bool) -> list[dict[str, float]]:
+    done = subprocess.run([sys.executable, "-c", PROBE, "1" if trace else "0",
+                           *(name for name, _ in STEPS)],
+                          capture_output=True, text=True, check=True, timeout=120)
+    return list(orjson.loads(done.stdout))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    runs = [probe(False) for _ in range(args.repeats)]
+    heap = probe(True)
+    first = runs[0]
+    print(f"Python {sys.version.split()[0]}, interpreter with orjson (the probe uses it): "
+          f"{first[0]['total_rss'] - first[0]['rss']:.1f} MiB, "
+          f"{first[0]['total_modules'] - first[0]['modules']} modules; {args.repeats} runs.\n")
+    print("| import (cumulative, in this order) | modules added | RSS added (MiB) | "
+          "Python heap added (MiB) | time (ms, median [min-max]) | RSS so far (MiB) |")
+    print("|---|---|---|---|---|---|")
+    for i, (_name, label) in enumerate(STEPS):
+        times = [run[i]["ms"] for run in runs]
+        rss = statistics.median(run[i]["rss"] for run in runs)
+        total = statistics.median(run[i]["total_rss"] for run in runs)
+        print(f"| {label} | {first[i]['modules']} | {rss:.1f} | {heap[i]['heap']:.1f} | "
+              f"{statistics.median(times):.0f} [{min(times):.0f}-{max(times):.0f}] | "
+              f"{total:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
