@@ -22,7 +22,7 @@ from typing import Any, cast
 import kopf
 from llmgate_contract import CREDENTIALS_SECRET_NAME
 
-from llmgate_operator import api, peering
+from llmgate_operator import api, peering, rollout
 from llmgate_operator.kube import Connection, KubeError
 from llmgate_operator.reconcile import (
     PERMANENT_REASONS,
@@ -35,6 +35,7 @@ from llmgate_operator.reconcile import (
 
 CR_INDEXES = {kind: f"{kind.lower()}_index" for kind in api.PLURALS}
 SECRET_INDEX = "secret_index"
+SIDECAR_INDEX = "sidecar_index"
 log = logging.getLogger(__name__)
 # Secret types that never hold llmgate credentials; indexing them would only cost memory.
 IGNORED_SECRET_TYPES = frozenset({
@@ -89,6 +90,15 @@ def index_secret(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str |
     return {namespace: view_of(copy.deepcopy(dict(body)))}
 
 
+def has_sidecar(body: kopf.Body, **_: Any) -> bool:
+    return rollout.sidecar_image(body) is not None
+
+
+def index_sidecar(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str | None, Any]:
+    """A pod carrying the llmgate sidecar, as its sidecar image, under its namespace."""
+    return {namespace: rollout.sidecar_image(body)}
+
+
 def _reader(namespace: str, kwargs: Mapping[str, Any]) -> Callable[[], NamespaceState]:
     def read() -> NamespaceState:
         resources = tuple(body for index in CR_INDEXES.values()
@@ -116,7 +126,7 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None
     runtime = _runtime(memo)
     # Startup handlers get the (still empty) live indexes; the resync loop reads them later.
     runtime.live.indexes.update(
-        {name: kwargs[name] for name in (*CR_INDEXES.values(), SECRET_INDEX)})
+        {name: kwargs[name] for name in (*CR_INDEXES.values(), SECRET_INDEX, SIDECAR_INDEX)})
     # kopf's bookkeeping in llmgate.io annotations: `status` stays ours and kstatus-clean.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="llmgate.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -184,6 +194,20 @@ async def secret_event(namespace: str | None, name: str, memo: Any, logger: kopf
     _runtime(memo).live.indexed.set()
     if namespace and name in referenced_secrets(_reader(namespace, kwargs)().resources):
         await _quietly(namespace, memo, logger, kwargs)
+
+
+async def sidecar_event(namespace: str | None, memo: Any, logger: kopf.Logger,
+                        **kwargs: Any) -> None:
+    """A pod with the llmgate sidecar came, changed or went: report the namespace's versions."""
+    if not namespace:
+        return
+    images: dict[str, int] = {}
+    for image in kwargs[SIDECAR_INDEX].get(namespace, ()):
+        images[image] = images.get(image, 0) + 1
+    try:
+        await _runtime(memo).reconciler.sidecars(namespace, images)
+    except KubeError as exc:  # best effort: the next pod event or restart reports again
+        logger.warning("could not report sidecar versions of namespace %s: %s", namespace, exc)
 
 
 async def _quietly(namespace: str, memo: Any, logger: Any,
@@ -284,6 +308,10 @@ def build_registry(runtime: OperatorRuntime) -> kopf.OperatorRegistry:
                registry=registry)(index_secret)
     kopf.on.event("v1", "secrets", id="secret", when=wanted_secret,
                   registry=registry)(secret_event)
+    kopf.index("v1", "pods", id=SIDECAR_INDEX, when=has_sidecar,
+               registry=registry)(index_sidecar)
+    kopf.on.event("v1", "pods", id="sidecar", when=has_sidecar,
+                  registry=registry)(sidecar_event)
     return registry
 
 

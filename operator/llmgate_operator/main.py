@@ -60,7 +60,8 @@ async def serve(settings: OperatorSettings, *, connection: Connection | None = N
     reader = SpendReader.from_url(settings.redis_url) if settings.redis_url else None
     runtime = handlers.OperatorRuntime(
         reconciler=Reconciler(kube, observer=metrics,
-                              spend=SpendTracker(reader, observer=metrics)),
+                              spend=SpendTracker(reader, observer=metrics),
+                              sidecar_image=settings.sidecar_image),
         connection=connection, namespaces=settings.namespaces,
         resync_seconds=settings.resync_seconds, spend_seconds=settings.spend_seconds,
         peering=settings.peering)

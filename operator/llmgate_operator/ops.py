@@ -64,11 +64,25 @@ class OperatorMetrics:
             "llmgate_operator_spend_store_up",
             "1 if the last read of VirtualKey spend from Redis succeeded, else 0.",
             registry=self.registry)
+        self.sidecar_pods = Gauge(
+            "llmgate_operator_sidecar_pods",
+            "Pods running the llmgate sidecar, by sidecar version (image tag): an upgrade is "
+            "finished when only the new version is left.",
+            ["version"], registry=self.registry)
         self._per_namespace: dict[str, Mapping[str, int]] = {}
+        self._versions: set[str] = set()
 
     def spend_polled(self, result: str) -> None:
         self.spend_polls.labels(result=result).inc()
         self.spend_store_up.set(1 if result == "success" else 0)
+
+    def sidecars(self, versions: Mapping[str, int]) -> None:
+        """Pods by sidecar version over every namespace (a version gone is removed)."""
+        for gone in self._versions - set(versions):
+            self.sidecar_pods.remove(gone)
+        for version, count in versions.items():
+            self.sidecar_pods.labels(version=version).set(count)
+        self._versions = set(versions)
 
     def compiled(self, seconds: float) -> None:
         """One `compile_namespace` call took `seconds` (the reconciler reports it)."""

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from llmgate_contract import CONFIGMAP_NAME, CREDENTIALS_SECRET_NAME
 from pydantic import ValidationError
 
-from llmgate_operator import api, keys, render
+from llmgate_operator import api, keys, render, rollout
 from llmgate_operator.compile import Compilation, compile_namespace, secret_keys
 from llmgate_operator.kube import Conflict, Kube, KubeError, NotFound
 from llmgate_operator.spend import SpendTracker
@@ -52,6 +52,9 @@ class Observer(Protocol):
 
     def compiled(self, seconds: float) -> None: ...
 
+    def sidecars(self, versions: Mapping[str, int]) -> None:
+        """Pods running the llmgate sidecar, by version, over every namespace."""
+
 
 def referenced_secrets(resources: Iterable[Mapping[str, Any]]) -> set[str]:
     """Names of Secrets the CRs of a namespace read: a change to any other is irrelevant."""
@@ -74,7 +77,8 @@ class Reconciler:
 
     def __init__(self, kube: Kube, *, observer: Observer | None = None,
                  clock: Callable[[], datetime] = _utcnow,
-                 spend: SpendTracker | None = None) -> None:
+                 spend: SpendTracker | None = None,
+                 sidecar_image: str | None = None) -> None:
         self.kube = kube
         # VirtualKey spend readings, shown in status by every run (see `handlers.spend_loop`).
         self.spend = spend if spend is not None else SpendTracker()
@@ -87,6 +91,10 @@ class Reconciler:
         # indexes lag behind our writes; until they catch up, what we wrote is the truth.
         self._written: dict[tuple[str, str, str], tuple[int, Any]] = {}
         self._refusals: set[tuple[str, str, str]] = set()
+        # The image the webhook injects into new pods, and what runs: see `sidecars`.
+        self._sidecar_image = sidecar_image
+        self._sidecars: dict[str, dict[str, int]] = {}
+        self._reported_versions: dict[str, str] = {}
 
     def seconds_since(self, namespace: str) -> float | None:
         """Seconds since the last successful reconcile of `namespace` (None: never)."""
@@ -156,6 +164,39 @@ class Reconciler:
         for body in state.resources:
             await self._write_status(compilation, body, now)
         return compilation
+
+    # -- sidecar versions (docs/upgrade.md: finishing an upgrade) ----------------------------
+
+    async def sidecars(self, namespace: str, images: Mapping[str, int]) -> None:
+        """The sidecar images of `namespace`'s pods (image -> pods) changed: the metric, and
+        when the set of versions changed, the annotation on its `llmgate-config` and an
+        Event there (Warning while pods run another version than new pods get)."""
+        counts = rollout.versions(images)
+        if counts:
+            self._sidecars[namespace] = counts
+        else:
+            self._sidecars.pop(namespace, None)
+        if self._observer is not None:
+            totals: dict[str, int] = {}
+            for per_namespace in self._sidecars.values():
+                for version, count in per_namespace.items():
+                    totals[version] = totals.get(version, 0) + count
+            self._observer.sidecars(totals)
+        reported = ",".join(counts)
+        if self._reported_versions.get(namespace) == reported:
+            return
+        configmap = await self.kube.read_object(namespace, "configmaps", CONFIGMAP_NAME)
+        if configmap is None:
+            return  # no llmgate CRs here: those pods are not ready and say why themselves
+        self._reported_versions[namespace] = reported
+        annotations = (configmap.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(rollout.VERSIONS_ANNOTATION) == reported:
+            return  # reported before a restart
+        await self.kube.patch_object(namespace, "configmaps", CONFIGMAP_NAME, {
+            "metadata": {"annotations": {rollout.VERSIONS_ANNOTATION: reported or None}}})
+        uniform, message = rollout.describe(counts, self._sidecar_image)
+        await self._event(configmap, "Normal" if uniform else "Warning", "SidecarVersions",
+                          message)
 
     # -- our own writes vs. lagging indexes ---------------------------------------------------
 

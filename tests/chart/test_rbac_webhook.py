@@ -24,6 +24,8 @@ NAMESPACED_NEEDS = {
     ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
+    # Read only: which sidecar versions run (llmgate_operator_sidecar_pods).
+    ("", "pods"): {"list", "watch"},
 }
 CLUSTER_NEEDS = {
     ("", "namespaces"): {"list", "watch"},
