@@ -220,7 +220,7 @@ def test_estimate_of_anthropic_and_embedding_bodies() -> None:
 
 def test_requested_output_tokens() -> None:
     assert requested_output_tokens({"max_tokens": 100}) == 100
-    assert requested_output_tokens({"max_completion_tokens": 50, "max_tokens": 100}) == 50
+    assert requested_output_tokens({"max_completion_tokens": 50, "max_tokens": 100}) == 100
     assert requested_output_tokens({"max_tokens": 100, "n": 3}) == 300
     assert requested_output_tokens({"max_tokens": True}) is None
     assert requested_output_tokens({}) is None

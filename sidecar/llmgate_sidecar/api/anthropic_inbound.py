@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from llmgate_sidecar.api.inbound import ChatRequest, below_minimum, parse_json_object
+from llmgate_sidecar.api.inbound import ChatRequest, check_counts, parse_json_object
 from llmgate_sidecar.errors import BadRequest
 
 # Request fields that change what the model does and have no OpenAI-shaped equivalent.
@@ -40,8 +40,7 @@ def parse_messages(raw: bytes) -> ChatRequest:
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
         raise _bad("'max_tokens' is required and must be a positive integer", "max_tokens",
                    "invalid_type" if "max_tokens" in body else "missing_required_parameter")
-    if max_tokens < 1:
-        raise below_minimum("max_tokens", max_tokens)
+    check_counts(body)
     thinking = body.get("thinking")  # Anthropic's own object, carried as is
     if thinking is not None and not isinstance(thinking, dict):
         raise _bad("'thinking' must be an object", "thinking")

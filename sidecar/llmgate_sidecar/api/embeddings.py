@@ -19,7 +19,7 @@ from llmgate_sidecar.api.inbound import parse_json_object
 from llmgate_sidecar.api.lifecycle import Endpoint, Exchange
 from llmgate_sidecar.api.replies import response_headers
 from llmgate_sidecar.api.state import ROUTER
-from llmgate_sidecar.config.pricing import estimate_input_tokens
+from llmgate_sidecar.config.pricing import measure_input
 from llmgate_sidecar.config.runtime import Runtime, Upstream
 from llmgate_sidecar.errors import BadRequest
 from llmgate_sidecar.policy.accounting import Reservation
@@ -40,11 +40,11 @@ def parse_embeddings(raw: bytes) -> dict[str, Any]:
 
 def input_reservation(runtime: Runtime, group: Group, body: dict[str, Any]) -> Reservation:
     """Embeddings produce no output tokens: reserve the input at the dearest target."""
-    tokens = estimate_input_tokens(body)
+    size = measure_input(body)
     worst = Decimal(0)
     for price, _ in runtime.price_plan(group):
-        worst = max(worst, price.worst_case(tokens, 0))
-    return Reservation(tokens, 0, worst)
+        worst = max(worst, price.worst_case(size.bound(price.matched or price.model), 0))
+    return Reservation(size.estimate, 0, worst)
 
 
 async def _embed(router: Router, route: Route, body: dict[str, Any], upstream: Upstream,

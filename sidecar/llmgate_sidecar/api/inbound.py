@@ -32,6 +32,37 @@ def below_minimum(name: str, value: int) -> BadRequest:
                       f"but got {value} instead.", param=name, code="integer_below_min_value")
 
 
+# The counts the budget reservation multiplies (`n`, `best_of`) or bounds output with (the
+# token limits), checked at the edge on every JSON endpoint: a float, a string or an absurd
+# value would otherwise be forwarded and reserved as if absent. OpenAI documents n <= 128.
+MAX_CHOICES = 128
+MAX_OUTPUT_TOKENS_LIMIT = 2**31 - 1
+COUNT_FIELDS: dict[str, int] = {
+    "n": MAX_CHOICES, "best_of": MAX_CHOICES, "max_tokens": MAX_OUTPUT_TOKENS_LIMIT,
+    "max_completion_tokens": MAX_OUTPUT_TOKENS_LIMIT,
+    "max_output_tokens": MAX_OUTPUT_TOKENS_LIMIT,
+}
+
+
+def check_counts(body: dict[str, Any]) -> None:
+    """400 unless each of `COUNT_FIELDS` in `body` is absent, null or an integer in
+    [1, its maximum] (the one check every endpoint shares)."""
+    for name, maximum in COUNT_FIELDS.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BadRequest(f"Invalid '{name}': expected an integer, got "
+                             f"{type(value).__name__} {orjson.dumps(value).decode()[:40]}.",
+                             param=name, code="invalid_type")
+        if value < 1:
+            raise below_minimum(name, value)
+        if value > maximum:
+            raise BadRequest(f"Invalid '{name}': integer above maximum value. Expected a value "
+                             f"<= {maximum}, but got {value} instead.", param=name,
+                             code="integer_above_max_value")
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not raw:
         raise BadRequest("request body is empty; send a JSON object", code="invalid_json")
@@ -82,16 +113,9 @@ def parse_chat(raw: bytes) -> ChatRequest:
         raise BadRequest("'stream_options' must be an object", param="stream_options",
                          code="invalid_type")
     include_usage = bool(options and options.get("include_usage"))
-    max_tokens = None
-    for name in ("max_completion_tokens", "max_tokens"):
-        value = body.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise BadRequest(f"'{name}' must be a positive integer", param=name,
-                             code="invalid_type")
-        if value < 1:
-            raise below_minimum(name, value)
-        max_tokens = value
+    check_counts(body)
+    max_tokens = body.get("max_tokens")
+    if body.get("max_completion_tokens") is not None:
+        max_tokens = body["max_completion_tokens"]
     return ChatRequest(body=body, model=model, stream=stream, include_usage=include_usage,
                        max_tokens=max_tokens)

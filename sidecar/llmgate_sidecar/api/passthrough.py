@@ -21,7 +21,7 @@ from aiohttp import web
 from llmgate_contract.config import Target
 from llmgate_contract.providers import PASSTHROUGH_OPERATIONS
 
-from llmgate_sidecar.api.inbound import parse_json_object
+from llmgate_sidecar.api.inbound import check_counts, parse_json_object
 from llmgate_sidecar.api.lifecycle import Endpoint, Exchange
 from llmgate_sidecar.api.replies import SSE_HEADERS, Outcome, response_headers
 from llmgate_sidecar.api.state import ROUTER
@@ -49,6 +49,7 @@ class Body:
         self.json: dict[str, Any] = {}
         if boundary is None:
             self.json = parse_json_object(raw)
+            check_counts(self.json)
             model = self.json.get("model")
         else:
             model = self._part_value()
@@ -208,7 +209,8 @@ class PassthroughEndpoint(Endpoint[Body]):
 
     def reserve(self, exchange: Exchange[Body]) -> Reservation:
         f = exchange.front
-        return reservation(f.runtime, f.route, f.group, exchange.body)
+        # The body goes upstream as it came: a target's params do not cap its output.
+        return reservation(f.runtime, f.route, f.group, exchange.body, ceilings=False)
 
     def attempt(self, exchange: Exchange[Body]) -> Attempt:
         router, route, operation = exchange.request.app[ROUTER], exchange.route, self.operation

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llmgate_sidecar.api.inbound import ChatRequest, below_minimum, parse_json_object
+from llmgate_sidecar.api.inbound import ChatRequest, check_counts, parse_json_object
 from llmgate_sidecar.errors import BadRequest
 
 # Request fields that only OpenAI's stateful Responses server can honour.
@@ -78,6 +78,7 @@ def native_parameter(body: dict[str, Any]) -> str | None:
 
 def parse_responses(raw: bytes) -> ResponsesRequest:
     body = parse_json_object(raw)
+    check_counts(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("'model' is required and must be a string", "model")
@@ -92,10 +93,6 @@ def parse_responses(raw: bytes) -> ResponsesRequest:
         *instructions(body.get("instructions")), *input_messages(body.get("input"))]}
     max_tokens = body.get("max_output_tokens")
     if max_tokens is not None:
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
-            raise _bad("'max_output_tokens' must be a positive integer", "max_output_tokens")
-        if max_tokens < 1:
-            raise below_minimum("max_output_tokens", max_tokens)
         out["max_tokens"] = max_tokens
     for name in _PASSED:
         if body.get(name) is not None:

@@ -8,6 +8,8 @@ fields counted by `estimate_input_tokens`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import re
@@ -252,69 +254,231 @@ def _builtin(model: str, names: tuple[str, ...]) -> ModelPrice:
     return ModelPrice(model, None, "unpriced", zero, zero, zero, zero, zero)
 
 
-# Rough by design: about 4 characters per token for English text and code (OpenAI's rule of
-# thumb), a fixed overhead per message, a flat count per image. The estimate only feeds
-# tokens/min admission and the budget reservation; settle replaces it with the real usage.
+# Two counts of a request's input, from one walk over the body (`measure_input`):
+# - `estimate`: about 4 characters per token (OpenAI's rule of thumb for English), a fixed
+#   overhead per message, an image at OpenAI's 1024x1024 high-detail count. It feeds
+#   tokens/min admission (settle replaces it with the real count) and guardrails'
+#   maxInputTokens, where over-counting would refuse honest requests.
+# - `bound`: never below what a provider can bill, so the budget reservation is a true worst
+#   case: every token of a byte-level BPE (and every SentencePiece piece with byte fallback)
+#   covers at least one UTF-8 byte, so text costs at most its byte count; messages, the
+#   reply priming and a tool-use system prompt get generous fixed overheads; images count by
+#   the providers' documented formulas (`image_token_bound`), never by their base64 size.
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4
 TOKENS_PER_IMAGE = 765       # one 1024x1024 image at high detail, OpenAI's accounting
+BOUND_PER_MESSAGE = 8        # role and separators (OpenAI counts 3-4 per message)
+BOUND_BASE = 16              # reply priming and the wrapper of the whole conversation
+BOUND_TOOLS = 1024           # a provider's tool-use system prompt (Anthropic: 300-500)
+
+
+@dataclass(frozen=True, slots=True)
+class InputSize:
+    """`estimate` and the text part of the bound; `images` are the (width, height) of each
+    image (None when unreadable), priced per model by `bound`."""
+
+    estimate: int
+    text_bound: int
+    images: tuple[tuple[int, int] | None, ...] = ()
+
+    def bound(self, model: str = "") -> int:
+        return self.text_bound + sum(image_token_bound(size, model) for size in self.images)
 
 
 def estimate_input_tokens(body: Mapping[str, Any]) -> int:
     """Estimated prompt tokens of a chat, Anthropic messages, embeddings or completion body."""
-    chars = images = 0
+    return measure_input(body).estimate
+
+
+def input_token_bound(body: Mapping[str, Any], model: str = "") -> int:
+    """Prompt tokens no count of `body` by `model`'s provider exceeds (see `InputSize`)."""
+    return measure_input(body).bound(model)
+
+
+def measure_input(body: Mapping[str, Any]) -> InputSize:
+    size = _Size()
     messages = body.get("messages")
     count = 0
     if isinstance(messages, list):
         count = len(messages)
         for message in messages:
             if isinstance(message, Mapping):
-                c, i = _content_size(message.get("content"))
-                chars, images = chars + c, images + i
+                size.content(message.get("content"))
                 if message.get("tool_calls"):
-                    chars += len(json.dumps(message["tool_calls"], default=str))
+                    size.text(json.dumps(message["tool_calls"], default=str))
     for field in ("system", "input", "prompt"):
-        if field == "input" and _is_token_array(body.get(field)):
-            return _token_array_size(body[field])
-        c, i = _content_size(body.get(field))
-        chars, images = chars + c, images + i
+        value = body.get(field)
+        if field in ("input", "prompt") and isinstance(value, list) and _is_token_array(value):
+            exact = _token_array_size(value)
+            return InputSize(exact, exact)
+        if field == "prompt" and isinstance(value, list):
+            count += len(value)
+        size.content(value)
+    tools = False
     for field in ("tools", "functions", "response_format"):
         if body.get(field):
-            chars += len(json.dumps(body[field], default=str))
-    return (math.ceil(chars / CHARS_PER_TOKEN) + count * TOKENS_PER_MESSAGE
-            + images * TOKENS_PER_IMAGE)
+            size.text(json.dumps(body[field], default=str))
+            tools = tools or field != "response_format"
+    estimate = (math.ceil(size.chars / CHARS_PER_TOKEN) + count * TOKENS_PER_MESSAGE
+                + len(size.images) * TOKENS_PER_IMAGE)
+    bound = (size.bytes + count * BOUND_PER_MESSAGE + BOUND_BASE
+             + (BOUND_TOOLS if tools else 0))
+    return InputSize(estimate, bound, tuple(size.images))
+
+
+def output_ceiling(params: Mapping[str, Any]) -> int | None:
+    """A target's output ceiling: the lowest integer among its token-limit `params`."""
+    values = [v for name in CEILING_FIELDS if isinstance(v := params.get(name), int)
+              and not isinstance(v, bool)]
+    return min(values) if values else None
+
+
+def cap_output(body: Mapping[str, Any], ceiling: int,
+               fields: tuple[str, ...] = ("max_tokens",)) -> dict[str, Any]:
+    """`body` with every output-limit field at most `ceiling` (whichever field the provider
+    honours, the ceiling holds); when it sets none, `fields` are set to the ceiling."""
+    capped = dict(body)
+    present = False
+    for name in OUTPUT_FIELDS:
+        value = capped.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            capped[name] = min(value, ceiling)
+            present = True
+    if not present:
+        for name in fields:
+            capped[name] = ceiling
+    return capped
 
 
 def requested_output_tokens(body: Mapping[str, Any]) -> int | None:
-    """The output ceiling the client asked for, times `n` choices; None if it set none."""
-    for field in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-        value = body.get(field)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            n = body.get("n")
-            choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
-            return value * choices
+    """The most output `body` lets a provider generate: the larger of its output-limit
+    fields (a provider may honour either) times its choices; None if it sets no limit."""
+    values = [v for name in OUTPUT_FIELDS if isinstance(v := body.get(name), int)
+              and not isinstance(v, bool) and v >= 0]
+    return max(values) * choices(body) if values else None
+
+
+def choices(body: Mapping[str, Any]) -> int:
+    """How many completions one request generates and is billed for (`n`, `best_of`)."""
+    most = 1
+    for name in ("n", "best_of"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > most:
+            most = value
+    return most
+
+
+# The output-limit fields of OpenAI's APIs (chat: max_completion_tokens, its older alias
+# max_tokens; Responses: max_output_tokens); a route's `params` may set the first two.
+CEILING_FIELDS = ("max_completion_tokens", "max_tokens")
+OUTPUT_FIELDS = (*CEILING_FIELDS, "max_output_tokens")
+
+
+class _Size:
+    """Running totals of one body's input: characters, UTF-8 bytes, images."""
+
+    __slots__ = ("bytes", "chars", "images")
+
+    def __init__(self) -> None:
+        self.chars = self.bytes = 0
+        self.images: list[tuple[int, int] | None] = []
+
+    def text(self, text: str) -> None:
+        self.chars += len(text)
+        self.bytes += len(text.encode("utf-8", "surrogatepass"))
+
+    def content(self, content: Any) -> None:
+        """A content value: a string, or a list of parts / strings."""
+        if isinstance(content, str):
+            self.text(content)
+            return
+        if not isinstance(content, list):
+            return
+        for part in content:
+            if isinstance(part, str):
+                self.text(part)
+            elif isinstance(part, Mapping):
+                kind = part.get("type")
+                if kind in ("image_url", "image", "input_image"):
+                    self.images.append(_image_size(part))
+                elif isinstance(part.get("text"), str):
+                    self.text(part["text"])
+                elif kind in ("tool_use", "tool_result", "function_call"):
+                    self.text(json.dumps(part, default=str))
+
+
+# Image tokens by the providers' documented formulas, from the image's size when it can be
+# read (inline PNG, GIF or JPEG), else from each formula's maximum:
+# - OpenAI tiles (GPT-4o, high detail): fit in 2048x2048, shortest side to 768, then
+#   85 + 170 per 512-px tile (at most 1,445); gpt-4o-mini bills 2,833 + 5,667 per tile.
+# - OpenAI patches (GPT-4.1-mini/nano, o4-mini): 32-px patches capped at 1,536, times the
+#   model's multiplier (at most 2.46): at most 3,779.
+# - Anthropic: width*height/750 after fitting the long edge in 1568 px and the area in
+#   1.15 megapixels (about 1,600 at most).
+# - Gemini: 258 for an image up to 384 px on both sides, else 258 per 768x768 tile (its
+#   adapter sends only inline images, whose size is read).
+IMAGE_TOKENS_UNKNOWN = 3779
+_MINI_TILE_MODELS = ("gpt-4o-mini",)
+
+
+def image_token_bound(size: tuple[int, int] | None, model: str = "") -> int:
+    """Tokens one image of `size` (None: unknown) can cost at `model`'s provider."""
+    mini = any(name in model.lower() for name in _MINI_TILE_MODELS)
+    if size is None or size[0] <= 0 or size[1] <= 0:
+        return 2833 + 8 * 5667 if mini else IMAGE_TOKENS_UNKNOWN
+    width, height = size
+    scale = min(1.0, 2048 / max(width, height))
+    w, h = width * scale, height * scale
+    scale = min(1.0, 768 / min(w, h))
+    tiles = math.ceil(w * scale / 512) * math.ceil(h * scale / 512)
+    if mini:
+        return 2833 + 5667 * tiles
+    patches = min(1536, math.ceil(width / 32) * math.ceil(height / 32))
+    scale = min(1.0, 1568 / max(width, height), math.sqrt(1_150_000 / (width * height)))
+    anthropic = math.ceil(width * scale * height * scale / 750) + 1
+    gemini = 258 if width <= 384 and height <= 384 else \
+        258 * math.ceil(width / 768) * math.ceil(height / 768)
+    return max(85 + 170 * tiles, math.ceil(patches * 2.46), anthropic, gemini)
+
+
+def _image_size(part: Mapping[str, Any]) -> tuple[int, int] | None:
+    """Width and height of an inline (base64) image part, else None."""
+    data: Any = None
+    image_url = part.get("image_url")
+    if isinstance(image_url, Mapping):
+        image_url = image_url.get("url")
+    if isinstance(image_url, str) and image_url.startswith("data:"):
+        data = image_url.partition(",")[2]
+    source = part.get("source")
+    if isinstance(source, Mapping) and source.get("type") == "base64":
+        data = source.get("data")
+    if not isinstance(data, str):
+        return None
+    head = data[:65536]
+    try:
+        return image_size(base64.b64decode(head[:len(head) // 4 * 4]))
+    except (ValueError, binascii.Error):
+        return None
+
+
+def image_size(head: bytes) -> tuple[int, int] | None:
+    """Width and height from the first bytes of a PNG, GIF or JPEG file."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and len(head) >= 24:
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 10:
+        return int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
+    if head.startswith(b"\xff\xd8"):
+        i = 2
+        while i + 9 < len(head):
+            if head[i] != 0xFF:
+                return None
+            marker = head[i + 1]
+            length = int.from_bytes(head[i + 2:i + 4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                return (int.from_bytes(head[i + 7:i + 9], "big"),
+                        int.from_bytes(head[i + 5:i + 7], "big"))
+            i += 2 + length
     return None
-
-
-def _content_size(content: Any) -> tuple[int, int]:
-    """(characters, images) of a content value: a string or a list of parts/strings."""
-    if isinstance(content, str):
-        return len(content), 0
-    if not isinstance(content, list):
-        return 0, 0
-    chars = images = 0
-    for part in content:
-        if isinstance(part, str):
-            chars += len(part)
-        elif isinstance(part, Mapping):
-            kind = part.get("type")
-            if kind in ("image_url", "image", "input_image"):
-                images += 1
-            elif isinstance(part.get("text"), str):
-                chars += len(part["text"])
-            elif kind in ("tool_use", "tool_result", "function_call"):
-                chars += len(json.dumps(part, default=str))
-    return chars, images
 
 
 def _is_token_array(value: Any) -> bool:

@@ -17,7 +17,7 @@ from llmgate_contract import Bundle
 from llmgate_contract.config import Group, Provider, Route, Target, VirtualKey
 from llmgate_contract.providers import KINDS
 
-from llmgate_sidecar.config.pricing import ModelPrice, price_for
+from llmgate_sidecar.config.pricing import ModelPrice, output_ceiling, price_for
 from llmgate_sidecar.upstream.providers import (
     Adapter,
     Credentials,
@@ -61,8 +61,7 @@ PricePlan = tuple[tuple[ModelPrice, "int | None"], ...]
 
 
 def _ceiling(target: Target) -> int | None:
-    value = target.params.get("max_completion_tokens") or target.params.get("max_tokens")
-    return value if isinstance(value, int) else None
+    return output_ceiling(target.params)
 
 
 @dataclass(frozen=True, slots=True)

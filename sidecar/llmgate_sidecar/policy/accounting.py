@@ -22,7 +22,9 @@ from typing import Any
 from llmgate_contract.config import Group, Route, Target, VirtualKey
 
 from llmgate_sidecar.config.pricing import (
-    estimate_input_tokens,
+    cap_output,
+    choices,
+    measure_input,
     requested_output_tokens,
 )
 from llmgate_sidecar.config.runtime import Runtime
@@ -52,18 +54,26 @@ FREE = Reservation(0, 0, Decimal(0))
 """What a cache hit reserves: it counts as a request, but costs nothing."""
 
 
-def reservation(runtime: Runtime, route: Route, group: Group,
-                body: dict[str, Any]) -> Reservation:
-    """Tokens and the highest worst-case cost over the targets `group` may try."""
-    input_tokens = estimate_input_tokens(body)
+def reservation(runtime: Runtime, route: Route, group: Group, body: dict[str, Any], *,
+                ceilings: bool = True) -> Reservation:
+    """Tokens and the highest worst-case cost over the targets `group` may try.
+
+    The input side is `measure_input`'s bound (at each target's model: image formulas
+    differ), the output side the most the body lets a target generate once its ceiling is
+    applied (`cap_output`: whichever field the provider honours), times `n`. `ceilings`:
+    False for endpoints that send the body as it came (pass-through), where a target's
+    `params` do not bound the output."""
+    size = measure_input(body)
     asked = requested_output_tokens(body)
     worst_usd, worst_out = Decimal(0), 0
     for price, ceiling in runtime.price_plan(group):
-        output = min(asked, ceiling) if asked and ceiling is not None else \
-            asked or (ceiling if ceiling is not None else DEFAULT_MAX_OUTPUT_TOKENS)
-        cost = price.worst_case(input_tokens, output)
+        if ceilings and ceiling is not None:
+            output = requested_output_tokens(cap_output(body, ceiling)) or ceiling
+        else:
+            output = asked if asked is not None else DEFAULT_MAX_OUTPUT_TOKENS * choices(body)
+        cost = price.worst_case(size.bound(price.matched or price.model), output)
         worst_usd, worst_out = max(worst_usd, cost), max(worst_out, output)
-    return Reservation(input_tokens, worst_out, worst_usd)
+    return Reservation(size.estimate, worst_out, worst_usd)
 
 
 def usage_cost(runtime: Runtime, target: Target, usage: Usage) -> Decimal:

@@ -24,6 +24,7 @@ from typing import Any
 
 from llmgate_contract.config import Group, Route, Target
 
+from llmgate_sidecar.config.pricing import CEILING_FIELDS, cap_output, output_ceiling
 from llmgate_sidecar.config.runtime import Runtime, Upstream
 from llmgate_sidecar.errors import UpstreamError, UpstreamFailed
 from llmgate_sidecar.observability import tracing
@@ -39,7 +40,6 @@ MAX_ERROR_BODY = 64 * 1024
 # Provider-side faults that are not in the fallbackOn vocabulary fall back like a server
 # error: a malformed payload, or a provider whose credentials were rejected.
 _FALLBACK_CLASS = {"malformed": "serverError", "auth": "serverError"}
-_CEILING_PARAMS = frozenset({"max_tokens", "max_completion_tokens"})
 # Longest silence tolerated between two chunks of a committed stream when the target sets
 # no `timeout`: a stalled upstream must end the stream, not hang it.
 STREAM_IDLE_DEFAULT = 300.0
@@ -73,15 +73,16 @@ class _Tally:
 
 
 def shape_body(body: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """Apply a target's `params`: token limits are ceilings, everything else a default."""
+    """Apply a target's `params`: token limits are a ceiling on every output-limit field
+    (`cap_output`: a client's max_completion_tokens cannot bypass a max_tokens ceiling),
+    everything else a default."""
     if not params:
         return body
-    shaped = dict(body)
+    ceiling = output_ceiling(params)
+    shaped = dict(body) if ceiling is None else cap_output(
+        body, ceiling, tuple(name for name in CEILING_FIELDS if name in params))
     for name, value in params.items():
-        if name in _CEILING_PARAMS and isinstance(value, int):
-            current = shaped.get(name)
-            shaped[name] = min(current, value) if isinstance(current, int) else value
-        else:
+        if name not in CEILING_FIELDS:
             shaped.setdefault(name, value)
     return shaped
 

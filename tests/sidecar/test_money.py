@@ -1,0 +1,171 @@
+"""Money is never lost (issue 12): each leak the issue lists, closed and tested on the real
+gateway (`create_app` on loopback) in front of the fake OpenAI upstream.
+
+Reservations are read back from the running app's config (`reservation` over the route the
+request would take) or from the store while a request is held upstream; what the upstream
+received is read from the fake's request log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+import zlib
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from llmgate_sidecar.api.state import CONFIG
+from llmgate_sidecar.config.pricing import image_size, image_token_bound, input_token_bound
+from llmgate_sidecar.policy.accounting import reservation
+
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.sidecar.harness import KEY, Gateway, provider, route, start_gateway, virtual_key
+
+# $1 per million tokens in, $2 out: reservations are easy to read back in tokens.
+PRICING = {"m": {"inputPerMillion": "1", "outputPerMillion": "2"}}
+KEY_REF = {"secretKeyRef": {"name": "up-cred", "key": "api-key"}}
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeOpenAI]:
+    fake = await FakeOpenAI().start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, upstream: FakeOpenAI) -> AsyncIterator[Gateway]:
+    gw = await start_gateway(tmp_path, [
+        provider("up", "openai", baseURL=upstream.url, apiKey=KEY_REF, pricing=PRICING),
+        route("capped", [{"provider": "up", "model": "m", "params": {"max_tokens": 10}}]),
+        route("open", [{"provider": "up", "model": "m"}]),
+        virtual_key("team", secretName="team-key", budget={"limit": "100.00", "period": "1d"}),
+    ], {"up-cred": {"api-key": "sk-upstream-0123456789"}})
+    yield gw
+    await gw.close()
+
+
+def reserved(gw: Gateway, model: str, body: dict[str, Any], *,
+             ceilings: bool = True) -> tuple[int, Decimal]:
+    runtime = gw.app[CONFIG].current
+    assert runtime is not None
+    rt = runtime.routes_by_model[model]
+    planned = reservation(runtime, rt, rt.group, {"model": model, **body}, ceilings=ceilings)
+    return planned.output_tokens, planned.usd
+
+
+async def post(gw: Gateway, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as session, session.post(
+            gw.url + path, json=body, headers={"Authorization": f"Bearer {KEY}"}) as response:
+        return response.status, await response.json()
+
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+async def test_n_multiplies_the_route_ceiling(gateway: Gateway) -> None:
+    """Leak 3: route max_tokens 10 and n 50 can generate 500 tokens, not 10."""
+    output, _ = reserved(gateway, "capped", {"messages": HELLO, "n": 50})
+    assert output == 500
+    output, _ = reserved(gateway, "capped", {"messages": HELLO, "n": 50, "max_tokens": 4})
+    assert output == 200
+    output, _ = reserved(gateway, "open", {"messages": HELLO, "n": 3, "max_tokens": 7})
+    assert output == 21
+
+
+async def test_max_completion_tokens_cannot_bypass_a_max_tokens_ceiling(
+        gateway: Gateway, upstream: FakeOpenAI) -> None:
+    """Leak 4: the ceiling bounds every output field the upstream receives, and the
+    reservation takes the larger field a provider may honour."""
+    status, _ = await post(gateway, "/v1/chat/completions", {
+        "model": "capped", "messages": HELLO, "max_completion_tokens": 1000})
+    assert status == 200
+    sent = upstream.requests[-1]
+    assert sent["max_completion_tokens"] == 10
+    assert sent.get("max_tokens", 10) <= 10
+    output, _ = reserved(gateway, "capped", {"messages": HELLO, "max_completion_tokens": 1000})
+    assert output == 10
+    # Without a ceiling, both fields sent: the larger one is what may be generated.
+    output, _ = reserved(gateway, "open", {"messages": HELLO, "max_completion_tokens": 5,
+                                           "max_tokens": 900})
+    assert output == 900
+
+
+async def test_pass_through_reserves_the_clients_own_limit(gateway: Gateway) -> None:
+    """A pass-through body goes upstream as it came: the route's params cannot cap it."""
+    output, _ = reserved(gateway, "capped", {"prompt": "hi", "max_tokens": 300},
+                         ceilings=False)
+    assert output == 300
+
+
+@pytest.mark.parametrize(("path", "extra"), [
+    ("/v1/chat/completions", {"messages": HELLO}),
+    ("/v1/completions", {"prompt": "hi"}),
+    ("/v1/responses", {"input": "hi"}),
+])
+@pytest.mark.parametrize(("field", "value", "code"), [
+    ("n", 20.0, "invalid_type"),
+    ("n", "3", "invalid_type"),
+    ("n", 0, "integer_below_min_value"),
+    ("n", 129, "integer_above_max_value"),
+    ("max_tokens", 10.5, "invalid_type"),
+    ("max_tokens", 2**64 - 1, "integer_above_max_value"),
+    ("max_output_tokens", 1e9, "invalid_type"),
+    ("best_of", 2.0, "invalid_type"),
+])
+async def test_counts_that_are_not_integers_in_range_are_refused_at_the_edge(
+        gateway: Gateway, upstream: FakeOpenAI, path: str, extra: dict[str, Any], field: str,
+        value: Any, code: str) -> None:
+    """Leak 5: `n: 20.0` used to be forwarded and reserved as one choice."""
+    status, body = await post(gateway, path, {"model": "open", **extra, field: value})
+    assert status == 400
+    assert body["error"]["param"] == field
+    assert body["error"]["code"] == code
+    assert upstream.requests == []
+
+
+async def test_cjk_text_is_reserved_from_its_utf8_bytes(gateway: Gateway) -> None:
+    """Leak 6: 6,000 CJK characters are 18,000 UTF-8 bytes, which bound any byte-level
+    BPE count; characters / 4 reserved 1,500 tokens."""
+    body = {"messages": [{"role": "user", "content": "漢" * 6000}], "max_tokens": 1}
+    _, usd = reserved(gateway, "open", body)
+    assert usd >= Decimal(18000) / 1_000_000
+    assert input_token_bound(body) >= 18000
+
+
+def png(width: int, height: int) -> bytes:
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + header
+            + struct.pack(">I", zlib.crc32(b"IHDR" + header)))
+
+
+def test_images_count_by_the_providers_formulas_not_their_base64_size() -> None:
+    """Leak 6, images: a 2048x768 image is 1,445 tokens at OpenAI (8 tiles) whatever its
+    size in bytes; an unreadable one counts as the largest documented maximum."""
+    assert image_size(png(2048, 768)) == (2048, 768)
+    assert image_token_bound((2048, 768)) >= 1445
+    assert image_token_bound((2048, 768), "gpt-4o-mini") == 2833 + 8 * 5667
+    assert image_token_bound(None) >= 1600
+    url = "data:image/png;base64," + base64.b64encode(png(2048, 768) + bytes(50)).decode()
+    body = {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": url}}]}]}
+    tiny = input_token_bound(body)
+    assert 1445 <= tiny < 5000
+    padded = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {
+        "url": "data:image/png;base64," + base64.b64encode(
+            png(2048, 768) + bytes(600_000)).decode()}}]}]}
+    assert input_token_bound(padded) == tiny  # not its base64 size
+    assert input_token_bound({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}) >= 3779
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.01)
