@@ -113,9 +113,13 @@ class UpstreamError(Exception):
     def __init__(self, error_class: str, message: str, *, status: int | None = None,
                  retry_after: float | None = None, provider: str = "", model: str = "",
                  body: dict[str, Any] | None = None, error_type: str | None = None,
-                 code: str | None = None, param: str | None = None) -> None:
+                 code: str | None = None, param: str | None = None,
+                 unsent: bool = False) -> None:
         super().__init__(message)
         self.error_class = error_class
+        # The request provably never reached the upstream (connect failed, deadline passed
+        # before sending): nothing can have been billed.
+        self.unsent = unsent
         self.message = message
         self.status = status
         self.retry_after = retry_after
@@ -124,6 +128,12 @@ class UpstreamError(Exception):
         self.body = body
         # What the client sees in OpenAI's terms; None: llmgate's own code for the class.
         self.type, self.code, self.param = error_type, code, param
+
+
+def may_have_billed(exc: UpstreamError) -> bool:
+    """Whether the upstream may bill the failed try: it was sent and no HTTP error status
+    came back (a timeout, a connection lost after sending, a 2xx that could not be read)."""
+    return not exc.unsent and exc.status is None
 
 
 class UpstreamFailed(GatewayError):

@@ -7,9 +7,10 @@ without a clean answer and reads the key's spend back from the store:
 
 - the client leaves while the upstream call is under way: the whole reservation is booked;
 - the client leaves after the answer started (streamed endpoints): the whole reservation;
-- the route deadline passes before the answer: nothing is booked (504);
+- the route deadline passes before the answer: the whole reservation (the upstream received
+  the call and bills it; the client gets a 504);
 - the route deadline passes mid-answer (streamed endpoints): the whole reservation;
-- the upstream fails: nothing is booked (502).
+- the upstream fails with an error status: nothing is booked (502).
 
 In every case the reservation is released (nothing stays reserved). The upstream is a fake
 OpenAI on loopback that answers every path and can stall or fail on demand.
@@ -247,16 +248,28 @@ async def test_deadline_mid_answer_books_the_reservation(
     assert (await gateway.settled())[0] == reserved
 
 
-@pytest.mark.parametrize(("mode", "model", "status"), [
-    ("stall", "timed", 504),  # the route deadline passed before an answer
-    ("fail", "open", 502),  # the upstream failed
-], ids=["deadline", "upstream-failure"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-async def test_no_answer_books_nothing(gateway: Gateway, upstream: StallingUpstream, case: Case,
-                                       mode: str, model: str, status: int) -> None:
-    upstream.mode = mode
+async def test_deadline_before_the_answer_books_the_reservation(
+        gateway: Gateway, upstream: StallingUpstream, case: Case) -> None:
+    """The upstream received the call and bills it even though the client got its 504."""
+    upstream.mode = "stall"
+    async with aiohttp.ClientSession() as session:
+        request = asyncio.ensure_future(send(session, gateway, case, "timed"))
+        await asyncio.wait_for(upstream.arrived.wait(), 5)
+        reserved = await reserved_in_flight(gateway, case)
+        async with await request as response:
+            await response.read()
+    assert response.status == 504
+    assert (await gateway.settled())[0] == reserved
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+async def test_upstream_error_status_books_nothing(gateway: Gateway, upstream: StallingUpstream,
+                                                   case: Case) -> None:
+    """A 500 from the upstream is not billed: nothing is booked (502)."""
+    upstream.mode = "fail"
     async with aiohttp.ClientSession() as session, send(
-            session, gateway, case, model) as response:
+            session, gateway, case, "open") as response:
         await response.read()
-    assert response.status == status
+    assert response.status == 502
     assert (await gateway.settled())[0] == 0

@@ -23,7 +23,8 @@ from llmgate_sidecar.api.state import CONFIG
 from llmgate_sidecar.config.pricing import image_size, image_token_bound, input_token_bound
 from llmgate_sidecar.policy.accounting import reservation
 
-from tests.fakes.openai_upstream import FakeOpenAI
+from tests.conftest import free_port
+from tests.fakes.openai_upstream import Behaviour, FakeOpenAI
 from tests.sidecar.harness import KEY, Gateway, provider, route, start_gateway, virtual_key
 
 # $1 per million tokens in, $2 out: reservations are easy to read back in tokens.
@@ -169,3 +170,63 @@ async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
     while not predicate():
         assert asyncio.get_running_loop().time() < deadline, "condition never held"
         await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def retrying(tmp_path: Path, upstream: FakeOpenAI) -> AsyncIterator[Gateway]:
+    """A route whose target times out after 0.3 s and is tried twice; a $1 budget."""
+    gw = await start_gateway(tmp_path, [
+        provider("up", "openai", baseURL=upstream.url, apiKey=KEY_REF, pricing=PRICING),
+        route("retry", [{"provider": "up", "model": "m", "timeout": "300ms"}],
+              retry={"attempts": 2, "backoff": {"initial": "10ms", "max": "20ms"}}),
+        virtual_key("team", secretName="team-key", budget={"limit": "1.00", "period": "1d"}),
+    ], {"up-cred": {"api-key": "sk-upstream-0123456789"}})
+    yield gw
+    await gw.close()
+
+
+BIG = {"model": "retry", "messages": HELLO, "max_tokens": 100_000}  # reserves $0.2+
+
+
+async def test_a_timed_out_try_is_booked_and_its_retry_holds_another_reservation(
+        retrying: Gateway, upstream: FakeOpenAI) -> None:
+    """Leak 1: a try that timed out after it was sent is billed upstream. It is booked at
+    the reservation, and the retry first holds a reservation of its own."""
+    upstream.script.append(Behaviour(delay=1.0))  # the first try: past the target timeout
+    _, planned = reserved(retrying, "retry", BIG)
+    status, body = await post(retrying, "/v1/chat/completions", BIG)
+    assert status == 200
+    answered = (Decimal(body["usage"]["prompt_tokens"]) * 1
+                + Decimal(body["usage"]["completion_tokens"]) * 2) / 1_000_000
+    spent, _ = await retrying.settled()
+    assert spent == planned + answered
+    assert len(upstream.requests) == 2
+
+
+async def test_a_retry_the_budget_cannot_cover_is_refused_and_the_try_booked(
+        retrying: Gateway, upstream: FakeOpenAI) -> None:
+    _, planned = reserved(retrying, "retry", BIG)
+    huge = {**BIG, "max_tokens": int(Decimal("0.6") / planned * 100_000)}  # > half the budget
+    _, planned = reserved(retrying, "retry", huge)
+    assert Decimal("0.5") < planned <= 1
+    upstream.script.append(Behaviour(delay=1.0))
+    status, body = await post(retrying, "/v1/chat/completions", huge)
+    assert status == 429, body  # the budget is held by this request's own first try
+    assert len(upstream.requests) == 1  # no second try without a reservation for it
+    assert (await retrying.settled())[0] == planned
+
+
+async def test_an_upstream_that_cannot_be_reached_books_nothing(tmp_path: Path) -> None:
+    """Connecting failed: the request never left, nothing can have been billed."""
+    gw = await start_gateway(tmp_path, [
+        provider("up", "openai", baseURL=f"http://127.0.0.1:{free_port()}/v1", apiKey=KEY_REF,
+                 pricing=PRICING),
+        route("retry", [{"provider": "up", "model": "m"}], retry={"attempts": 1}),
+        virtual_key("team", secretName="team-key", budget={"limit": "1.00", "period": "1d"}),
+    ], {"up-cred": {"api-key": "sk-upstream-0123456789"}})
+    try:
+        status, _ = await post(gw, "/v1/chat/completions", BIG)
+        assert status in (502, 503)
+        assert (await gw.settled())[0] == 0
+    finally:
+        await gw.close()

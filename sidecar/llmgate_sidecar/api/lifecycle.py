@@ -25,8 +25,12 @@ is and which route and targets (`front`), in-flight accounting, and the booking:
 - the client went away while an upstream call was under way (`CancelledError` before an
   answer committed): the whole reservation, since what it cost upstream is unknown;
 - the client went away after the answer committed (mid-stream): the whole reservation;
-- every target failed, or the route deadline passed before an answer: nothing (no upstream
-  answered);
+- a try the upstream may have billed although it failed (sent, then a timeout, the route
+  deadline or a lost connection, with no HTTP error status back): the reservation, on top
+  of what the request's answer books; before trying again after such a try, the request
+  holds one more reservation (`Accountant.top_up`; refused: 429), so every try that may be
+  billed is covered by a worst case admitted against the budget;
+- every target failed with an error status, or never received the request: nothing;
 - a cache hit: nothing (it reserves nothing, but counts as a request).
 
 Metrics, the log line and the span are written from the request's `RequestRecord` on every
@@ -68,7 +72,13 @@ from llmgate_sidecar.api.state import (
 )
 from llmgate_sidecar.cache.response import Hit, Plan
 from llmgate_sidecar.config.runtime import Runtime, Upstream, leaves
-from llmgate_sidecar.errors import BadRequest, NotFound, Unavailable
+from llmgate_sidecar.errors import (
+    BadRequest,
+    NotFound,
+    Unavailable,
+    UpstreamError,
+    may_have_billed,
+)
 from llmgate_sidecar.observability.observe import observed
 from llmgate_sidecar.observability.record import RequestRecord
 from llmgate_sidecar.policy.accounting import FREE, Reservation
@@ -179,6 +189,9 @@ class Exchange(Generic[C]):
     plan: Plan | None = None
     deadline_at: float | None = None  # loop time the route's deadline ends at
     outcome: Outcome = field(default_factory=Outcome)
+    planned: Reservation = FREE
+    unknown_tries: int = 0  # failed tries the upstream may have billed
+    top_ups: list[Ticket] = field(default_factory=list)  # one more worst case per retry
 
     @property
     def route(self) -> Route:
@@ -254,6 +267,24 @@ async def _cache_lookup(exchange: Exchange[C], endpoint: Endpoint[C]) -> Hit | N
     return hit
 
 
+def metered(exchange: Exchange[Any], attempt: Attempt) -> Attempt:
+    """`attempt`, counting the failed tries the upstream may have billed, and holding one
+    more reservation before any try that follows one (see the module docstring)."""
+    app, f = exchange.request.app, exchange.front
+
+    async def once(upstream: Upstream, target: Target, deadline: float | None) -> Served:
+        if exchange.unknown_tries > len(exchange.top_ups):
+            exchange.top_ups.append(await app[ACCOUNTANT].top_up(
+                f.runtime, f.policy, exchange.planned, app[METRICS]))
+        try:
+            return await attempt(upstream, target, deadline)
+        except UpstreamError as exc:
+            if may_have_billed(exc):
+                exchange.unknown_tries += 1
+            raise
+    return once
+
+
 async def serve(request: web.Request, endpoint: Endpoint[C]) -> web.StreamResponse:
     """One request through every step of the lifecycle (module docstring)."""
     app = request.app
@@ -275,7 +306,7 @@ async def serve(request: web.Request, endpoint: Endpoint[C]) -> web.StreamRespon
         exchange = Exchange(request, f, call, body, record)
         hit = await _cache_lookup(exchange, endpoint) if endpoint.cached else None
         # admit: a cache hit counts as a request but reserves no money
-        planned = FREE if hit else endpoint.reserve(exchange)
+        planned = exchange.planned = FREE if hit else endpoint.reserve(exchange)
         exchange.ticket = await accountant.admit(runtime, f.policy, planned, metrics)
         metrics.in_flight.inc()
         served: Served | None = None
@@ -290,7 +321,7 @@ async def serve(request: web.Request, endpoint: Endpoint[C]) -> web.StreamRespon
             if f.route.timeout:
                 exchange.deadline_at = asyncio.get_running_loop().time() + f.route.timeout
             served = await app[ROUTER].call(runtime, f.route, f.group,
-                                            endpoint.attempt(exchange),
+                                            metered(exchange, endpoint.attempt(exchange)),
                                             usable=endpoint.usable)
             record.served(served)
             # reply: in the endpoint's dialect; usage as the upstream reported it
@@ -310,8 +341,13 @@ async def serve(request: web.Request, endpoint: Endpoint[C]) -> web.StreamRespon
                 if served.response is not None:
                     served.response.release()
                 record_usage(metrics, f.route, served, f.policy, exchange.outcome.usage)
-            # settle: the usage of an answer, else the reservation or nothing (see above)
+            # settle: the usage of an answer, else the reservation or nothing, plus the
+            # reservation for each failed try that may have been billed (see above)
+            for top_up in exchange.top_ups:
+                accountant.settle_later(top_up, planned, runtime, None, None, abandoned=True)
             record.cost_usd = accountant.settle_later(
                 exchange.ticket, planned, runtime, target,
                 exchange.outcome.usage if answered else None, metrics=metrics,
-                route=f.route.name, policy=f.policy, abandoned=abandoned)
+                route=f.route.name, policy=f.policy, abandoned=abandoned,
+                unknown_tries=exchange.unknown_tries - len(exchange.top_ups)) \
+                + planned.usd * len(exchange.top_ups)

@@ -103,6 +103,13 @@ class Accountant:
         with self._timed(metrics, "admit"):
             return await self._admit(runtime, policy, planned)
 
+    async def top_up(self, runtime: Runtime, policy: VirtualKey, planned: Reservation,
+                     metrics: Metrics) -> Ticket:
+        """Another worst case for a retry after a try that may have been billed."""
+        with self._timed(metrics, "admit"):
+            return await self.limiter.top_up(policy, namespace=runtime.namespace,
+                                             reserve_usd=planned.usd)
+
     async def _admit(self, runtime: Runtime, policy: VirtualKey,
                      planned: Reservation) -> Ticket:
         return await self.limiter.admit(
@@ -113,10 +120,13 @@ class Accountant:
     def settle_later(self, ticket: Ticket, planned: Reservation, runtime: Runtime,
                      target: Target | None, usage: Usage | None, *,
                      metrics: Metrics | None = None, route: str = "",
-                     policy: VirtualKey | None = None, abandoned: bool = False) -> Decimal:
+                     policy: VirtualKey | None = None, abandoned: bool = False,
+                     unknown_tries: int = 0) -> Decimal:
         """Book the request's real cost in the background (survives the client leaving);
         returns the cost booked. `abandoned`: the client left while an upstream call was
-        under way, so what it cost is unknown and the reservation is booked."""
+        under way, so what it cost is unknown and the reservation is booked.
+        `unknown_tries`: failed tries the upstream may have billed (a timeout after sending),
+        each booked at the reservation on top."""
         if usage is not None and usage.known and target is not None:
             tokens = usage.prompt_tokens + usage.completion_tokens
             cost = usage_cost(runtime, target, usage)
@@ -124,6 +134,9 @@ class Accountant:
             tokens, cost = 0, Decimal(0)  # no upstream answered: nothing was spent
         else:
             tokens, cost = planned.input_tokens + planned.output_tokens, planned.usd
+        if unknown_tries:
+            tokens += unknown_tries * (planned.input_tokens + planned.output_tokens)
+            cost += unknown_tries * planned.usd
         observe = None
         if metrics is not None and policy is not None:
             if target is not None:

@@ -89,6 +89,25 @@ class Limiter:
             raise _rate_limited(outcome, policy, demand)
         return outcome
 
+    async def top_up(self, policy: VirtualKey, *, namespace: str,
+                     reserve_usd: Decimal) -> Ticket:
+        """Hold one more worst case of a request already admitted (before it tries the
+        upstream again after a try that may have been billed): the budget only, since the
+        request already holds its slot and counts as one request. Raises RateLimited."""
+        if policy.budget is None:
+            return Ticket(id="", scope=key_scope(namespace, policy.name), origin=UNLIMITED,
+                          budgeted=False, period="none", reserve_micros=0, tokens=0,
+                          admitted_ms=int(self._clock() * 1000))
+        demand = Demand(scope=key_scope(namespace, policy.name),
+                        budget_micros=usd_to_micros(policy.budget.limit),
+                        period=policy.budget.period,
+                        reserve_micros=usd_to_micros(reserve_usd, round_up=True),
+                        lease_ms=self._lease_ms)
+        outcome = await self.store.admit(demand)
+        if isinstance(outcome, Refusal):
+            raise _rate_limited(outcome, policy, demand)
+        return outcome
+
     async def settle(self, ticket: Ticket, *, tokens: int, cost_usd: Decimal) -> None:
         """Book real usage; safe to call twice (the second call changes nothing)."""
         if ticket.origin == UNLIMITED:

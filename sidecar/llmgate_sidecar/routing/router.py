@@ -228,7 +228,7 @@ class Router:
             remaining = deadline - self._clock()
             if remaining <= 0:
                 raise UpstreamError("timeout", f"route {route.name}: deadline exceeded",
-                                    provider=target.provider, model=target.model)
+                                    provider=target.provider, model=target.model, unsent=True)
             timeout = min(timeout, remaining) if timeout else remaining
         return timeout
 

@@ -139,12 +139,14 @@ class HttpTransport:
 def network_error(exc: BaseException, provider: str, model: str) -> UpstreamError:
     if isinstance(exc, UpstreamError):
         return exc
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+    # Connecting failed (refused, DNS, connect timeout): the request was never sent.
+    unsent = isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)) and not unsent:
         return UpstreamError("timeout", f"{provider}: upstream timed out", provider=provider,
                              model=model)
     what = type(exc).__name__
     return UpstreamError("connectionError", f"{provider}: connection failed ({what})",
-                         provider=provider, model=model)
+                         provider=provider, model=model, unsent=unsent)
 
 
 class Transports:
