@@ -77,11 +77,12 @@ class Rig:
 
 async def start_rig(root: Path, primary: FakeOpenAI, backup: FakeOpenAI, *,
                     primary_spec: dict[str, Any] | None = None, real_time: bool = False,
-                    **route_spec: Any) -> Rig:
+                    single: bool = False, **route_spec: Any) -> Rig:
+    targets = [{"provider": "primary", "model": "up-1", **(primary_spec or {})},
+               {"provider": "backup", "model": "up-2"}]
     resources = [
         provider("primary", baseURL=primary.url), provider("backup", baseURL=backup.url),
-        route("chat", [{"provider": "primary", "model": "up-1", **(primary_spec or {})},
-                       {"provider": "backup", "model": "up-2"}], **route_spec),
+        route("chat", targets[:1] if single else targets, **route_spec),
         virtual_key("team", secretName="team-key")]
     compile_to(root, resources, {"team-key": {"api-key": KEY}})
     fake_time = FakeTime()
@@ -114,9 +115,9 @@ async def rig_factory(tmp_path: Path, fakes: tuple[FakeOpenAI, FakeOpenAI]
     rigs: list[Rig] = []
 
     async def make(primary: dict[str, Any] | None = None, real_time: bool = False,
-                   **route_spec: Any) -> Rig:
+                   single: bool = False, **route_spec: Any) -> Rig:
         rig = await start_rig(tmp_path / str(len(rigs)), *fakes, primary_spec=primary,
-                              real_time=real_time, **route_spec)
+                              real_time=real_time, single=single, **route_spec)
         rigs.append(rig)
         return rig
 
@@ -168,6 +169,45 @@ async def test_429_asking_for_longer_than_backoff_max_moves_to_the_next_target(
     assert status == 200 and body["choices"][0]["message"]["content"] == BACKUP_TEXT
     assert served_by(headers) == ("backup", "2")
     assert rig.time.sleeps == []
+
+
+SHORT_BACKOFF = {"attempts": 3, "backoff": {"initial": "50ms", "max": "200ms"}}
+
+
+async def test_with_no_other_target_the_server_requested_wait_is_honoured(
+        rig_factory: Any) -> None:
+    """One target, 429 with Retry-After: 1 above backoff.max: waiting is what the client
+    wants (nothing else could answer sooner), so the same target is retried after 1 s."""
+    rig = await rig_factory(single=True, retry=SHORT_BACKOFF)
+    rig.primary.script.append(Behaviour(kind="status", status=429,
+                                        headers={"retry-after": "1"}))
+    status, headers, body = await rig.ask()
+    assert status == 200 and body["choices"][0]["message"]["content"] == PRIMARY_TEXT
+    assert served_by(headers) == ("primary", "2")
+    assert rig.time.sleeps == [1.0]
+
+
+async def test_a_target_that_cannot_fall_back_waits_too(rig_factory: Any) -> None:
+    rig = await rig_factory(retry=SHORT_BACKOFF, fallbackOn=["serverError"])
+    rig.primary.script.append(Behaviour(kind="status", status=429,
+                                        headers={"retry-after": "2"}))
+    status, headers, _ = await rig.ask()
+    assert status == 200 and served_by(headers) == ("primary", "2")
+    assert rig.time.sleeps == [2.0] and rig.backup.requests == []
+
+
+@pytest.mark.parametrize(("route_spec", "retry_after"), [
+    ({"timeout": "800ms"}, "1"),  # the wait would outlast the route's deadline
+    ({}, "120"),  # no deadline: more than SERVER_WAIT_MAX (30 s) is not waited for
+])
+async def test_with_no_other_target_a_wait_too_long_answers_429_at_once(
+        rig_factory: Any, route_spec: dict[str, Any], retry_after: str) -> None:
+    rig = await rig_factory(single=True, retry=SHORT_BACKOFF, **route_spec)
+    rig.primary.script.append(Behaviour(kind="status", status=429,
+                                        headers={"retry-after": retry_after}))
+    status, headers, _ = await rig.ask()
+    assert status == 429 and headers["Retry-After"] == retry_after
+    assert rig.time.sleeps == [] and len(rig.primary.requests) == 1
 
 
 async def test_429_whose_wait_passes_the_deadline_skips_to_the_next_target(

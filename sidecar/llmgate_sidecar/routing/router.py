@@ -65,6 +65,10 @@ class Served:
 Attempt = Callable[[Upstream, Target, "float | None"], Awaitable[Served]]
 
 
+# The longest Retry-After honoured beyond `backoff.max` when a route has no deadline.
+SERVER_WAIT_MAX = 30.0
+
+
 @dataclass(slots=True)
 class _Tally:
     attempts: int = 0
@@ -150,7 +154,8 @@ class Router:
                     "connectionError", f"{target.provider}: target skipped ({reason})",
                     provider=target.provider, model=target.model)
                 continue
-            served = await self._try_target(upstream, target, route, deadline, tally, attempt)
+            served = await self._try_target(upstream, target, route, deadline, tally, attempt,
+                                            more=more)
             if served is not None:
                 return served
             assert tally.last is not None
@@ -168,7 +173,7 @@ class Router:
 
     async def _try_target(self, upstream: Upstream, target: Target, route: Route,
                           deadline: float | None, tally: _Tally,
-                          attempt_once: Attempt) -> Served | None:
+                          attempt_once: Attempt, *, more: bool = False) -> Served | None:
         """Attempts at one target; the committed answer, or None with `tally.last` set."""
         for attempt in range(route.retry.attempts):
             tally.attempts += 1
@@ -179,7 +184,7 @@ class Router:
                 exc.message = upstream.redact(exc.message)
                 tally.last = exc
                 self._failed(route, target, exc)
-                wait = self._retry_wait(route, exc, attempt, deadline)
+                wait = self._retry_wait(route, exc, attempt, deadline, more=more)
                 log.info("upstream attempt failed", extra={
                     "route": route.name, "provider": target.provider, "model": target.model,
                     "attempt": tally.attempts, "error_class": exc.error_class,
@@ -201,7 +206,7 @@ class Router:
                              exc.error_class)
 
     def _retry_wait(self, route: Route, exc: UpstreamError, attempt: int,
-                    deadline: float | None) -> float | None:
+                    deadline: float | None, *, more: bool = False) -> float | None:
         """Seconds to wait before retrying the same target, or None to move on."""
         if attempt + 1 >= route.retry.attempts or exc.error_class not in UpstreamError.RETRIABLE:
             return None
@@ -210,8 +215,13 @@ class Router:
         backoff = route.retry.backoff
         wait = self._rng.uniform(0, min(backoff.max, backoff.initial * 2 ** attempt))
         if exc.retry_after is not None:
-            # The upstream asks for more patience than the route allows: try elsewhere.
-            if exc.retry_after > backoff.max:
+            # More patience than the route's backoff allows: try elsewhere when there is an
+            # elsewhere; with no target left to fall back to, wait as the upstream asked
+            # (bounded by the deadline below, or SERVER_WAIT_MAX without one).
+            fallback = _FALLBACK_CLASS.get(exc.error_class, exc.error_class)
+            if exc.retry_after > backoff.max and (
+                    (more and fallback in route.fallback_on) or
+                    (deadline is None and exc.retry_after > SERVER_WAIT_MAX)):
                 return None
             wait = max(wait, exc.retry_after)
         if deadline is not None and self._clock() + wait >= deadline:
