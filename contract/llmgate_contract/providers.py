@@ -75,7 +75,7 @@ KINDS: Mapping[str, Kind] = {
     # The URL is built from spec.gcp's project and location.
     "vertex-ai": Kind("vertex-ai", "gcp", embeddings=True),
     # The URL is built from spec.aws's region.
-    "bedrock": Kind("bedrock", "aws"),
+    "bedrock": Kind("bedrock", "aws", embeddings=True),
     "mistral": _openai_family("https://api.mistral.ai/v1"),
     "cohere": Kind("cohere", "api-key", "https://api.cohere.com", embeddings=True),
     "groq": _openai_family("https://api.groq.com/openai/v1"),

@@ -1,5 +1,7 @@
 """A fake Bedrock runtime (`/model/{modelId}/converse[-stream]`) replaying
-`data/providers/bedrock`, ConverseStream as real AWS event-stream binary frames.
+`data/providers/bedrock`, ConverseStream as real AWS event-stream binary frames; and
+InvokeModel (`/model/{modelId}/invoke`) for embeddings in the documented Titan and Cohere
+Embed shapes, each vector derived from its input ([characters, 0.5, -0.5]) so order shows.
 
 Every request's SigV4 signature is recomputed from what actually arrived (method, raw path,
 host, body, signed headers) with the test secret; a mismatch gets Bedrock's 403.
@@ -39,7 +41,25 @@ def stream_reply(file: str, **kwargs: Any) -> Reply:
     return Reply(file, frames=frames, content_type=EVENTSTREAM, **kwargs)
 
 
+def _embeddings(model: str, body: Any) -> Reply:
+    if "cohere.embed" in model:
+        texts = body["texts"]
+        if len(texts) > 96:
+            return Reply(raw=orjson.dumps({"message": "Malformed input request: expected "
+                                           "maxItems: 96"}), status=400)
+        return Reply(raw=orjson.dumps({
+            "id": "emb-1", "response_type": "embeddings_by_type", "texts": texts,
+            "embeddings": {"float": [[float(len(t)), 0.5, -0.5] for t in texts]}}))
+    text = body["inputText"]  # Titan: exactly one string, or Bedrock's own 400
+    if not isinstance(text, str):
+        return Reply(raw=orjson.dumps({"message": "Malformed input request"}), status=400)
+    return Reply(raw=orjson.dumps({"embedding": [float(len(text)), 0.5, -0.5],
+                                   "inputTextTokenCount": len(text.split())}))
+
+
 def _default(request: web.Request, body: Any) -> Reply:
+    if request.path.endswith("/invoke"):
+        return _embeddings(request.match_info["model"], body)
     tools = isinstance(body, dict) and bool(body.get("toolConfig"))
     if request.path.endswith("/converse-stream"):
         return stream_reply("stream_tool_use.eventstream" if tools
@@ -73,5 +93,6 @@ def _denied(kind: str, message: str) -> web.Response:
 
 
 def fake_bedrock() -> ReplayUpstream:
-    return ReplayUpstream("bedrock", ["/model/{model}/converse", "/model/{model}/converse-stream"],
+    return ReplayUpstream("bedrock", ["/model/{model}/converse", "/model/{model}/converse-stream",
+                                      "/model/{model}/invoke"],
                           _default, check=check_signature)

@@ -8,10 +8,12 @@ none is left the answer is a 400 `embeddings_not_supported` naming the providers
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from aiohttp import web
 from llmgate_contract.config import Group, Route, Target
 
@@ -24,6 +26,10 @@ from llmgate_sidecar.config.runtime import Runtime, Upstream
 from llmgate_sidecar.errors import BadRequest
 from llmgate_sidecar.policy.accounting import Reservation
 from llmgate_sidecar.routing.router import Attempt, Router, Served
+from llmgate_sidecar.upstream.providers.base import Usage
+
+# Upstream calls of one embeddings request in flight at once, when its input is split.
+PARALLEL = 8
 
 
 def parse_embeddings(raw: bytes) -> dict[str, Any]:
@@ -49,13 +55,52 @@ def input_reservation(runtime: Runtime, group: Group, body: dict[str, Any]) -> R
 
 async def _embed(router: Router, route: Route, body: dict[str, Any], upstream: Upstream,
                  target: Target, deadline: float | None) -> Served:
+    """One try at one target: one upstream call, or (when the model takes fewer inputs per
+    call than were sent) one per slice of `input`, at most PARALLEL at a time, joined into
+    one list. Any call failing fails the try (routing may retry it whole)."""
     adapter = upstream.adapter.embeddings
     assert adapter is not None  # `usable` filtered the others out
-    _, payload, seconds = await router.exchange(
-        upstream, target, route, deadline, lambda: adapter.embeddings_request(body, target))
-    assert payload is not None
-    translated, usage = adapter.embeddings_response(payload, target, body)
-    return Served(target, upstream, 0, seconds, payload=translated, usage=usage)
+    size = adapter.inputs_per_request(target)
+    inputs = body.get("input")
+    if size is None or isinstance(inputs, str) or not isinstance(inputs, list) \
+            or len(inputs) <= size:
+        parts = [body]
+    else:
+        parts = [{**body, "input": inputs[i:i + size]} for i in range(0, len(inputs), size)]
+    gate = asyncio.Semaphore(PARALLEL)
+
+    async def one(part: dict[str, Any]) -> tuple[bytes, Usage, float]:
+        async with gate:
+            _, payload, seconds = await router.exchange(
+                upstream, target, route, deadline,
+                lambda: adapter.embeddings_request(part, target))
+        assert payload is not None
+        translated, usage = adapter.embeddings_response(payload, target, part)
+        return translated, usage, seconds
+
+    answers = await asyncio.gather(*(one(part) for part in parts))
+    if len(answers) == 1:
+        translated, usage, seconds = answers[0]
+        return Served(target, upstream, 0, seconds, payload=translated, usage=usage)
+    payload, usage = joined([(a[0], a[1]) for a in answers])
+    return Served(target, upstream, 0, max(a[2] for a in answers), payload=payload,
+                  usage=usage)
+
+
+def joined(answers: list[tuple[bytes, Usage]]) -> tuple[bytes, Usage]:
+    """OpenAI embeddings lists of consecutive slices of `input` -> one list, re-indexed;
+    usage summed, known only if every part knew it."""
+    data: list[Any] = []
+    first: dict[str, Any] = {}
+    for payload, _ in answers:
+        part = orjson.loads(payload)
+        first = first or part
+        for item in part["data"]:
+            data.append({**item, "index": len(data)})
+    tokens = sum(u.prompt_tokens for _, u in answers)
+    usage = Usage(prompt_tokens=tokens, known=all(u.known for _, u in answers))
+    return orjson.dumps({**first, "data": data, "usage": {"prompt_tokens": tokens,
+                                                           "total_tokens": tokens}}), usage
 
 
 @dataclass(frozen=True, slots=True)

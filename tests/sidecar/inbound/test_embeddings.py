@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from tests.fakes.azure_upstream import fake_azure
+from tests.fakes.bedrock_upstream import ACCESS_KEY_ID, SECRET_ACCESS_KEY, fake_bedrock
 from tests.fakes.cohere_upstream import fake_cohere
 from tests.fakes.gemini_upstream import fake_gemini
 from tests.fakes.openai_upstream import Behaviour, FakeOpenAI
@@ -136,3 +137,43 @@ async def test_upstream_errors_and_bad_inputs(tmp_path: Path, openai_up: FakeOpe
         assert empty.value.body["param"] == "input"  # type: ignore[index]
     finally:
         await gw.close()
+
+
+_AWS = {"api_key": False, "secrets": {"aws": {"id": ACCESS_KEY_ID, "secret": SECRET_ACCESS_KEY}},
+        "aws": {"region": "eu-central-1",
+                "accessKeyId": {"secretKeyRef": {"name": "aws", "key": "id"}},
+                "secretAccessKey": {"secretKeyRef": {"name": "aws", "key": "secret"}}}}
+
+
+@pytest.mark.parametrize(("model", "calls"), [
+    ("amazon.titan-embed-text-v2:0", 100),  # Titan takes one input per call
+    ("cohere.embed-english-v3", 2),  # Cohere Embed takes 96
+])
+async def test_bedrock_embeddings_one_signed_invoke_per_slice_of_input(
+        tmp_path: Path, model: str, calls: int) -> None:
+    upstream = await fake_bedrock().start()
+    gw = await gateway_for(tmp_path, "bedrock", model, baseURL=upstream.url, **_AWS)
+    texts = [f"text number {'x' * i}" for i in range(100)]
+    try:
+        async with client(gw) as c:
+            result = await c.embeddings.create(model="chat", input=texts, dimensions=256,
+                                               encoding_format="float")
+            single = await c.embeddings.create(model="chat", input="one")
+        # Joined in input order, re-indexed, every call signed (the fake checks SigV4).
+        assert [d.embedding for d in result.data] == [[float(len(t)), 0.5, -0.5]
+                                                      for t in texts]
+        assert [d.index for d in result.data] == list(range(100))
+        assert single.data[0].embedding == pytest.approx([3.0, 0.5, -0.5])
+        invokes = [r for r in upstream.requests if r.path.endswith("/invoke")]
+        assert len(invokes) == calls + 1
+        assert all(r.path == f"/model/{model}/invoke" for r in invokes)
+        if calls == 100:
+            assert invokes[0].body == {"inputText": texts[0], "dimensions": 256}
+            assert result.usage.prompt_tokens == sum(len(t.split()) for t in texts)  # Titan
+        else:
+            assert invokes[0].body["texts"] == texts[:96]
+            assert invokes[0].body["input_type"] == "search_document"
+            assert invokes[0].body["output_dimension"] == 256
+    finally:
+        await gw.close()
+        await upstream.close()

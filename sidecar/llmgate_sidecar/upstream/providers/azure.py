@@ -76,6 +76,9 @@ class AzureOpenAIAdapter:
         return UpstreamRequest("POST", self.url(target.model, operation),
                                {**self._headers, "content-type": content_type}, body)
 
+    def inputs_per_request(self, target: Target) -> int | None:
+        return None  # one request carries every input
+
     def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         # The deployment in the path picks the model; the body's `model` is not needed.
         return UpstreamRequest("POST", self.url(target.model, "embeddings"), self._headers,

@@ -138,6 +138,11 @@ class Adapter(Protocol):
 class EmbeddingsAdapter(Protocol):
     """The embeddings half of an adapter: OpenAI's embeddings request and response shapes."""
 
+    def inputs_per_request(self, target: Target) -> int | None:
+        """How many inputs one upstream request may carry for `target`'s model (None: all);
+        the API layer splits a longer `input` into that many requests and joins the
+        answers."""
+
     def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         """`body` is an OpenAI embeddings request (`input` already a list of strings)."""
 

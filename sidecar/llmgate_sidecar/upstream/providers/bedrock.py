@@ -18,11 +18,12 @@ from urllib.parse import quote
 
 import orjson
 from llmgate_contract.config import Provider, Target
+from llmgate_contract.providers import KINDS
 from yarl import URL
 
 from llmgate_sidecar.errors import BadRequest, UpstreamError
 from llmgate_sidecar.upstream.aws_identity import WebIdentity, WebIdentityError
-from llmgate_sidecar.upstream.providers import chat, reasoning
+from llmgate_sidecar.upstream.providers import bedrock_embeddings, chat, reasoning
 from llmgate_sidecar.upstream.providers.anthropic import DEFAULT_MAX_TOKENS
 from llmgate_sidecar.upstream.providers.base import (
     Credentials,
@@ -71,8 +72,9 @@ class BedrockAdapter:
         self._headers = {"content-type": "application/json", "accept": "application/json",
                          **provider.headers}
         self._clock = clock
-        # Converse has no embeddings; no other OpenAI paths.
-        self.embeddings: EmbeddingsAdapter | None = None
+        # Embeddings through InvokeModel (Titan, Cohere Embed); no other OpenAI paths.
+        self.embeddings: EmbeddingsAdapter | None = self if KINDS[provider.kind].embeddings \
+            else None
         self.passthrough: PassthroughAdapter | None = None
 
     async def prepare(self) -> None:
@@ -87,13 +89,26 @@ class BedrockAdapter:
 
     def chat_request(self, body: dict[str, Any], target: Target, *,
                      stream: bool) -> UpstreamRequest:
+        payload = orjson.dumps(converse_body(body))
+        return self._signed(target, "converse-stream" if stream else "converse", payload)
+
+    def inputs_per_request(self, target: Target) -> int | None:
+        return bedrock_embeddings.inputs_per_request(target.model)
+
+    def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        payload = orjson.dumps(bedrock_embeddings.request_body(body, target.model))
+        return self._signed(target, "invoke", payload)
+
+    def embeddings_response(self, payload: bytes, target: Target,
+                            body: Mapping[str, Any]) -> tuple[bytes, Usage]:
+        return bedrock_embeddings.response(payload, target, body, self.provider)
+
+    def _signed(self, target: Target, action: str, payload: bytes) -> UpstreamRequest:
         if self._aws is None:
             raise UpstreamError("auth", f"{self.provider.name}: no AWS credentials: set "
                                 "access keys in spec.aws or run the pod with an IAM role "
                                 "(AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE)",
                                 provider=self.provider.name, model=target.model)
-        payload = orjson.dumps(converse_body(body))
-        action = "converse-stream" if stream else "converse"
         # Sign the URL exactly as it goes on the wire: aiohttp (yarl) normalises the path
         # (e.g. `%3A` in model ids back to `:`), and AWS signs the path it receives.
         url = str(URL(f"{self._base}/model/{quote(target.model, safe='')}/{action}"))

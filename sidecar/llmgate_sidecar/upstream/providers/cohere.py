@@ -86,6 +86,9 @@ class CohereAdapter:
     def stream_decoder(self, target: Target, *, include_usage: bool) -> CohereStreamDecoder:
         return CohereStreamDecoder(self.provider, target, include_usage=include_usage)
 
+    def inputs_per_request(self, target: Target) -> int | None:
+        return None  # one request carries every input
+
     def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         upstream: dict[str, Any] = {
             "model": target.model, "texts": embedding.texts(body, "cohere"),

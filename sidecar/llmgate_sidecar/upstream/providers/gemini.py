@@ -85,6 +85,9 @@ class GeminiAdapter:
     def stream_decoder(self, target: Target, *, include_usage: bool) -> GeminiStreamDecoder:
         return GeminiStreamDecoder(self.provider, target, include_usage=include_usage)
 
+    def inputs_per_request(self, target: Target) -> int | None:
+        return None  # one request carries every input
+
     def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         model = f"models/{target.model.removeprefix('models/')}"
         extra = {"outputDimensionality": body["dimensions"]} if body.get("dimensions") else {}

@@ -78,6 +78,9 @@ class OpenAIAdapter:
         return UpstreamRequest("POST", f"{self._base}/{operation}",
                                {**self._headers, "content-type": content_type}, body)
 
+    def inputs_per_request(self, target: Target) -> int | None:
+        return None  # one request carries every input
+
     def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         return UpstreamRequest("POST", self._embeddings_url, self._headers,
                                orjson.dumps({**body, "model": target.model}))
