@@ -202,3 +202,23 @@ def test_an_invalid_edit_keeps_the_last_good_version_in_service(tmp_path: Path) 
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
+
+
+def test_a_file_that_stops_parsing_keeps_what_it_held(tmp_path: Path) -> None:
+    """A half-saved edit (broken YAML) must not delete the file's CRs: they keep serving
+    their last good versions until the file parses again; a deleted CR does go away."""
+    from llmgate_cli.dev import DevCompiler
+
+    crs = tmp_path / "crs.yaml"
+    crs.write_text(ROUTE % {"version": "v1", "strategy": "fallback"})
+    compiler = DevCompiler([str(crs)], "default", tmp_path / "out")
+    assert [r.name for r in compiler.compile_once().result.config.routes] == ["chat"]
+    crs.write_text(ROUTE % {"version": "v2", "strategy": "fallback"} + "oops: [\n")
+    outcome = compiler.compile_once()
+    assert [r.name for r in outcome.result.config.routes] == ["chat"]
+    assert outcome.result.config.providers["mock"].mock.reply == "from v1"  # type: ignore[union-attr]
+    assert set(outcome.stale) == {"ProviderSecret/mock", "LLMRoute/chat", "VirtualKey/k"}
+    assert any("invalid YAML" in str(p) for p in outcome.rejected)
+    crs.write_text(ROUTE.split("---\napiVersion: llmgate.io/v1alpha1\nkind: LLMRoute")[0])
+    outcome = compiler.compile_once()
+    assert outcome.result.config.routes == [] and outcome.stale == {}

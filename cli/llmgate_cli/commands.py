@@ -15,13 +15,17 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 from llmgate_contract import config as contract
 from llmgate_operator import api
-from llmgate_operator.compile import Compilation
 
-from llmgate_cli.checks import Checked, check, compile_checked
 from llmgate_cli.manifests import InputError, Problem, load
+
+if TYPE_CHECKING:  # `checks` needs the validate extra, which `version` does not
+    from llmgate_operator.compile import Compilation
+
+    from llmgate_cli.checks import Checked
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -44,6 +48,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def run_checks(paths: Sequence[str], namespace: str, *, placeholder_keys: bool,
                ) -> tuple[Checked, dict[str, Compilation], list[Problem]]:
     """Load, check and compile (with stand-ins for Secrets the files lack), or InputError."""
+    from llmgate_cli.checks import check, compile_checked
+
     docs, problems = load(paths)
     checked = check(docs, namespace=namespace, problems=problems)
     results, compiled = compile_checked(checked, now=datetime.now(UTC),

@@ -31,7 +31,15 @@ from llmgate_sidecar.server import install_fast_loop, serve
 from llmgate_sidecar.settings import SidecarSettings
 
 from llmgate_cli.checks import Checked, Key, check, compile_checked
-from llmgate_cli.manifests import Document, InputError, Problem, load, yaml_files
+from llmgate_cli.manifests import (
+    CR,
+    Document,
+    InputError,
+    Problem,
+    classify,
+    read_file,
+    yaml_files,
+)
 
 log = logging.getLogger("llmgate.dev")
 
@@ -91,6 +99,7 @@ class DevCompiler:
         self._generated: dict[str, str] = {}
         self._stamp: tuple[tuple[str, float, int], ...] = ()
         self._last_good: dict[Key, Document] = {}
+        self._parsed: dict[str, list[Document]] = {}
         self.last: Outcome | None = None
 
     def _current_stamp(self) -> tuple[tuple[str, float, int], ...]:
@@ -100,9 +109,27 @@ class DevCompiler:
             stamps.append((str(path), st.st_mtime, st.st_size))
         return tuple(stamps)
 
+    def _load(self) -> tuple[list[Document], list[Problem], dict[str, str]]:
+        """Every file's documents; a file that is not valid YAML (a half-saved edit) counts
+        as it last parsed, so what it held is not deleted (listed in the third item)."""
+        docs: list[Document] = []
+        problems: list[Problem] = []
+        held: dict[str, str] = {}
+        for path in yaml_files(self.paths):
+            found, trouble = read_file(path)
+            if trouble:
+                found = self._parsed.get(str(path), [])
+                held |= {doc.label: f"{path} as it last parsed" for doc in found
+                         if classify(doc)[0] == CR}
+            else:
+                self._parsed[str(path)] = found
+            docs += found
+            problems += trouble
+        return docs, problems, held
+
     def check(self) -> tuple[Checked, list[Problem], Compilation, dict[str, str]]:
         """Read, check and compile the files (writes nothing)."""
-        docs, problems = load(self.paths)
+        docs, problems, held = self._load()
         checked = check(docs, namespace=self.namespace, problems=problems, override=True)
         for name, key in ensure_keys(checked, self.namespace, self._generated):
             print(f"llmgate dev: generated a key for VirtualKey {name!r}: {key}", flush=True)
@@ -112,7 +139,7 @@ class DevCompiler:
             extra={key: doc.obj for key, doc in keep.items()})
         result = results.get(self.namespace) or compile_namespace(
             self.namespace, [], {}, now=datetime.now(UTC))
-        stale = {f"{k[1]}/{k[2]}": str(doc.start) for k, doc in keep.items()}
+        stale = held | {f"{k[1]}/{k[2]}": str(doc.start) for k, doc in keep.items()}
         return checked, checked.problems + semantic, result, stale
 
     def compile_once(self) -> Outcome:
@@ -124,8 +151,7 @@ class DevCompiler:
             if problem.severity != "notice":
                 log.warning("%s", problem)
         for label, where in sorted(stale.items()):
-            log.warning("%s is invalid: still serving its last valid version (read from %s)",
-                        label, where)
+            log.warning("%s: still serving its last valid version (%s)", label, where)
         config_data, secret_data = bundle_files(result.config, result.credentials)
         # Credentials first: the sidecar only swaps when both carry the same generation.
         write_volume(self.credentials_dir, secret_data)
