@@ -9,6 +9,8 @@ the operator's log.
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from tests.cluster.api import Api, eventually, path
@@ -128,3 +130,33 @@ def test_an_invalid_edit_keeps_the_last_good_route_served(admin: Api,
     assert route.guardrails.block_patterns == ["secret"]
     status = admin.must(path("LLMRoute", ns, "chat"))["status"]
     assert status["lastGood"] == good
+
+
+def test_rotating_a_key_by_annotation(admin: Api, operators: Operators) -> None:
+    """`kubectl annotate lgvk … llmgate.io/rotate=…`: an annotation does not bump the
+    generation on a real server, yet it must issue a new key and keep the old one valid for
+    the grace period."""
+    ns = namespace(admin, "ex-rotate")
+    docs = [{"apiVersion": "llmgate.io/v1alpha1", "kind": "VirtualKey",
+             "metadata": {"name": "svc"}, "spec": {}}]
+    admin.apply_all(docs, ns)
+    wait_ready(admin, docs, ns)
+    old = decoded(admin.must(path("Secret", ns, "svc-llmgate-key")))["api-key"]
+    generation = admin.must(path("VirtualKey", ns, "svc"))["metadata"]["generation"]
+    admin.patch(path("VirtualKey", ns, "svc"), {"metadata": {"annotations": {
+        "llmgate.io/rotate": "2026-12", "llmgate.io/rotation-grace": "1s"}}})
+    assert admin.must(path("VirtualKey", ns, "svc"))["metadata"]["generation"] == generation
+
+    def key_hashes() -> list[str] | None:
+        served = bundle(admin, ns)
+        key = next((k for k in served.config.virtual_keys if k.name == "svc"), None) \
+            if served else None
+        return [h.sha256 for h in key.hashes] if key else None
+
+    both = eventually(lambda: (x := key_hashes()) and len(x) == 2 and x,
+                      what="the new and the old key both valid")
+    new = decoded(admin.must(path("Secret", ns, "svc-llmgate-key")))["api-key"]
+    assert new != old and new.startswith("lg-")
+    assert both == [hashlib.sha256(k.encode()).hexdigest() for k in (new, old)]
+    eventually(lambda: key_hashes() == [hashlib.sha256(new.encode()).hexdigest()],
+               what="the old key dropped after the grace period (by the resync)")

@@ -107,3 +107,14 @@ def test_pods_of_other_shapes_are_stored_untouched(admin: Api, operators: Operat
     assert _sidecar(injected) is not None
     for (ns, name) in cases:
         admin.delete(path("Pod", ns, name), propagation="Background")
+
+
+def test_server_side_dry_run_shows_the_injection_and_stores_nothing(
+        admin: Api, operators: Operators) -> None:
+    """`kubectl apply --dry-run=server`: the API server calls webhooks declaring
+    `sideEffects: None` for dry runs too, so users can preview the injected pod."""
+    ns = namespace(admin, "inject-dry-run")
+    preview = admin.request("POST", path("Pod", ns), pod("preview", INJECT),
+                            params={"dryRun": "All"})
+    assert _sidecar(preview) is not None
+    assert admin.get(path("Pod", ns, "preview")) is None
