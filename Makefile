@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: dev test bench redis crds controlplane clean
+.PHONY: dev test bench money redis crds controlplane clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -50,6 +50,12 @@ crds: $(VENV)/.installed
 bench: $(VENV)/.installed redis
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# The money invariant (docs/limits.md, "Money") over many more random plans than `make test`
+# runs (tests/sidecar/test_money_invariant.py; about 2 s per plan on two cores).
+money: $(VENV)/.installed redis
+	LLMGATE_MONEY_EXAMPLES=$${LLMGATE_MONEY_EXAMPLES:-200} $(PY) -m pytest -p no:cacheprovider \
+	  -o addopts="" --timeout=3600 tests/sidecar/test_money_invariant.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

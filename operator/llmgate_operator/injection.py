@@ -55,6 +55,9 @@ class SidecarOptions:
     """The sidecar image reference, e.g. `ghcr.io/llmgate/sidecar:0.1.0`."""
     redis_url: str | None = None
     """Passed to the sidecar as `LLMGATE_REDIS_URL`; None = in-memory state per pod."""
+    cache_redis_url: str | None = None
+    """Passed to the sidecar as `LLMGATE_CACHE_REDIS_URL` (the response cache's own Redis);
+    None = the cache shares `redis_url`."""
     resources: dict[str, Any] | None = None
     """A k8s ResourceRequirements replacing `DEFAULT_RESOURCES` wholesale; None = defaults."""
     native: bool = True
@@ -256,6 +259,8 @@ def _sidecar_env(options: SidecarOptions, virtual_key: str | None) -> list[dict[
         env.append({"name": "LLMGATE_VIRTUAL_KEY", "value": virtual_key})
     if options.redis_url:
         env.append({"name": "LLMGATE_REDIS_URL", "value": options.redis_url})
+    if options.cache_redis_url:
+        env.append({"name": "LLMGATE_CACHE_REDIS_URL", "value": options.cache_redis_url})
     return env
 
 

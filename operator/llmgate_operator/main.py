@@ -111,6 +111,7 @@ async def start_webhook(settings: OperatorSettings, kube: Kube, registry: Collec
         certfile, keyfile = _write_tls_files(material, workdir)
     options = SidecarOptions(
         image=settings.sidecar_image, redis_url=settings.sidecar_redis_url,
+        cache_redis_url=settings.sidecar_cache_redis_url,
         resources=dict(settings.sidecar_resources) if settings.sidecar_resources else None,
         native=await native_sidecars(kube))
     return await webhook_server.start(options, host=settings.webhook_host,

@@ -38,6 +38,10 @@ class OperatorSettings:
     sidecar_redis_url: str | None = None
     """Redis URL handed to injected sidecars (`LLMGATE_REDIS_URL`); None: in-memory per pod."""
 
+    sidecar_cache_redis_url: str | None = None
+    """The response cache's Redis for injected sidecars (`LLMGATE_CACHE_REDIS_URL`); None:
+    the cache shares `sidecar_redis_url`."""
+
     sidecar_resources: Mapping[str, Any] | None = None
     """A k8s ResourceRequirements for injected sidecars (pod annotations override requests)."""
 
@@ -143,6 +147,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="image of the injected sidecar")
     add("--sidecar-redis-url", default=_env("LLMGATE_SIDECAR_REDIS_URL"),
         help="Redis URL passed to injected sidecars")
+    add("--sidecar-cache-redis-url", default=_env("LLMGATE_SIDECAR_CACHE_REDIS_URL"),
+        help="Redis URL of the response cache passed to injected sidecars (default: the "
+             "sidecar Redis URL)")
     add("--sidecar-resources", default=_env("LLMGATE_SIDECAR_RESOURCES"),
         help="JSON ResourceRequirements of injected sidecars")
     add("--webhook-host", default=_env("LLMGATE_WEBHOOK_HOST", "0.0.0.0"),
@@ -194,6 +201,7 @@ def from_args(ns: argparse.Namespace) -> OperatorSettings:
         namespaces=tuple(dict.fromkeys(namespaces)),
         sidecar_image=ns.sidecar_image,
         sidecar_redis_url=ns.sidecar_redis_url or None,
+        sidecar_cache_redis_url=ns.sidecar_cache_redis_url or None,
         sidecar_resources=parse_resources(ns.sidecar_resources),
         webhook_host=ns.webhook_host,
         webhook_port=ns.webhook_port,

@@ -109,10 +109,12 @@ def create_store(settings: SidecarSettings) -> Store:
 
 
 def create_cache_backend(settings: SidecarSettings) -> CacheBackend:
-    """Redis when configured (entries shared by every replica), else an in-process LRU."""
-    if settings.redis_url:
+    """Redis when configured (entries shared by every replica: `cache_redis_url`, else
+    `redis_url`), else an in-process LRU."""
+    url = settings.cache_redis_url or settings.redis_url
+    if url:
         from llmgate_sidecar.cache.redis_backend import RedisBackend
-        return RedisBackend.from_url(settings.redis_url)
+        return RedisBackend.from_url(url)
     return MemoryBackend()
 
 

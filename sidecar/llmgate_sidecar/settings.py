@@ -27,6 +27,10 @@ class SidecarSettings:
     redis_url: str | None = None
     """Shared limits, budgets and cache; in-memory per process when unset. `redis://`,
     `rediss://`, `redis+cluster://` or `redis+sentinel://` (docs/limits.md)."""
+    cache_redis_url: str | None = None
+    """The response cache's own Redis (another instance, or at least another database);
+    `redis_url` when unset. Cache entries must never evict budgets: docs/limits.md, "Redis
+    settings"."""
     fail_mode: str = "failOpen"
     """When Redis fails: failOpen (serve with per-pod limits) or failClosed (503)."""
     virtual_key: str | None = None

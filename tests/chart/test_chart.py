@@ -167,6 +167,7 @@ def test_all_feature_args(monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"redis://gw-llmgate-redis.{r.NAMESPACE}.svc:6379/0"
     assert parsed.sidecar_redis_url == url and parsed.redis_url == url
     assert redis_service["spec"]["ports"][0]["port"] == 6379
+    assert parsed.sidecar_cache_redis_url == url.replace(":6379/", ":6380/")
     # cert-manager: the operator reads the mounted certificate instead of managing one.
     assert parsed.tls_dir == "/etc/llmgate/tls"
     mount = next(m for m in r.operator_container(docs)["volumeMounts"]
@@ -260,3 +261,31 @@ def test_notes_tell_how_to_opt_in() -> None:
     assert 'llmgate.io/inject: "true"' in text
     assert "llmgate.io/inject=enabled" in text
     assert "without the sidecar" in text            # failurePolicy Ignore explained
+
+
+def test_bundled_redis_never_evicts_policy_state() -> None:
+    """Budgets live in an instance that never evicts (and persists with AOF); cache entries
+    in another one, LRU-evicted under maxmemory: a maxmemory-policy is per instance."""
+    docs = r.render({"redis": {"enabled": True}})
+    pod = r.find(docs, "Deployment", "gw-llmgate-redis")["spec"]["template"]["spec"]
+    args = {c["name"]: c["args"] for c in pod["containers"]}
+
+    def flag(name: str, container: str) -> str | None:
+        values = args[container]
+        return values[values.index(name) + 1] if name in values else None
+
+    assert flag("--maxmemory-policy", "redis") == "noeviction"
+    assert flag("--maxmemory", "redis") is None
+    assert flag("--appendonly", "redis") == "yes"
+    assert flag("--appendfsync", "redis") == "everysec"
+    assert flag("--maxmemory-policy", "redis-cache") == "allkeys-lru"
+    assert flag("--maxmemory", "redis-cache") == "200mb"
+    assert (flag("--port", "redis"), flag("--port", "redis-cache")) == ("6379", "6380")
+    off = r.render({"redis": {"enabled": True, "persistence": {"enabled": False}}})
+    pod = r.find(off, "Deployment", "gw-llmgate-redis")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["args"][pod["containers"][0]["args"].index("--appendonly")
+                                        + 1] == "no"
+    claimed = r.render({"redis": {"enabled": True, "persistence": {"existingClaim": "aof"}}})
+    pod = r.find(claimed, "Deployment", "gw-llmgate-redis")["spec"]["template"]["spec"]
+    data = next(v for v in pod["volumes"] if v["name"] == "data")
+    assert data["persistentVolumeClaim"]["claimName"] == "aof"

@@ -102,13 +102,13 @@ class Gateway:
 
 async def start_gateway(root: Path, resources: list[dict[str, Any]],
                         secrets: dict[str, dict[str, str]] | None = None,
-                        **settings: Any) -> Gateway:
+                        store: Any = None, **settings: Any) -> Gateway:
     secrets = {"team-key": {"api-key": KEY}, **(secrets or {})}
     compile_to(root, resources, secrets)
     config = SidecarSettings(config_dir=str(root / "config"),
                              credentials_dir=str(root / "credentials"),
                              reload_interval=0.05, **settings)
-    app = create_app(config)
+    app = create_app(config, store=store)
     runner = api_runner(app, shutdown_timeout=2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

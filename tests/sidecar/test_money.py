@@ -19,13 +19,17 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 from llmgate_sidecar.api.state import CONFIG
 from llmgate_sidecar.config.pricing import image_size, image_token_bound, input_token_bound
 from llmgate_sidecar.policy.accounting import reservation
+from llmgate_sidecar.policy.redis_store import RedisStore
+from llmgate_sidecar.policy.store import Ticket
 
 from tests.conftest import free_port
 from tests.fakes.openai_upstream import Behaviour, FakeOpenAI
 from tests.sidecar.harness import KEY, Gateway, provider, route, start_gateway, virtual_key
+from tests.sidecar.redis_server import RedisServer
 
 # $1 per million tokens in, $2 out: reservations are easy to read back in tokens.
 PRICING = {"m": {"inputPerMillion": "1", "outputPerMillion": "2"}}
@@ -230,3 +234,85 @@ async def test_an_upstream_that_cannot_be_reached_books_nothing(tmp_path: Path) 
         assert (await gw.settled())[0] == 0
     finally:
         await gw.close()
+
+
+async def test_cache_entries_live_apart_from_budgets(tmp_path: Path, upstream: FakeOpenAI,
+                                                     redis_server: RedisServer) -> None:
+    """Leak 7: with `cache_redis_url` the cache writes only there, so the instance holding
+    budgets (noeviction) never fills with cache entries (nor evicts a budget for them)."""
+    base = redis_server.url.removesuffix("/0")
+    policy_db, cache_db = aioredis.from_url(base + "/5"), aioredis.from_url(base + "/6")
+    await policy_db.flushdb()
+    await cache_db.flushdb()
+    gw = await start_gateway(tmp_path, [
+        provider("up", "openai", baseURL=upstream.url, apiKey=KEY_REF, pricing=PRICING),
+        route("cached", [{"provider": "up", "model": "m"}],
+              cache={"mode": "exact", "ttl": "5m"}),
+        virtual_key("team", secretName="team-key", budget={"limit": "1.00", "period": "1d"}),
+    ], {"up-cred": {"api-key": "sk-upstream-0123456789"}}, redis_url=base + "/5",
+        cache_redis_url=base + "/6")
+    try:
+        for _ in range(2):
+            status, _ = await post(gw, "/v1/chat/completions",
+                                   {"model": "cached", "messages": HELLO, "max_tokens": 5})
+            assert status == 200
+        assert len(upstream.requests) == 1  # the second answer came from the cache
+        await gw.settled()
+        policy_keys = [k.decode() for k in await policy_db.keys("*")]
+        cache_keys = [k.decode() for k in await cache_db.keys("*")]
+        assert policy_keys and all(k.startswith("llmgate:{default/team}:") for k in policy_keys)
+        assert cache_keys and not any(k.startswith("llmgate:{default/") for k in cache_keys)
+    finally:
+        await gw.close()
+        await policy_db.aclose()
+        await cache_db.aclose()
+
+
+class SlowSettlingStore(RedisStore):
+    """The real RedisStore, with every settlement 0.3 s late, as over a slow link to Redis
+    (the one thing a loopback Redis cannot show: a settlement still on its way)."""
+
+    async def settle(self, ticket: Ticket, *, tokens: int, cost_micros: int) -> bool:
+        await asyncio.sleep(0.3)
+        return await super().settle(ticket, tokens=tokens, cost_micros=cost_micros)
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+async def test_a_sequential_client_is_admitted_against_its_settled_cost_on_any_replica(
+        tmp_path: Path, upstream: FakeOpenAI, redis_server: RedisServer, stream: bool) -> None:
+    """Leak 9: one request at a time, alternating replicas, max_tokens 500 reserved, a
+    tenth of that spent. Near its limit the key's cost is booked before the end of each
+    answer is sent, so the next request (on the other replica) is not refused because the
+    previous one still holds its reservation."""
+    url = redis_server.url.removesuffix("/0") + "/7"
+    client = aioredis.from_url(url)
+    await client.flushdb()
+    await client.aclose()
+    body: dict[str, Any] = {"model": "open", "messages": HELLO, "max_tokens": 500,
+                            "stream": stream}
+    gateways = []
+    try:
+        for name in ("a", "b"):
+            gateways.append(await start_gateway(tmp_path / name, [
+                provider("up", "openai", baseURL=upstream.url, apiKey=KEY_REF,
+                         pricing=PRICING),
+                route("open", [{"provider": "up", "model": "m"}]),
+                # Room for 1.5 reservations: a held one leaves none for the next request.
+                virtual_key("team", secretName="team-key",
+                            budget={"limit": "0.0016", "period": "1d"}),
+            ], {"up-cred": {"api-key": "sk-upstream-0123456789"}},
+                store=SlowSettlingStore.from_url(url)))
+        _, planned = reserved(gateways[0], "open", body)
+        assert Decimal("0.0016") / 2 < planned < Decimal("0.0016")
+        statuses = []
+        async with aiohttp.ClientSession() as session:
+            for i in range(4):
+                async with session.post(gateways[i % 2].url + "/v1/chat/completions",
+                                        json=body,
+                                        headers={"Authorization": f"Bearer {KEY}"}) as r:
+                    await r.read()  # the whole answer, to its end
+                    statuses.append(r.status)
+        assert statuses == [200] * 4
+    finally:
+        for gw in gateways:
+            await gw.close()

@@ -31,4 +31,6 @@ async def test_idle_keys_are_swept(clock: FakeClock) -> None:
     await store.admit(Demand("ns/new", requests_per_minute=5))
     assert store.scopes == 2
     assert isinstance(held, Ticket)
+    # Forgotten entirely, its settlement still books (the money was spent), once.
+    assert await store.settle(held, tokens=0, cost_micros=0) is True
     assert await store.settle(held, tokens=0, cost_micros=0) is False

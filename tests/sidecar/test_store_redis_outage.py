@@ -66,10 +66,11 @@ async def test_fail_open_degrades_to_local_limits_and_recovers(
     assert isinstance(after, Ticket) and after.origin == "redis"
     health = store.health
     assert not health.degraded and health.pending == 0
-    # The cost of the locally admitted request reached the shared budget; the Redis
-    # ticket's settle found no ticket in the new server and so changed nothing.
+    # The cost of the locally admitted request reached the shared budget, and so did the
+    # Redis ticket's: the new server had lost its reservation, not the money it cost.
     spend = await store.spend("ns/outage", "1d")
-    assert (spend.spent_micros, spend.reserved_micros) == (250_000, 1_000_000)
+    assert (spend.spent_micros, spend.reserved_micros) == (650_000, 1_000_000)
+    assert health.orphaned == 1
     assert await store.client.exists(*keys_for("ns/outage")) >= 2
     assert any("answered again" in r.getMessage() for r in caplog.records)
 

@@ -68,6 +68,15 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
+{{/* The response cache's Redis: cacheUrl, else the bundled cache instance, else url. */}}
+{{- define "llmgate.redisCacheUrl" -}}
+{{- if .Values.redis.cacheUrl }}
+{{- .Values.redis.cacheUrl }}
+{{- else if include "llmgate.redisBundled" . }}
+{{- printf "redis://%s.%s.svc:6380/0" (include "llmgate.redisName" .) .Release.Namespace }}
+{{- end }}
+{{- end }}
+
 {{- define "llmgate.certificateName" -}}
 {{- printf "%s-webhook" (include "llmgate.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}

@@ -33,6 +33,13 @@ is and which route and targets (`front`), in-flight accounting, and the booking:
 - every target failed with an error status, or never received the request: nothing;
 - a cache hit: nothing (it reserves nothing, but counts as a request).
 
+Settlement runs in the background, except for a key with fewer than
+`accounting.NEAR_LIMIT` reservations like this request's left: then it is booked before the
+client gets the end of the answer (a JSON body is sent after `serve` returns; a stream's
+last bytes are written after `Outcome.before_end`), so a client sending one request at a
+time is admitted, on any replica, against what its last request really cost rather than
+its reservation. Keys far from their limit pay no extra round trip.
+
 Metrics, the log line and the span are written from the request's `RequestRecord` on every
 outcome (`observability.observe`).
 
@@ -52,6 +59,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import orjson
@@ -192,6 +200,7 @@ class Exchange(Generic[C]):
     planned: Reservation = FREE
     unknown_tries: int = 0  # failed tries the upstream may have billed
     top_ups: list[Ticket] = field(default_factory=list)  # one more worst case per retry
+    booked: Decimal | None = None  # the cost, once settled before the answer's end
 
     @property
     def route(self) -> Route:
@@ -311,6 +320,15 @@ async def serve(request: web.Request, endpoint: Endpoint[C]) -> web.StreamRespon
         metrics.in_flight.inc()
         served: Served | None = None
         answered, abandoned = False, False
+
+        async def settle_first() -> None:
+            """Book a near-limit key's answer before its end is written (module docstring)."""
+            if served is None or exchange.ticket is None:
+                return
+            exchange.booked = await accountant.settle_before_end(
+                exchange.ticket, planned, runtime, served.target, exchange.outcome.usage,
+                metrics=metrics, route=f.route.name, policy=f.policy,
+                unknown_tries=exchange.unknown_tries - len(exchange.top_ups))
         try:
             if hit is not None:
                 exchange.outcome.usage = hit.usage
@@ -320,6 +338,8 @@ async def serve(request: web.Request, endpoint: Endpoint[C]) -> web.StreamRespon
             # route: strategy order, retries, fallbacks, breakers, the route deadline
             if f.route.timeout:
                 exchange.deadline_at = asyncio.get_running_loop().time() + f.route.timeout
+            if accountant.near_limit(exchange.ticket):
+                exchange.outcome.before_end = settle_first
             served = await app[ROUTER].call(runtime, f.route, f.group,
                                             metered(exchange, endpoint.attempt(exchange)),
                                             usable=endpoint.usable)
@@ -345,9 +365,19 @@ async def serve(request: web.Request, endpoint: Endpoint[C]) -> web.StreamRespon
             # reservation for each failed try that may have been billed (see above)
             for top_up in exchange.top_ups:
                 accountant.settle_later(top_up, planned, runtime, None, None, abandoned=True)
-            record.cost_usd = accountant.settle_later(
-                exchange.ticket, planned, runtime, target,
-                exchange.outcome.usage if answered else None, metrics=metrics,
-                route=f.route.name, policy=f.policy, abandoned=abandoned,
-                unknown_tries=exchange.unknown_tries - len(exchange.top_ups)) \
-                + planned.usd * len(exchange.top_ups)
+            unknown = exchange.unknown_tries - len(exchange.top_ups)
+            if exchange.booked is not None:  # settled before the end was sent
+                cost = exchange.booked
+            elif answered and accountant.near_limit(exchange.ticket):
+                # A JSON answer is sent after this returns: book it first (module docstring)
+                cost = await accountant.settle_before_end(
+                    exchange.ticket, planned, runtime, target, exchange.outcome.usage,
+                    metrics=metrics, route=f.route.name, policy=f.policy,
+                    unknown_tries=unknown)
+            else:
+                cost = accountant.settle_later(
+                    exchange.ticket, planned, runtime, target,
+                    exchange.outcome.usage if answered else None, metrics=metrics,
+                    route=f.route.name, policy=f.policy, abandoned=abandoned,
+                    unknown_tries=unknown)
+            record.cost_usd = cost + planned.usd * len(exchange.top_ups)

@@ -130,6 +130,8 @@ async def relay(request: web.Request, served: Served, headers: dict[str, str],
                 async for event in response.events():
                     outcome.usage = usage_in(_json_or_none(event.data.encode())) or \
                         outcome.usage
+                    if event.data == "[DONE]" or event.event == "response.completed":
+                        await outcome.end()
                     await stream.write(_encode(event))
         except TimeoutError:
             raise _past_deadline(served) from None
@@ -140,6 +142,7 @@ async def relay(request: web.Request, served: Served, headers: dict[str, str],
         await stream.write_eof()
         outcome.status_class = "5xx"
         return stream
+    await outcome.end()
     await stream.write_eof()
     return stream
 

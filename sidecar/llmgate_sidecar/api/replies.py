@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -39,6 +40,14 @@ class Outcome:
     status_class: str = "2xx"  # "5xx": ended by a failure in-band; "499": the client left
     usage: Usage | None = None
     overhead: float | None = None  # seconds spent in the gateway before the answer went out
+    # Run once, right before the end of a streamed answer is written (the lifecycle books a
+    # near-limit key's cost there); `end` runs it.
+    before_end: Callable[[], Awaitable[None]] | None = None
+
+    async def end(self) -> None:
+        hook, self.before_end = self.before_end, None
+        if hook is not None:
+            await hook()
 
 
 def response_headers(request: web.Request, route: Route, served: Served,
@@ -145,6 +154,7 @@ async def stream_out(request: web.Request, route: Route, served: Served,
         pending.append(translator.finish())
         rest = b"".join(pending)
         pending.clear()
+        await outcome.end()
         if rest:
             await response.write(rest)
         await response.write_eof()

@@ -117,6 +117,10 @@ class StoreHealth(Protocol):
     def errors(self) -> int: ...
     @property
     def pending(self) -> int: ...
+    @property
+    def orphaned(self) -> int: ...
+    @property
+    def dropped_micros(self) -> int: ...
 
 
 @runtime_checkable
@@ -147,6 +151,14 @@ class _StoreHealth:
                                 "pod because Redis is unreachable", value=int(health.degraded))
         yield GaugeMetricFamily("llmgate_redis_pending_settlements", "Settlements queued "
                                 "until Redis answers again", value=health.pending)
+        yield CounterMetricFamily("llmgate_redis_orphan_settlements", "Settlements booked "
+                                  "for tickets Redis had lost (restart without persistence, "
+                                  "failover): their reservations were gone",
+                                  value=health.orphaned)
+        yield CounterMetricFamily("llmgate_redis_dropped_settlements_usd", "Cost of "
+                                  "settlements dropped because the queue for an "
+                                  "unreachable Redis was full",
+                                  value=health.dropped_micros / 1_000_000)
 
 
 class Metrics:
@@ -228,6 +240,17 @@ class Metrics:
                                          OVERHEAD_BUCKETS, r)
         self.store_errors = _counter("llmgate_store_errors", "Limit-store calls that raised",
                                      ["operation", "store"], r)
+        # Money drift (docs/limits.md, "Money"): each should stay 0 but the first.
+        self.over_reserved = _counter(
+            "llmgate_over_reserved_usd", "Reserved minus booked, summed over settled requests "
+            "(the cost of worst-case reservations)", ["virtual_key"], r)
+        self.under_reserved = _counter(
+            "llmgate_under_reserved_usd", "Booked beyond a request's reservation (a "
+            "reservation that was not a worst case widens the budget bound)",
+            ["virtual_key"], r)
+        self.unbooked = _counter(
+            "llmgate_unbooked_usd", "Cost a settlement could not book (the store failed "
+            "under failClosed, or raised)", ["virtual_key"], r)
 
     def watch_store(self, store: object) -> None:
         """Export a Redis store's health counters (idempotent; ignores stores without)."""

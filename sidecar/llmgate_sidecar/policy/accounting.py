@@ -39,6 +39,10 @@ log = logging.getLogger("llmgate.accounting")
 
 # Seconds between two reads of a key's remaining budget for its gauge.
 REMAINING_INTERVAL = 0.5
+# A key with fewer than this many reservations (like the request's own) left of its budget
+# settles before the answer's end is sent: a sequential client must not be refused because
+# its previous request still holds a reservation (docs/limits.md, "Money").
+NEAR_LIMIT = 4
 # Worst-case output when neither the client nor the target's params bound it.
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 
@@ -127,6 +131,42 @@ class Accountant:
         under way, so what it cost is unknown and the reservation is booked.
         `unknown_tries`: failed tries the upstream may have billed (a timeout after sending),
         each booked at the reservation on top."""
+        tokens, cost, observe = self._booking(ticket, planned, runtime, target, usage, metrics,
+                                              route, policy, abandoned, unknown_tries)
+        if self.limiter.settles_now:
+            # In memory nothing awaits: settle here rather than from a task per request.
+            self._settle_now(ticket, tokens, cost, observe)
+        else:
+            self._spawn(self._settle(ticket, tokens, cost, observe))
+        return cost
+
+    async def settle_before_end(self, ticket: Ticket, planned: Reservation, runtime: Runtime,
+                                target: Target | None, usage: Usage | None, *,
+                                metrics: Metrics | None = None, route: str = "",
+                                policy: VirtualKey | None = None,
+                                unknown_tries: int = 0) -> Decimal:
+        """`settle_later`, awaited: for a key near its limit, booked before the client gets
+        the end of its answer, so its next request (on any replica) sees the real cost."""
+        tokens, cost, observe = self._booking(ticket, planned, runtime, target, usage, metrics,
+                                              route, policy, False, unknown_tries)
+        if self.limiter.settles_now:
+            self._settle_now(ticket, tokens, cost, observe)
+        else:
+            await self._settle(ticket, tokens, cost, observe)
+        return cost
+
+    @staticmethod
+    def near_limit(ticket: Ticket) -> bool:
+        """Whether `ticket`'s key has less than `NEAR_LIMIT` reservations like this one left
+        (then settlement runs before the answer ends; elsewhere in the background)."""
+        return ticket.budgeted and ticket.remaining_micros is not None and \
+            ticket.remaining_micros < NEAR_LIMIT * max(1, ticket.reserve_micros)
+
+    def _booking(self, ticket: Ticket, planned: Reservation, runtime: Runtime,
+                 target: Target | None, usage: Usage | None, metrics: Metrics | None,
+                 route: str, policy: VirtualKey | None, abandoned: bool, unknown_tries: int,
+                 ) -> tuple[int, Decimal, tuple[Metrics, VirtualKey, str] | None]:
+        """Tokens and cost to book for one request, and what to observe it with."""
         if usage is not None and usage.known and target is not None:
             tokens = usage.prompt_tokens + usage.completion_tokens
             cost = usage_cost(runtime, target, usage)
@@ -144,12 +184,13 @@ class Accountant:
                                     policy.name).inc(float(cost))
             if ticket.origin != UNLIMITED:
                 observe = (metrics, policy, runtime.namespace)
-        if self.limiter.settles_now:
-            # In memory nothing awaits: settle here rather than from a task per request.
-            self._settle_now(ticket, tokens, cost, observe)
-        else:
-            self._spawn(self._settle(ticket, tokens, cost, observe))
-        return cost
+            if ticket.budgeted:
+                drift = planned.usd * (1 + unknown_tries) - cost
+                if drift >= 0:
+                    metrics.over_reserved.labels(policy.name).inc(float(drift))
+                else:
+                    metrics.under_reserved.labels(policy.name).inc(float(-drift))
+        return tokens, cost, observe
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work, name="llmgate-settle")
@@ -167,6 +208,8 @@ class Accountant:
                 self.limiter.settle_now(ticket, tokens=tokens, cost_usd=cost)
         except Exception:
             log.exception("settling usage failed", extra={"scope": ticket.scope})
+            if observe is not None:
+                observe[0].unbooked.labels(observe[1].name).inc(float(cost))
             return
         if policy.budget is not None and (namespace, policy.name) not in self._remaining_queued:
             self._spawn(self._publish_remaining_soon(metrics, policy, namespace))
@@ -183,6 +226,8 @@ class Accountant:
         except Exception:
             # The store's lease releases the reservation eventually; say that it happened.
             log.exception("settling usage failed", extra={"scope": ticket.scope})
+            if observe is not None:
+                observe[0].unbooked.labels(observe[1].name).inc(float(cost))
             return
         if policy.budget is not None:
             await self._publish_remaining_soon(metrics, policy, namespace)

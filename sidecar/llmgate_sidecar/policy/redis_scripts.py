@@ -5,12 +5,12 @@ same windows, leases, tombs and budget periods, and the behavioural suite runs b
 keys of one call are passed in KEYS (one hash tag), so the scripts are Redis Cluster-safe.
 """
 
-from llmgate_sidecar.policy.store import LIFETIME_RETRY_MS, TOMB_MS, WINDOW_S
+from llmgate_sidecar.policy.store import LIFETIME_RETRY_MS, SETTLED_MS, TOMB_MS, WINDOW_S
 
 # Shared prelude. Numbers are written back with %d: Redis formats bare Lua numbers with
 # exponents once they are large (ms timestamps, micro-dollar budgets).
 _PRELUDE = """
-local WINDOW, TOMB_MS, IN_FLIGHT = @WINDOW@, @TOMB_MS@, 1000
+local WINDOW, TOMB_MS, SETTLED_MS, IN_FLIGHT = @WINDOW@, @TOMB_MS@, @SETTLED_MS@, 1000
 local function s(n) return string.format('%d', n) end
 local function now_ms()
   local n = tonumber(ARGV[1])
@@ -129,7 +129,8 @@ local function window(key, now, limit, cost)
   end
   return used, WINDOW * 1000
 end
-""".replace("@WINDOW@", str(WINDOW_S)).replace("@TOMB_MS@", str(TOMB_MS))
+""".replace("@WINDOW@", str(WINDOW_S)).replace("@TOMB_MS@", str(TOMB_MS)).replace(
+    "@SETTLED_MS@", str(SETTLED_MS))
 
 # ARGV: now|-1, id, rpm, tpm, tokens, max_parallel, budget, period, reserve, lease_ms
 # (-1 = no such limit). Returns {1, now, rem_requests, rem_tokens, rem_budget}
@@ -197,21 +198,28 @@ return {1, now, rr, rt, rb}
 """.replace("@LIFETIME@", str(LIFETIME_RETRY_MS))
 
 # ARGV: now|-1, id ('' = book cost only), tokens, cost, period, budgeted (1/0).
-# Returns 1 if booked, 0 if the ticket was already settled (or long forgotten).
+# Returns 1 if booked, 2 if booked for a ticket this Redis did not know (its state was lost:
+# a restart without persistence, a failover), 0 if the ticket was already settled.
 SETTLE_LUA = _PRELUDE + """
 local now, id = now_ms(), ARGV[2]
 local tokens, cost, period = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 purge(now)
-local res, bk, est = 0, 0, -1
+local res, bk, est, known = 0, 0, -1, 1
 if id ~= '' then
   local rec = redis.call('HGET', KEYS[4], id)
-  if not rec then return 0 end
-  local st
-  st, res, bk, est = parse(rec)
-  redis.call('HDEL', KEYS[4], id)
-  redis.call('ZREM', KEYS[3], id)
-  redis.call('ZREM', KEYS[5], id)
-  if st == 'L' then release(res) end
+  if rec then
+    local st
+    st, res, bk, est = parse(rec)
+    if st == 'S' then return 0 end
+    redis.call('ZREM', KEYS[3], id)
+    if st == 'L' then release(res) end
+  else
+    known = 2
+  end
+  redis.call('HSET', KEYS[4], id, 'S|0|0|-1')
+  redis.call('ZADD', KEYS[5], s(now + SETTLED_MS), id)
+  keep(KEYS[4], SETTLED_MS + 1000)
+  keep(KEYS[5], SETTLED_MS + 1000)
 end
 if ARGV[6] == '1' then
   local start, stop, spent, reserved = budget_state(period, now)
@@ -226,7 +234,7 @@ if est >= 0 then
   end
   if b then keep(KEYS[2], (WINDOW + 1) * 1000) end
 end
-return 1
+return known
 """
 
 # ARGV: now|-1, period. Returns {spent, reserved, start, end|-1}.

@@ -11,6 +11,8 @@ money is integer micro-dollars. On Redis errors, failOpen degrades to an interna
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -46,6 +48,8 @@ class StoreHealth:
     fallbacks: int  # admits served by the local MemoryStore because Redis failed
     errors: int  # Redis calls that failed
     pending: int  # settlements waiting for Redis to come back
+    orphaned: int = 0  # settlements booked for tickets Redis had lost (restart, failover)
+    dropped_micros: int = 0  # cost of queued settlements dropped because the queue was full
 
 
 _Pending = tuple[Ticket, int, int]  # (ticket, tokens, cost_micros) not yet booked in Redis
@@ -57,9 +61,11 @@ class RedisStore:
     `clock` is for tests only: when given, scripts take time from it instead of Redis TIME.
     After a Redis error, admits go straight to the local store for `retry_interval` seconds
     before Redis is tried again (so an outage does not add a timeout to every request).
-    Settlements that cannot reach Redis are queued (up to `max_pending`) and replayed, in
-    order and idempotently, once Redis answers again; so is the spend of tickets admitted
-    locally during the outage.
+    Settlements that cannot reach Redis are queued (up to `max_pending`; beyond, the oldest
+    is dropped and its cost counted in `health.dropped_micros`) and replayed, in order and
+    idempotently, by a background task every `retry_interval` until Redis answers (and on
+    the first call that succeeds); so is the spend of tickets admitted locally during the
+    outage. A settlement whose ticket Redis no longer knows still books its cost.
     """
 
     origin = "redis"
@@ -83,7 +89,11 @@ class RedisStore:
         self._retry_interval = retry_interval
         self._log_interval = log_interval
         self._monotonic = monotonic
-        self._pending: deque[_Pending] = deque(maxlen=max_pending)
+        self._pending: deque[_Pending] = deque()
+        self._max_pending = max_pending
+        self._replayer: asyncio.Task[None] | None = None
+        self._replaying = asyncio.Lock()
+        self._orphaned = self._dropped_micros = 0
         self._degraded = False
         self._retry_at = 0.0
         self._next_log = 0.0
@@ -104,7 +114,8 @@ class RedisStore:
 
     @property
     def health(self) -> StoreHealth:
-        return StoreHealth(self._degraded, self._fallbacks, self._errors, len(self._pending))
+        return StoreHealth(self._degraded, self._fallbacks, self._errors, len(self._pending),
+                           self._orphaned, self._dropped_micros)
 
     def _now_arg(self) -> str:
         return "-1" if self._clock is None else str(int(self._clock() * 1000))
@@ -156,16 +167,35 @@ class RedisStore:
             counted = await self._run_settle(item)
         except (RedisError, OSError) as exc:
             self._failed(exc)
-            self._pending.append(item)
+            self._queue(item)
             return True
         await self._recovered()
         return counted
+
+    def _queue(self, item: _Pending) -> None:
+        if len(self._pending) >= self._max_pending:
+            self._dropped_micros += self._pending.popleft()[2]
+        self._pending.append(item)
+        if self._replayer is None or self._replayer.done():
+            self._replayer = asyncio.get_running_loop().create_task(
+                self._replay_until_empty(), name="llmgate-settle-replay")
+
+    async def _replay_until_empty(self) -> None:
+        """Retry queued settlements in the background: an outage must not wait for the next
+        request to book what it left behind."""
+        while self._pending:
+            await asyncio.sleep(self._retry_interval)
+            if await self._replay():
+                self._degraded = False
 
     async def _run_settle(self, item: _Pending) -> bool:
         ticket, tokens, cost = item
         args: list[str | int] = [self._now_arg(), ticket.id, tokens, cost, ticket.period,
                 "1" if ticket.budgeted else "0"]
-        return bool(await self._settle(keys=keys_for(ticket.scope), args=args))
+        booked = int(await self._settle(keys=keys_for(ticket.scope), args=args))
+        if booked == 2:
+            self._orphaned += 1
+        return booked > 0
 
     async def spend(self, scope: str, period: str) -> Spend:
         try:
@@ -199,20 +229,38 @@ class RedisStore:
         if not self._degraded:
             return
         self._degraded = False
+        await self._replay()
+
+    async def _replay(self) -> bool:
+        """Book the queued settlements in order; False (and still queued) if Redis fails.
+        One replay at a time: a cost-only booking has no ticket to make a second one a
+        no-op."""
+        async with self._replaying:
+            return await self._replay_queue()
+
+    async def _replay_queue(self) -> bool:
         replayed = 0
         while self._pending:
-            item = self._pending.popleft()
+            item = self._pending[0]  # dequeued once booked
             try:
                 await self._run_settle(item)
             except (RedisError, OSError) as exc:
-                self._pending.appendleft(item)
                 self._failed(exc)
-                return
+                return False
+            self._pending.popleft()
             replayed += 1
-        log.warning("Redis answered again: limits are shared again; %d settlements replayed",
-                    replayed)
+        if replayed:
+            log.warning("Redis answered again: limits are shared again; %d settlements "
+                        "replayed", replayed)
+        return True
 
     async def aclose(self) -> None:
+        if self._pending:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._replay(), self._retry_interval)
+        if self._replayer is not None:
+            self._replayer.cancel()
+            await asyncio.gather(self._replayer, return_exceptions=True)
         await self._local.aclose()
         if self._owns_client:
             await self._redis.aclose()

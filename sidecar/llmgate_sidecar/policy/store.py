@@ -30,6 +30,11 @@ Kind = Literal["requests", "tokens", "parallel", "budget"]
 WINDOW_S = 60
 # How long an expired-lease ticket is remembered, so a late settle still books its cost.
 TOMB_MS = 86_400_000
+# How long a settled ticket is remembered, so a replayed settlement (Redis failed after it
+# ran the first one) books nothing twice. A ticket the store does not know at all (lost
+# with a Redis restart or failover, or settled longer ago than this) still books its cost:
+# the money was spent; at worst a replay this late books it twice (over, never under).
+SETTLED_MS = 120_000
 # Reservations refused only because in-flight requests hold the budget (or every parallel
 # slot is busy) free up when those requests settle: ask the client to retry soon.
 IN_FLIGHT_RETRY_MS = 1_000
@@ -111,7 +116,8 @@ class Store(Protocol):
         ...
 
     async def settle(self, ticket: Ticket, *, tokens: int, cost_micros: int) -> bool:
-        """Book real tokens and cost, release slot and reservation; False if already done."""
+        """Book real tokens and cost, release slot and reservation; False if already done.
+        A ticket the store does not know (its state was lost) still books its cost."""
         ...
 
     async def spend(self, scope: str, period: str) -> Spend:
@@ -150,6 +156,7 @@ class _Lease:
     reserve: int
     bucket: int
     est: int  # -1: tokens/min was not counted for this ticket
+    settled: bool = False  # a tomb of a settled ticket (replays book nothing)
 
 
 @dataclass
@@ -310,8 +317,13 @@ class MemoryStore:
                 scope.budget.reserved = max(0, scope.budget.reserved - lease.reserve)
         else:
             lease = scope.tombs.pop(ticket.id, None)
-            if lease is None:
+            if lease is not None and lease.settled:
+                scope.tombs[ticket.id] = lease
                 return False
+            if lease is None:  # unknown here: book the cost, correct no tokens
+                lease = _Lease(0, 0, 0, -1)
+        scope.tombs[ticket.id] = _Lease(now + SETTLED_MS, 0, 0, -1, settled=True)
+        scope.next_check_ms = min(scope.next_check_ms, now + SETTLED_MS)
         if ticket.budgeted:
             scope.current_budget(ticket.period, now).spent += cost_micros
         if lease.est >= 0:
