@@ -15,8 +15,9 @@ import orjson
 import pytest
 
 from tests.fakes.anthropic_upstream import fake_anthropic
-from tests.sidecar.harness import Gateway
-from tests.sidecar.inbound.upstreams import Upstream, served
+from tests.fakes.openai_upstream import Behaviour, FakeOpenAI
+from tests.sidecar.harness import Gateway, provider, route, start_gateway, virtual_key
+from tests.sidecar.inbound.upstreams import Upstream, served, sse_events
 from tests.sidecar.providers.e2e import client, gateway_for
 
 __all__ = ["served"]  # the fixture, parametrized over every provider kind
@@ -103,6 +104,65 @@ async def test_requests_only_openai_can_serve_are_refused_naming_the_parameter(
                     await c.responses.create(model="chat", input="hi", **params)
                 assert info.value.body["code"] == "passthrough_not_supported"  # type: ignore[index]
         assert upstream.requests == []
+    finally:
+        await gw.close()
+        await upstream.close()
+
+
+async def test_budget_cache_and_metrics_apply_as_for_chat(tmp_path: Path) -> None:
+    upstream = await FakeOpenAI().start()
+    gw = await start_gateway(tmp_path, [
+        provider("up", "openai-compatible", baseURL=upstream.url,
+                 pricing={"up-model": {"inputPerMillion": "1000000",
+                                       "outputPerMillion": "1000000"}}),
+        route("chat", [{"provider": "up", "model": "up-model"}],
+              cache={"mode": "exact", "ttl": "1m"}),
+        virtual_key("team", secretName="team-key",
+                    budget={"limit": "1000.00", "period": "1d"})])
+    try:
+        async with client(gw) as c:
+            first = await c.responses.with_raw_response.create(model="chat", input="hi",
+                                                               max_output_tokens=20)
+            again = await c.responses.with_raw_response.create(model="chat", input="hi",
+                                                               max_output_tokens=20)
+            async with c.responses.stream(model="chat", input="hi",
+                                          max_output_tokens=20) as stream:
+                streamed = await stream.get_final_response()
+            async with c.responses.stream(model="chat", input="hi",
+                                          max_output_tokens=20) as stream:
+                replayed = await stream.get_final_response()
+        assert first.headers["x-llmgate-cache"] == "miss"
+        assert again.headers["x-llmgate-cache"] == "hit"
+        assert again.parse().output_text == first.parse().output_text
+        assert replayed.output_text == streamed.output_text == first.parse().output_text
+        assert len(upstream.requests) == 2  # one JSON, one stream: hits never go upstream
+        usage = first.parse().usage
+        assert usage is not None
+        # $1 per token: what the two upstream answers used, booked against the budget.
+        spent, _ = await gw.settled()
+        assert spent == 2 * (usage.input_tokens + usage.output_tokens)
+        assert gw.metrics.registry.get_sample_value("llmgate_tokens_total", {
+            "route": "chat", "provider": "up", "model": "up-model", "virtual_key": "team",
+            "direction": "input"}) == 2 * usage.input_tokens
+    finally:
+        await gw.close()
+        await upstream.close()
+
+
+async def test_a_stream_cut_mid_way_ends_with_error_and_response_failed(
+        tmp_path: Path) -> None:
+    upstream = await FakeOpenAI().start()
+    upstream.script.append(Behaviour(kind="cut", chunks_before=2))
+    gw = await gateway_for(tmp_path, "openai-compatible", "up-model", baseURL=upstream.url)
+    try:
+        events = await sse_events(gw, "/v1/responses", {"model": "chat", "input": "hi",
+                                                        "stream": True})
+        names = [name for name, _ in events]
+        assert names[0] == "response.created" and "response.output_text.delta" in names
+        assert names[-2:] == ["error", "response.failed"]
+        assert "response.completed" not in names
+        failed = orjson.loads(events[-1][1])["response"]
+        assert failed["status"] == "failed" and failed["error"]["message"]
     finally:
         await gw.close()
         await upstream.close()

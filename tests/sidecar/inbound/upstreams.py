@@ -15,10 +15,12 @@ from tests.fakes.anthropic_upstream import fake_anthropic
 from tests.fakes.azure_upstream import fake_azure
 from tests.fakes.bedrock_upstream import ACCESS_KEY_ID, SECRET_ACCESS_KEY, fake_bedrock
 from tests.fakes.cohere_upstream import fake_cohere
-from tests.fakes.gemini_upstream import fake_gemini
+from tests.fakes.gemini_upstream import TokenEndpoint, fake_gemini, fake_vertex
 from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.replay import ReplayUpstream
 from tests.sidecar.harness import KEY, Gateway
 from tests.sidecar.providers.e2e import gateway_for
+from tests.sidecar.providers.gcp_key import service_account_key
 
 _AWS = {"api_key": False, "secrets": {"aws": {"id": ACCESS_KEY_ID, "secret": SECRET_ACCESS_KEY}},
         "aws": {"region": "eu-central-1",
@@ -34,6 +36,8 @@ class Upstream:
     start: Callable[[], Awaitable[Any]] | None  # -> a started fake with .url and .close()
     suffix: str = ""
     spec: dict[str, Any] = field(default_factory=dict)
+    # Settings that depend on the started fake (e.g. a key naming its token endpoint).
+    setup: Callable[[Any], dict[str, Any]] | None = None
     # The get_weather arguments it answers with when tools are offered and required.
     arguments: dict[str, Any] = field(default_factory=lambda: {"city": "Paris"})
 
@@ -44,6 +48,23 @@ async def _openai() -> FakeOpenAI:
     return fake
 
 
+async def _vertex() -> ReplayUpstream:
+    tokens = TokenEndpoint("")
+    fake = await fake_vertex(tokens).start()
+    key, tokens.public_key_pem = service_account_key(fake.url + "/token")
+    _VERTEX_KEYS[fake.url] = key
+    return fake
+
+
+_VERTEX_KEYS: dict[str, str] = {}
+
+
+def _vertex_spec(fake: ReplayUpstream) -> dict[str, Any]:
+    return {"gcp": {"project": "acme", "location": "europe-west4",
+                    "serviceAccountKey": {"secretKeyRef": {"name": "gcp", "key": "sa.json"}}},
+            "secrets": {"gcp": {"sa.json": _VERTEX_KEYS.pop(fake.url)}}}
+
+
 UPSTREAMS = [
     Upstream("openai-compatible", "gpt-4o-mini", "Hello from the fake upstream", _openai),
     Upstream("azure-openai", "gpt4o-prod", "Hello from Azure", lambda: fake_azure().start(),
@@ -52,6 +73,8 @@ UPSTREAMS = [
              lambda: fake_anthropic().start()),
     Upstream("gemini", "gemini-2.0-flash", "Hello from Gemini", lambda: fake_gemini().start(),
              suffix="/v1beta"),
+    Upstream("vertex-ai", "gemini-2.0-flash", "Hello from Gemini", _vertex, suffix="/v1",
+             spec={"api_key": False}, setup=_vertex_spec),
     Upstream("bedrock", "anthropic.claude-3-5-sonnet-20240620-v1:0", "Hello from Bedrock",
              lambda: fake_bedrock().start(), spec=_AWS),
     Upstream("cohere", "command-a-03-2025", "Hello from Cohere", lambda: fake_cohere().start()),
@@ -69,6 +92,8 @@ async def served(request: pytest.FixtureRequest, tmp_path: Path
     spec = dict(case.spec)
     if fake is not None:
         spec["baseURL"] = fake.url + case.suffix
+    if case.setup is not None:
+        spec.update(case.setup(fake))
     gw = await gateway_for(tmp_path, case.kind, case.model, **spec)
     try:
         yield case, gw
