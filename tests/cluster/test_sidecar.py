@@ -15,7 +15,9 @@ from pathlib import Path
 
 import openai
 import pytest
+from llmgate_contract import CONFIGMAP_NAME
 from llmgate_operator.injection import SIDECAR_NAME
+from llmgate_operator.rollout import VERSIONS_ANNOTATION, image_version
 
 from tests.cluster.api import Api, eventually, path
 from tests.cluster.control_plane import ControlPlane
@@ -103,6 +105,23 @@ def test_the_runner_starts_the_pods_sidecar_as_stored(served: Served) -> None:
     config_dir = Path(served.runner.environment()["LLMGATE_CONFIG_DIR"])
     data = config_dir / "..data"
     assert data.is_symlink() and (config_dir / "config.json").is_symlink()
+
+
+def test_the_operator_reports_the_sidecar_version_running(admin: Api, served: Served) -> None:
+    """Rollout visibility (docs/upgrade.md): the operator, watching pods under the chart's
+    RBAC, annotates the namespace's llmgate-config with the sidecar versions running."""
+    image = served.runner.container["image"]
+    version = image_version(str(image))
+
+    def annotated() -> str | None:
+        cm = admin.must(path("ConfigMap", NS, CONFIGMAP_NAME))
+        return (cm["metadata"].get("annotations") or {}).get(VERSIONS_ANNOTATION)
+
+    assert eventually(annotated, what="llmgate.io/sidecar-versions") == version
+    events = eventually(lambda: admin.items("Event", NS, fieldSelector="reason=SidecarVersions"),
+                        what="the SidecarVersions Event")
+    assert events[-1]["involvedObject"]["name"] == CONFIGMAP_NAME
+    assert version in events[-1]["message"]
 
 
 def test_openai_sdk_gets_a_completion(served: Served) -> None:
