@@ -6,9 +6,13 @@ and Sentinel tests."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from llmgate_contract.budget import budget_key, key_scope, keys_for
 from llmgate_contract.redis_client import RedisURLError, connect, parse_url
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
 
 def test_standalone_urls_pass_through_unchanged() -> None:
@@ -63,3 +67,17 @@ async def test_connect_builds_the_client_of_each_topology() -> None:
     finally:
         for client in (standalone, cluster, sentinel):
             await client.aclose()
+
+
+DNS_LABEL = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?", fullmatch=True)
+
+
+@given(namespace=DNS_LABEL, name=st.from_regex(r"[a-z0-9]([a-z0-9.-]{0,60}[a-z0-9])?",
+                                               fullmatch=True))
+def test_every_key_of_one_virtual_key_is_in_one_cluster_slot(namespace: str, name: str) -> None:
+    """The admit/settle/spend scripts touch all of `keys_for` in one call: Redis Cluster
+    runs a script only when every key is in one slot (Kubernetes names hold no braces, so
+    the hash tag is always the whole scope)."""
+    keys = keys_for(key_scope(namespace, name))
+    assert len({key_slot(k.encode()) for k in keys}) == 1
+    assert budget_key(key_scope(namespace, name)) in keys
