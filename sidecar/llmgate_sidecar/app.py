@@ -126,8 +126,8 @@ def create_app(settings: SidecarSettings, *, metrics: Metrics | None = None,
                           handler_args={"max_field_size": 16 * 1024, "max_line_size": 16 * 1024})
     app[SETTINGS] = settings
     app[METRICS] = metrics or Metrics()
-    app[ROUTER] = router or Router(app[METRICS])
-    app[TRANSPORTS] = Transports()
+    app[ROUTER] = router or Router(app[METRICS], bounds=settings.upstream_bounds())
+    app[TRANSPORTS] = Transports(settings.upstream_bounds())
     store = store or create_store(settings)
     app[METRICS].watch_store(store)
     app[ACCOUNTANT] = Accountant(Limiter(store))

@@ -9,6 +9,10 @@ import argparse
 import os
 from dataclasses import dataclass, fields
 
+from llmgate_sidecar.upstream.transport import Bounds
+
+_UPSTREAM = Bounds()
+
 
 @dataclass(frozen=True)
 class SidecarSettings:
@@ -43,6 +47,25 @@ class SidecarSettings:
     """Seconds between checks of the config volumes."""
     shutdown_grace: float = 25.0
     """Seconds in-flight requests get to finish after SIGTERM."""
+    request_timeout: float = _UPSTREAM.request
+    """Whole-request deadline of routes that set no `timeout` (every attempt and chunk)."""
+    upstream_first_byte_timeout: float = _UPSTREAM.first_byte
+    """Wait for an upstream's response headers when the target sets no `timeout`."""
+    upstream_idle_timeout: float = _UPSTREAM.idle
+    """Longest silence of an upstream stream when the target sets no `timeout`."""
+    upstream_max_body_bytes: int = _UPSTREAM.body_bytes
+    """Largest non-streamed upstream answer, decompressed (502 above)."""
+    upstream_max_error_bytes: int = _UPSTREAM.error_bytes
+    """Bytes of an upstream error answer read to classify it (the rest is dropped)."""
+    upstream_max_event_bytes: int = _UPSTREAM.event_bytes
+    """Largest upstream stream line or event (the stream ends with an in-band error)."""
+
+    def upstream_bounds(self) -> Bounds:
+        return Bounds(body_bytes=self.upstream_max_body_bytes,
+                      error_bytes=self.upstream_max_error_bytes,
+                      event_bytes=self.upstream_max_event_bytes,
+                      first_byte=self.upstream_first_byte_timeout,
+                      idle=self.upstream_idle_timeout, request=self.request_timeout)
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, defaults: SidecarSettings) -> None:

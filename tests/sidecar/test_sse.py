@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from llmgate_sidecar.wire.sse import DONE, Event, SSEParser, encode
+import pytest
+from llmgate_sidecar.wire.sse import DONE, Event, SSEError, SSEParser, encode
 
 STREAM = (b": keep-alive comment\r\n\r\n"
           b"event: message_start\r\ndata: {\"a\": 1}\r\n\r\n"
@@ -48,3 +49,24 @@ def test_a_final_event_without_its_blank_line_still_counts() -> None:
 def test_encode_round_trips_through_the_parser() -> None:
     raw = encode({"k": "v\nw"}, event="delta") + DONE
     assert parse([raw]) == [Event('{"k":"v\\nw"}', "delta"), Event("[DONE]")]
+
+
+def test_a_line_that_never_ends_is_cut_at_the_bound() -> None:
+    parser = SSEParser(max_event=1024)
+    assert parser.feed(b"data: " + b"a" * 1000) == []
+    with pytest.raises(SSEError, match="line is longer than 1024"):
+        parser.feed(b"a" * 100)
+
+
+def test_an_event_that_never_ends_is_cut_at_the_bound() -> None:
+    """Short data lines without the blank line that ends the event: bounded too."""
+    parser = SSEParser(max_event=1024)
+    with pytest.raises(SSEError, match="event is larger than 1024"):
+        for _ in range(200):
+            parser.feed(b"data: xxxxxxxxxx\n")
+
+
+def test_events_under_the_bound_pass_whole() -> None:
+    parser = SSEParser(max_event=1024)
+    events = parser.feed(b"data: " + b"a" * 1000 + b"\n\n" + b"data: b\n\n")
+    assert [len(e.data) for e in events] == [1000, 1]

@@ -118,7 +118,10 @@ async def relay(request: web.Request, served: Served, headers: dict[str, str],
                 payload = await response.read()
         except TimeoutError:
             raise UpstreamFailed(_past_deadline(served), served.attempts) from None
-        outcome.usage = usage_in(_json_or_none(payload))
+        try:
+            outcome.usage = usage_in(_json_or_none(payload))
+        except UpstreamError as exc:
+            raise UpstreamFailed(exc, served.attempts) from None
         return web.Response(body=payload, headers={**headers, "Content-Type": content_type})
     if not content_type.startswith("text/event-stream"):
         return await _relay_bytes(request, served, content_type, headers, outcome, deadline_at)

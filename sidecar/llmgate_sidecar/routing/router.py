@@ -33,16 +33,12 @@ from llmgate_sidecar.routing.breaker import Breakers
 from llmgate_sidecar.routing.strategies import PriceOf, TargetStats, order
 from llmgate_sidecar.routing.streams import CommittedStream, translate
 from llmgate_sidecar.upstream.providers.base import StreamItem, UpstreamRequest, Usage
-from llmgate_sidecar.upstream.transport import UpstreamResponse
+from llmgate_sidecar.upstream.transport import Bounds, UpstreamResponse
 
 log = logging.getLogger("llmgate.routing")
-MAX_ERROR_BODY = 64 * 1024
 # Provider-side faults that are not in the fallbackOn vocabulary fall back like a server
 # error: a malformed payload, or a provider whose credentials were rejected.
 _FALLBACK_CLASS = {"malformed": "serverError", "auth": "serverError"}
-# Longest silence tolerated between two chunks of a committed stream when the target sets
-# no `timeout`: a stalled upstream must end the stream, not hang it.
-STREAM_IDLE_DEFAULT = 300.0
 
 
 @dataclass(slots=True)
@@ -105,8 +101,12 @@ class Router:
     def __init__(self, metrics: Metrics, *, stats: TargetStats | None = None,
                  breakers: Breakers | None = None, rng: random.Random | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 bounds: Bounds | None = None) -> None:
         self.metrics = metrics
+        # Default deadlines for routes and targets that set none (a stalled upstream must
+        # end the request, not hang it).
+        self.bounds = bounds or Bounds()
         self.stats = stats or TargetStats()
         self.breakers = breakers or Breakers(clock=clock, on_change=self._breaker_changed)
         self._rng = rng or random.Random()
@@ -138,7 +138,7 @@ class Router:
         """Try `group`'s targets in strategy order with retries and fallbacks; `attempt` does
         one try at one target. Targets whose upstream is not `usable` (e.g. a provider
         without embeddings) are skipped like a missing one."""
-        deadline = self._clock() + route.timeout if route.timeout else None
+        deadline = self._clock() + (route.timeout or self.bounds.request)
         targets = order(group, self.stats, self._rng, pricer(runtime))
         tally = _Tally()
         for index, target in enumerate(targets):
@@ -288,7 +288,7 @@ class Router:
         response = await upstream.transport.send(request, timeout=target.timeout,
                                                  provider=target.provider, model=target.model)
         if not 200 <= response.status < 300:
-            payload = (await response.read())[:MAX_ERROR_BODY]
+            payload = await response.head(self.bounds.error_bytes)
             raise upstream.adapter.classify(response.status, response.headers, payload, target)
         return response
 
@@ -336,7 +336,7 @@ class Router:
             self.stats.finished(target, None)
 
         stream = CommittedStream(first, items, target,
-                                 idle=target.timeout or STREAM_IDLE_DEFAULT,
+                                 idle=target.timeout or self.bounds.idle,
                                  deadline_at=deadline_at, on_error=failed, on_close=closed)
         self.open_streams.add(stream)
         return stream

@@ -104,6 +104,9 @@ class MockResponse:
         return [" ".join(words[i:i + step]) + (" " if i + step < len(words) else "")
                 for i in range(0, len(words), step)]
 
+    async def head(self, limit: int) -> bytes:
+        return (await self.read())[:limit]
+
     async def events(self) -> AsyncIterator[Event]:
         if self._operation == "completions":
             async for event in self._completion_events():

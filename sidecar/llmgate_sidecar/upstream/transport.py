@@ -3,13 +3,17 @@
 `Transports` (owned by the app, closed on cleanup) hands out one `HttpTransport` per provider
 account (an aiohttp session with its own keep-alive pool), or a `MockTransport` for the
 built-in `mock` provider. Network failures become classified `UpstreamError`s here; status
-codes are left to the adapters. Nothing here knows a provider's wire format.
+codes are left to the adapters. Nothing here knows a provider's wire format. Every read is
+bounded (`Bounds`): the decompressed size of a whole answer, of an error body, of one
+stream event; the wait for response headers and for each next byte. A hostile upstream
+gets a `malformed` or `timeout` error, never the sidecar's memory or time.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
@@ -20,9 +24,30 @@ from llmgate_sidecar.errors import UpstreamError
 from llmgate_sidecar.upstream.mock import MockTransport
 from llmgate_sidecar.upstream.providers.base import UpstreamRequest
 from llmgate_sidecar.wire.eventstream import EventStreamError, EventStreamParser
-from llmgate_sidecar.wire.sse import Event, SSEParser
+from llmgate_sidecar.wire.sse import Event, SSEError, SSEParser
 
 EVENTSTREAM_TYPE = "application/vnd.amazon.eventstream"
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What one upstream answer may cost the sidecar (docs/limits.md has the table)."""
+
+    body_bytes: int = 8 * MIB
+    """Largest whole (non-streamed) answer, after decompression; above it: 502."""
+    error_bytes: int = 64 * 1024
+    """Bytes of an error answer read to classify it; the rest is never read."""
+    event_bytes: int = 1 * MIB
+    """Largest stream line or event; above it the stream ends with an in-band error."""
+    first_byte: float = 300.0
+    """Seconds to wait for response headers (a whole non-streamed answer comes with them)
+    when the target sets no `timeout`."""
+    idle: float = 120.0
+    """Longest silence of a committed stream when the target sets no `timeout`."""
+    request: float = 900.0
+    """Whole-request deadline (every attempt, retry and stream chunk) when the route sets no
+    `timeout`."""
 
 
 class UpstreamResponse(Protocol):
@@ -32,7 +57,13 @@ class UpstreamResponse(Protocol):
     @property
     def headers(self) -> Mapping[str, str]: ...
 
-    async def read(self) -> bytes: ...
+    async def read(self) -> bytes:
+        """The whole body, or `UpstreamError("malformed")` when it exceeds the bound."""
+        ...
+
+    async def head(self, limit: int) -> bytes:
+        """At most `limit` bytes of the body (an error answer), then the response is closed."""
+        ...
 
     def events(self) -> AsyncIterator[Event]: ...
 
@@ -49,30 +80,56 @@ class Transport(Protocol):
 
 
 class HttpResponse:
-    __slots__ = ("_provider", "_response", "backlog", "headers", "model", "status")
+    __slots__ = ("_bounds", "_provider", "_response", "backlog", "headers", "model", "status")
 
-    def __init__(self, response: aiohttp.ClientResponse, provider: str, model: str) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, provider: str, model: str,
+                 bounds: Bounds) -> None:
         self._response = response
         self.status = response.status
         self.headers = response.headers
         self._provider, self.model = provider, model
+        self._bounds = bounds
         # Events already read and parsed but not yet taken from `events()`: while it is above
         # 0 the next event comes without waiting on the network (see streams.Translated).
         self.backlog = 0
 
     async def read(self) -> bytes:
+        return await self._read(self._bounds.body_bytes, truncate=False)
+
+    async def head(self, limit: int) -> bytes:
+        return await self._read(min(limit, self._bounds.error_bytes), truncate=True)
+
+    async def _read(self, limit: int, *, truncate: bool) -> bytes:
+        # aiohttp inflates a compressed body a bounded piece at a time as it is read, so
+        # counting what comes out bounds a gzip bomb as well as a plain giant body.
+        parts: list[bytes] = []
+        size = 0
         try:
-            return await self._response.read()
+            async for piece in self._response.content.iter_any():
+                size += len(piece)
+                if size > limit:
+                    if truncate:
+                        parts.append(piece[:len(piece) - (size - limit)])
+                        break
+                    raise UpstreamError(
+                        "malformed", f"{self._provider}: the answer is larger than {limit} "
+                        f"bytes", provider=self._provider, model=self.model)
+                parts.append(piece)
+        except UpstreamError:
+            raise
         except Exception as exc:
             raise network_error(exc, self._provider, self.model) from exc
         finally:
-            self._response.release()
+            # An answer read only in part cannot go back to the pool.
+            self._response.close() if size > limit else self._response.release()
+        return b"".join(parts)
 
     async def events(self) -> AsyncIterator[Event]:
         # Bedrock's ConverseStream frames events in AWS event-stream binary, not SSE.
+        limit = self._bounds.event_bytes
         parser: SSEParser | EventStreamParser = (
-            EventStreamParser() if self._response.content_type == EVENTSTREAM_TYPE
-            else SSEParser())
+            EventStreamParser(max_frame=limit)
+            if self._response.content_type == EVENTSTREAM_TYPE else SSEParser(max_event=limit))
         try:
             async for chunk in self._response.content.iter_any():
                 events = parser.feed(chunk)
@@ -85,7 +142,7 @@ class HttpResponse:
                 yield event
         except UpstreamError:
             raise
-        except EventStreamError as exc:
+        except (EventStreamError, SSEError) as exc:
             raise UpstreamError("malformed", f"{self._provider}: {exc}",
                                 provider=self._provider, model=self.model) from exc
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -110,7 +167,8 @@ class HttpResponse:
 class HttpTransport:
     """One provider account's connection pool."""
 
-    def __init__(self, *, limit: int = 256) -> None:
+    def __init__(self, *, limit: int = 256, bounds: Bounds | None = None) -> None:
+        self._bounds = bounds or Bounds()
         connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300,
                                          enable_cleanup_closed=True)
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
@@ -119,18 +177,24 @@ class HttpTransport:
 
     async def send(self, request: UpstreamRequest, *, timeout: float | None,
                    provider: str, model: str) -> UpstreamResponse:
-        # `timeout` bounds connecting and every wait for bytes (first byte, and each gap
-        # mid-stream), so a stalled stream fails instead of hanging; the whole-request
-        # deadline is routing's.
-        client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout,
-                                               sock_read=timeout)
+        # The target's `timeout` bounds connecting and every wait for bytes (first byte, and
+        # each gap mid-stream), so a stalled stream fails instead of hanging; without one the
+        # defaults in `Bounds` apply. The whole-request deadline is routing's.
+        # aiohttp's read timeout also covers the wait for headers, so it cannot be shorter
+        # than the first-byte bound; a committed stream enforces its own idle gap.
+        bounds = self._bounds
+        first_byte = timeout or bounds.first_byte
+        client_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=first_byte,
+            sock_read=timeout or max(bounds.first_byte, bounds.idle))
         try:
-            response = await self._session.request(
-                request.method, request.url, data=request.body, headers=request.headers,
-                timeout=client_timeout, allow_redirects=False)
+            async with asyncio.timeout(first_byte):
+                response = await self._session.request(
+                    request.method, request.url, data=request.body, headers=request.headers,
+                    timeout=client_timeout, allow_redirects=False)
         except Exception as exc:
             raise network_error(exc, provider, model) from exc
-        return HttpResponse(response, provider, model)
+        return HttpResponse(response, provider, model, self._bounds)
 
     async def close(self) -> None:
         await self._session.close()
@@ -152,8 +216,9 @@ def network_error(exc: BaseException, provider: str, model: str) -> UpstreamErro
 class Transports:
     """Keeps one transport per provider account across config reloads."""
 
-    def __init__(self) -> None:
+    def __init__(self, bounds: Bounds | None = None) -> None:
         self._by_key: dict[tuple[str, str, str, str], Transport] = {}
+        self.bounds = bounds or Bounds()
 
     def for_provider(self, provider: Provider) -> Transport:
         # Credentials are not part of the key: a rotated key reuses the warm pool.
@@ -164,7 +229,7 @@ class Transports:
             if KINDS[provider.kind].in_process:
                 transport = MockTransport(provider.mock)
             else:
-                transport = HttpTransport()
+                transport = HttpTransport(bounds=self.bounds)
             self._by_key[key] = transport
         return transport
 

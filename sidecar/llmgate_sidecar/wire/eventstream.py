@@ -27,10 +27,11 @@ class EventStreamError(ValueError):
 
 
 class EventStreamParser:
-    __slots__ = ("_buffer",)
+    __slots__ = ("_buffer", "_max_frame")
 
-    def __init__(self) -> None:
+    def __init__(self, max_frame: int = _MAX_FRAME) -> None:
         self._buffer = b""
+        self._max_frame = max_frame
 
     def feed(self, chunk: bytes) -> list[Event]:
         self._buffer += chunk
@@ -39,6 +40,9 @@ class EventStreamParser:
             total, headers_length, prelude_crc = struct.unpack_from(">III", self._buffer)
             if zlib.crc32(self._buffer[:8]) != prelude_crc or not 16 <= total <= _MAX_FRAME:
                 raise EventStreamError("event-stream frame prelude is corrupt")
+            if total > self._max_frame:
+                raise EventStreamError(f"an event-stream frame of {total} bytes is larger "
+                                       f"than {self._max_frame}")
             if len(self._buffer) < total:
                 break
             frame, self._buffer = self._buffer[:total], self._buffer[total:]

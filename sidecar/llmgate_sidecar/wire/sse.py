@@ -18,21 +18,32 @@ class Event:
     event: str = "message"
 
 
+class SSEError(ValueError):
+    """A line or event larger than the parser's bound: the stream cannot be trusted further."""
+
+
 class SSEParser:
-    """Feed bytes as they arrive; get complete events back. Holds only the partial tail."""
+    """Feed bytes as they arrive; get complete events back. Holds only the partial tail, and
+    never more than `max_event` bytes of it (one unterminated line, or the data lines of one
+    unfinished event): past that `feed` raises `SSEError`."""
 
-    __slots__ = ("_buffer", "_data", "_event")
+    __slots__ = ("_buffer", "_data", "_event", "_max", "_size")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event: int = 1024 * 1024) -> None:
         self._buffer = b""
         self._data: list[str] = []
         self._event = ""
+        self._max = max_event
+        self._size = 0  # characters of data lines in the unfinished event
 
     def feed(self, chunk: bytes) -> list[Event]:
         # One split per chunk rather than a find-and-slice per line (which copied the rest of
         # the buffer once per line); the unterminated tail stays buffered.
         lines = (self._buffer + chunk).split(b"\n") if self._buffer else chunk.split(b"\n")
         self._buffer = lines.pop()
+        if len(self._buffer) > self._max:
+            self._buffer = b""
+            raise SSEError(f"a stream line is longer than {self._max} bytes")
         events: list[Event] = []
         for raw in lines:
             event = self._line(raw.rstrip(b"\r").decode("utf-8", "replace"))
@@ -45,7 +56,7 @@ class SSEParser:
         events = self.feed(b"\n") if self._buffer else []
         if self._data:
             events.append(Event("\n".join(self._data), self._event or "message"))
-            self._data, self._event = [], ""
+            self._data, self._event, self._size = [], "", 0
         return events
 
     def _line(self, line: str) -> Event | None:
@@ -54,7 +65,7 @@ class SSEParser:
                 self._event = ""
                 return None
             event = Event("\n".join(self._data), self._event or "message")
-            self._data, self._event = [], ""
+            self._data, self._event, self._size = [], "", 0
             return event
         if line.startswith(":"):
             return None
@@ -62,6 +73,10 @@ class SSEParser:
         if value.startswith(" "):
             value = value[1:]
         if field == "data":
+            self._size += len(value) + 1
+            if self._size > self._max:
+                self._data, self._size = [], 0
+                raise SSEError(f"a stream event is larger than {self._max} bytes")
             self._data.append(value)
         elif field == "event":
             self._event = value

@@ -48,6 +48,12 @@ class Usage:
     # only for pricing, no OpenAI field carries it.
     cache_write_1h_tokens: int = 0
 
+    def __post_init__(self) -> None:
+        # Counts drive spend and limits: a negative one is a broken upstream, not a refund.
+        if min(self.prompt_tokens, self.completion_tokens, self.cached_tokens) < 0:
+            raise UpstreamError("malformed", "malformed upstream payload: usage has a "
+                                             "negative token count")
+
     @classmethod
     def from_openai(cls, usage: Mapping[str, Any] | None) -> Usage:
         """Read OpenAI's usage object; cache writes from `prompt_tokens_details.
