@@ -72,6 +72,9 @@ class HostileUpstream:
         self.requests = 0
 
     async def start(self) -> HostileUpstream:
+        # Built once, up front: compressing 256 MiB takes a second of CPU, which inside the
+        # handler would look like a slow first byte.
+        await asyncio.to_thread(gzip_bomb)
         app = web.Application(client_max_size=64 * MIB)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._chat)
