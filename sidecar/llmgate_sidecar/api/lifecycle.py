@@ -336,8 +336,9 @@ async def serve(request: web.Request, endpoint: Endpoint[C]) -> web.StreamRespon
                 record.answered("2xx", hit.usage, time.perf_counter() - record.started)
                 return await endpoint.replay(exchange, hit)
             # route: strategy order, retries, fallbacks, breakers, the route deadline
-            if f.route.timeout:
-                exchange.deadline_at = asyncio.get_running_loop().time() + f.route.timeout
+            # routes without a timeout get the default one (a hostile upstream cannot hang)
+            exchange.deadline_at = asyncio.get_running_loop().time() + (
+                f.route.timeout or app[ROUTER].bounds.request)
             if accountant.near_limit(exchange.ticket):
                 exchange.outcome.before_end = settle_first
             served = await app[ROUTER].call(runtime, f.route, f.group,
