@@ -29,7 +29,7 @@ from llmgate_sidecar.config.runtime import Upstream
 from llmgate_sidecar.errors import BadRequest, UpstreamError, UpstreamFailed
 from llmgate_sidecar.policy.accounting import Reservation, reservation
 from llmgate_sidecar.routing.router import Attempt, Served
-from llmgate_sidecar.upstream.providers.base import Usage
+from llmgate_sidecar.upstream.providers.base import Usage, checked
 from llmgate_sidecar.wire.sse import Event
 
 OPERATIONS = PASSTHROUGH_OPERATIONS  # the contract's list (llmgate_contract.providers)
@@ -100,7 +100,7 @@ def usage_in(data: Any) -> Usage | None:
     output = usage.get("output_tokens", usage.get("completion_tokens")) or 0
     if not isinstance(prompt, int):
         return None
-    return Usage(prompt_tokens=prompt, completion_tokens=int(output), known=True)
+    return checked(Usage(prompt_tokens=prompt, completion_tokens=int(output), known=True))
 
 
 async def relay(request: web.Request, served: Served, headers: dict[str, str],

@@ -32,7 +32,7 @@ from llmgate_sidecar.observability.metrics import Metrics
 from llmgate_sidecar.routing.breaker import Breakers
 from llmgate_sidecar.routing.strategies import PriceOf, TargetStats, order
 from llmgate_sidecar.routing.streams import CommittedStream, translate
-from llmgate_sidecar.upstream.providers.base import StreamItem, UpstreamRequest, Usage
+from llmgate_sidecar.upstream.providers.base import StreamItem, UpstreamRequest, Usage, checked
 from llmgate_sidecar.upstream.transport import Bounds, UpstreamResponse
 
 log = logging.getLogger("llmgate.routing")
@@ -55,6 +55,9 @@ class Served:
     fallbacks: list[str] = field(default_factory=list)
     # Pass-through only: the upstream's 2xx response, still unread, for the caller to relay.
     response: UpstreamResponse | None = None
+
+    def __post_init__(self) -> None:
+        checked(self.usage)  # raised inside the attempt: retried, fallen back, then 502
 
 
 # One try at one target: the committed answer, or an UpstreamError.

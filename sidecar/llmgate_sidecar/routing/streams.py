@@ -17,7 +17,7 @@ from typing import Any
 from llmgate_contract.config import Target
 
 from llmgate_sidecar.errors import UpstreamError
-from llmgate_sidecar.upstream.providers.base import StreamDecoder, StreamItem
+from llmgate_sidecar.upstream.providers.base import StreamDecoder, StreamItem, checked
 
 
 class StreamInterrupted(Exception):
@@ -185,6 +185,7 @@ class Translated:
                     self._done = True
                     break
                 item = self._decoder.feed(event)  # raises on an upstream error event
+                checked(item.usage)
             except Exception as exc:
                 if not ready:
                     raise

@@ -48,12 +48,6 @@ class Usage:
     # only for pricing, no OpenAI field carries it.
     cache_write_1h_tokens: int = 0
 
-    def __post_init__(self) -> None:
-        # Counts drive spend and limits: a negative one is a broken upstream, not a refund.
-        if min(self.prompt_tokens, self.completion_tokens, self.cached_tokens) < 0:
-            raise UpstreamError("malformed", "malformed upstream payload: usage has a "
-                                             "negative token count")
-
     @classmethod
     def from_openai(cls, usage: Mapping[str, Any] | None) -> Usage:
         """Read OpenAI's usage object; cache writes from `prompt_tokens_details.
@@ -80,6 +74,16 @@ class Usage:
                 "completion_tokens": self.completion_tokens,
                 "total_tokens": self.prompt_tokens + self.completion_tokens,
                 "prompt_tokens_details": details}
+
+
+def checked(usage: Usage | None) -> Usage | None:
+    """`usage` as an upstream reported it, or `malformed` when a count is negative: counts
+    drive spend and limits, and a negative one is a broken upstream, not a refund."""
+    if usage is not None and min(usage.prompt_tokens, usage.completion_tokens,
+                                 usage.cached_tokens, usage.cache_write_tokens) < 0:
+        raise UpstreamError("malformed", "malformed upstream payload: usage has a negative "
+                                         "token count")
+    return usage
 
 
 @dataclass(slots=True)
