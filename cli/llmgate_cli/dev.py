@@ -236,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(env("LLMGATE_PORT", "4000")))
     parser.add_argument("--ops-port", type=int, default=int(env("LLMGATE_OPS_PORT", "9464")))
     parser.add_argument("--redis-url", default=env("LLMGATE_REDIS_URL") or None)
+    parser.add_argument("--fail-mode", choices=("failOpen", "failClosed"),
+                        default=env("LLMGATE_FAIL_MODE", "failOpen"),
+                        help="when Redis fails: serve with per-process limits, or 503")
     parser.add_argument("--namespace", default=env("LLMGATE_NAMESPACE", "default"),
                         help="namespace the CRs are compiled for (default: default)")
     parser.add_argument("--log-level", default=env("LLMGATE_LOG_LEVEL", "info"))
@@ -245,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(args.log_level)
     settings = SidecarSettings(host=args.host, port=args.port, ops_host=args.host,
                                ops_port=args.ops_port, redis_url=args.redis_url,
+                               fail_mode=args.fail_mode,
                                log_level=args.log_level, reload_interval=0.5,
                                shutdown_grace=5.0)
     root = Path(tempfile.mkdtemp(prefix="llmgate-dev-"))

@@ -23,12 +23,14 @@ from aiohttp import web
 from llmgate_contract import MIN_SCHEMA_VERSION, SCHEMA_VERSION
 
 from llmgate_sidecar.api import handlers
+from llmgate_sidecar.api.connection import ApiRunner
 from llmgate_sidecar.api.endpoints import ENDPOINTS, dialect_for
 from llmgate_sidecar.api.lifecycle import Endpoint, serve
 from llmgate_sidecar.api.state import (
     ACCOUNTANT,
     CACHE,
     CONFIG,
+    DRAINING,
     GUARDRAILS,
     METRICS,
     REQUEST_ID,
@@ -133,6 +135,7 @@ def create_app(settings: SidecarSettings, *, metrics: Metrics | None = None,
     app[ACCOUNTANT] = Accountant(Limiter(store))
     app[CACHE] = ResponseCache(create_cache_backend(settings))
     app[GUARDRAILS] = Guardrails()
+    app[DRAINING] = asyncio.Event()
     app[CONFIG] = ConfigSource(Path(settings.config_dir), Path(settings.credentials_dir),
                                app[TRANSPORTS], on_reload=app[METRICS].config_loaded,
                                interval=settings.reload_interval)
@@ -175,9 +178,11 @@ async def _config_ctx(app: web.Application) -> AsyncIterator[None]:
 def api_runner(app: web.Application, *, shutdown_timeout: float) -> web.AppRunner:
     """The runner of the API app. Handlers are cancelled when their client disconnects, so a
     request still waiting for its upstream (retries, backoff, the first byte) stops at once
-    and closes the upstream call instead of paying for an answer nobody will read."""
-    return web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout,
-                         handler_cancellation=True)
+    and closes the upstream call instead of paying for an answer nobody will read. Clients
+    that trickle their headers are cut off (`api.connection`)."""
+    return ApiRunner(app, access_log=None, shutdown_timeout=shutdown_timeout,
+                     handler_cancellation=True,
+                     header_timeout=app[SETTINGS].client_header_timeout)
 
 
 def create_ops_app(api: web.Application, *,
@@ -191,12 +196,18 @@ def create_ops_app(api: web.Application, *,
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
+        # Ready: a config is loaded, the process is not draining after SIGTERM, and the
+        # limit store can admit (failClosed with Redis down cannot).
         source = api[CONFIG]
         runtime = source.current
-        body: dict[str, Any] = {"ready": runtime is not None,
+        draining = api[DRAINING].is_set()
+        store_ready = await api[ACCOUNTANT].limiter.store.ready()
+        ready = runtime is not None and not draining and store_ready
+        body: dict[str, Any] = {"ready": ready,
                                 "generation": runtime.generation if runtime else None,
                                 "schemaVersion": source.schema_version,
-                                "lastError": source.last_error}
+                                "lastError": source.last_error, "draining": draining,
+                                "storeReady": store_ready}
         if source.ignored:
             body["ignoredFields"] = list(source.ignored)
         if source.refused_schema is not None:
@@ -205,7 +216,7 @@ def create_ops_app(api: web.Application, *,
             body["readsSchemaVersions"] = [MIN_SCHEMA_VERSION, SCHEMA_VERSION]
         if readiness is not None:
             body |= readiness()
-        return web.json_response(body, status=200 if runtime is not None else 503)
+        return web.json_response(body, status=200 if ready else 503)
 
     async def metrics(_: web.Request) -> web.Response:
         output, content_type = api[METRICS].exposition()

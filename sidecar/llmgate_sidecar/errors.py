@@ -5,6 +5,7 @@
     ├── Unauthorized        401       missing, unknown, disabled or expired virtual key
     ├── Forbidden           403       model not allowed for this key, blocked by guardrail
     ├── NotFound            404       unknown model / path
+    ├── RequestTimeout      408       the client did not send its body in time
     ├── PayloadTooLarge     413       request body over the limit
     ├── RateLimited         429       requests/tokens per minute, parallel, budget (Retry-After)
     ├── Unavailable         503       no config loaded yet, store down with failClosed
@@ -71,6 +72,12 @@ class NotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
     code = "model_not_found"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
 
 
 class PayloadTooLarge(GatewayError):

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from llmgate_sidecar.api.state import ROUTER
+from llmgate_sidecar.api.state import DRAINING, ROUTER
 from llmgate_sidecar.app import api_runner, create_app, create_ops_app
 from llmgate_sidecar.observability import logs
 from llmgate_sidecar.settings import SidecarSettings, add_arguments, from_args
@@ -56,6 +56,7 @@ async def serve(settings: SidecarSettings, *,
             if result is not None:
                 await result
         await stop.wait()
+        api[DRAINING].set()  # /readyz turns 503: the kubelet stops routing to this pod
         log.info("shutting down: draining in-flight requests",
                  extra={"grace_seconds": settings.shutdown_grace})
     finally:

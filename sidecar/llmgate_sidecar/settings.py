@@ -47,6 +47,10 @@ class SidecarSettings:
     """Seconds between checks of the config volumes."""
     shutdown_grace: float = 25.0
     """Seconds in-flight requests get to finish after SIGTERM."""
+    client_header_timeout: float = 30.0
+    """Seconds a client has to send a request's headers (slow or trickled headers: closed)."""
+    client_body_timeout: float = 30.0
+    """Seconds a client has to send a request's whole body once its headers are in (408)."""
     request_timeout: float = _UPSTREAM.request
     """Whole-request deadline of routes that set no `timeout` (every attempt and chunk)."""
     upstream_first_byte_timeout: float = _UPSTREAM.first_byte

@@ -63,6 +63,11 @@ def check_counts(body: dict[str, Any]) -> None:
                              code="integer_above_max_value")
 
 
+# Deepest JSON nesting accepted: the serialisers a body meets on its way upstream stop at
+# 254 (orjson) or the interpreter's recursion limit, which would turn into a 500.
+MAX_JSON_DEPTH = 128
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not raw:
         raise BadRequest("request body is empty; send a JSON object", code="invalid_json")
@@ -72,7 +77,23 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object", code="invalid_json")
+    # Counting brackets is C-speed: only bodies with enough of them are walked.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:
+        check_depth(body)
     return body
+
+
+def check_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> None:
+    """400 when `value` nests deeper than `limit` (iterative: no recursion to exhaust)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            raise BadRequest(f"request body is nested more than {limit} levels deep",
+                             code="invalid_json")
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, dict | list))
 
 
 def required_model(body: dict[str, Any]) -> str:

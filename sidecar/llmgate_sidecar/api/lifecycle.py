@@ -83,6 +83,7 @@ from llmgate_sidecar.config.runtime import Runtime, Upstream, leaves
 from llmgate_sidecar.errors import (
     BadRequest,
     NotFound,
+    RequestTimeout,
     Unavailable,
     UpstreamError,
     may_have_billed,
@@ -294,13 +295,27 @@ def metered(exchange: Exchange[Any], attempt: Attempt) -> Attempt:
     return once
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The request body, within `client_body_timeout` (a trickled or endless body is a 408);
+    a body aiohttp cannot decode (a `Content-Encoding` it does not match) is a 400."""
+    seconds = request.app[SETTINGS].client_body_timeout
+    try:
+        async with asyncio.timeout(seconds):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {seconds:g}s") from None
+    except web.RequestPayloadError as exc:
+        raise BadRequest(f"the request body cannot be read: {exc.__cause__ or exc}",
+                         code="invalid_body") from None
+
+
 async def serve(request: web.Request, endpoint: Endpoint[C]) -> web.StreamResponse:
     """One request through every step of the lifecycle (module docstring)."""
     app = request.app
     metrics, accountant = app[METRICS], app[ACCOUNTANT]
     with observed(metrics, RequestRecord(request[REQUEST_ID]), request.headers) as record:
         runtime = current_runtime(request)
-        raw = await request.read()
+        raw = await read_body(request)
         call = endpoint.parse(request, raw)
         chosen = endpoint.delegate(call)
         if chosen is not endpoint:  # e.g. a Responses request only OpenAI itself can serve

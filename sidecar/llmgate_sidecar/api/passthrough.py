@@ -72,7 +72,11 @@ class Body:
         for part in self._parts():
             head, sep, value = part.partition(b"\r\n\r\n")
             if sep and _MODEL_PART.search(head):
-                return value.removesuffix(b"\r\n").decode()
+                try:
+                    return value.removesuffix(b"\r\n").decode()
+                except UnicodeDecodeError:
+                    raise BadRequest("the multipart field 'model' is not valid UTF-8",
+                                     param="model", code="invalid_value") from None
         return None
 
     def with_model(self, model: str) -> bytes:

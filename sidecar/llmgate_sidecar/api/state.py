@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from llmgate_sidecar.cache.response import ResponseCache
@@ -21,4 +23,6 @@ CONFIG = web.AppKey("config", ConfigSource)
 ACCOUNTANT = web.AppKey("accountant", Accountant)
 CACHE = web.AppKey("cache", ResponseCache)
 GUARDRAILS = web.AppKey("guardrails", Guardrails)
+# Set by the server on SIGTERM: /readyz answers 503 from then on.
+DRAINING = web.AppKey("draining", asyncio.Event)
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -49,7 +49,10 @@ def authenticate(runtime: Runtime, headers: Mapping[str, str], *, peer: str | No
             return policy
         raise Unauthorized("missing API key: send 'Authorization: Bearer <virtual key>'",
                            code="missing_api_key")
-    entry = runtime.find_key(hashlib.sha256(key.encode()).hexdigest())
+    # Keys are ASCII; a header with other bytes arrives with surrogate escapes that cannot
+    # be hashed, and is simply not a key of ours.
+    entry = runtime.find_key(hashlib.sha256(key.encode()).hexdigest()) if key.isascii() \
+        else None
     if entry is None:
         raise Unauthorized("invalid API key")
     if entry.not_after is not None and now >= entry.not_after:

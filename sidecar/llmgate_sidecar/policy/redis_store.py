@@ -37,6 +37,8 @@ from llmgate_sidecar.policy.store import (
     Ticket,
 )
 
+READY_PING_TIMEOUT = 1.0
+
 log = logging.getLogger("llmgate.store")
 
 
@@ -252,6 +254,18 @@ class RedisStore:
         if replayed:
             log.warning("Redis answered again: limits are shared again; %d settlements "
                         "replayed", replayed)
+        return True
+
+    async def ready(self) -> bool:
+        """Under failOpen always (requests are served either way); under failClosed only
+        while Redis answers a PING, so the kubelet takes a pod that would 503 out of service
+        even when no request has failed yet."""
+        if self.fail_mode != "failClosed":
+            return True
+        try:
+            await asyncio.wait_for(self._redis.ping(), READY_PING_TIMEOUT)
+        except (RedisError, OSError, TimeoutError):
+            return False
         return True
 
     async def aclose(self) -> None:

@@ -124,6 +124,10 @@ class Store(Protocol):
         """Settled spend and outstanding reservations of `scope` in its current period."""
         ...
 
+    async def ready(self) -> bool:
+        """Can requests be admitted now? (False only when a failure would refuse them.)"""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -347,6 +351,9 @@ class MemoryStore:
         if budget is None or budget.period != period or budget.start != start:
             return Spend(0, reserved, start, end)
         return Spend(budget.spent, reserved, start, end)
+
+    async def ready(self) -> bool:
+        return True
 
     async def aclose(self) -> None:
         self._scopes.clear()
