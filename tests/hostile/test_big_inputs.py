@@ -54,9 +54,12 @@ async def longest_stall(stop: asyncio.Event, tick: float = 0.005) -> float:
 async def test_big_pii_inputs_do_not_stall_the_loop(gateway: Gateway) -> None:
     text = big_text()
     rails = CompiledGuardrails(GuardrailsConfig(pii=Pii(action="redact")))
-    started = time.perf_counter()
-    rails.apply({"messages": [{"role": "user", "content": text}]})
-    one_scan = time.perf_counter() - started
+    scans = []
+    for _ in range(3):
+        started = time.perf_counter()
+        rails.apply({"messages": [{"role": "user", "content": text}]})
+        scans.append(time.perf_counter() - started)
+    one_scan = sorted(scans)[1]  # the median: one outlier of a loaded machine does not count
 
     stop = asyncio.Event()
     watcher = asyncio.ensure_future(longest_stall(stop))
@@ -73,5 +76,6 @@ async def test_big_pii_inputs_do_not_stall_the_loop(gateway: Gateway) -> None:
     stop.set()
     stall = await watcher
     assert statuses == [200] * IN_FLIGHT
-    assert stall < one_scan / 2, f"loop stalled {stall * 1000:.0f} ms; one scan takes " \
+    # Inline, a stall lasts at least one whole scan; off-loop, only the GIL's hand-overs.
+    assert stall < one_scan, f"loop stalled {stall * 1000:.0f} ms; one scan takes " \
         f"{one_scan * 1000:.0f} ms"
