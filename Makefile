@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: dev test bench money redis crds controlplane clean
+.PHONY: dev test fuzz bench money redis crds controlplane clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -45,6 +45,11 @@ test: $(VENV)/.installed redis controlplane
 crds: $(VENV)/.installed
 	$(PY) -m llmgate_operator.crdgen crds charts/llmgate/crds
 	$(PY) -m llmgate_operator.reference docs/reference.md
+
+# The fuzz stage at length (minutes): `make test` runs tests/fuzz with a few dozen examples
+# per invariant; this runs 1,500 each (HYPOTHESIS_PROFILE in tests/fuzz/conftest.py).
+fuzz: $(VENV)/.installed redis
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -p no:cacheprovider tests/fuzz $(PYTEST_ARGS)
 
 # The full benchmark (minutes): gateway vs direct; add BENCH_ARGS=--peers for LiteLLM/Portkey.
 bench: $(VENV)/.installed redis
