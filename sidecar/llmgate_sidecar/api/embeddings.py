@@ -41,7 +41,22 @@ def parse_embeddings(raw: bytes) -> dict[str, Any]:
     if value is None or value == "" or value == []:
         raise BadRequest("'input' is required and must not be empty", param="input",
                          code="invalid_type")
+    if not _input_shape_ok(value):
+        raise BadRequest("'input' must be a string, an array of strings, an array of token "
+                         "integers or an array of such arrays", param="input",
+                         code="invalid_type")
     return body
+
+
+def _input_shape_ok(value: Any) -> bool:
+    """OpenAI's four input shapes; anything else would reach an adapter it could break."""
+    def tokens(v: Any) -> bool:
+        return isinstance(v, list) and all(isinstance(t, int) and not isinstance(t, bool)
+                                           for t in v)
+    if isinstance(value, str) or tokens(value):
+        return True
+    return isinstance(value, list) and (all(isinstance(v, str) for v in value)
+                                        or all(tokens(v) for v in value))
 
 
 def input_reservation(runtime: Runtime, group: Group, body: dict[str, Any]) -> Reservation:

@@ -176,7 +176,11 @@ def embeddings(body: Mapping[str, Any]) -> dict[str, Any]:
 def completion_text(body: Mapping[str, Any], options: MockOptions) -> tuple[str, int]:
     """Legacy completions: (the text, prompt tokens) for `prompt` (a string or strings)."""
     prompt = body.get("prompt")
-    prompts = [prompt] if isinstance(prompt, str) else [str(p) for p in prompt or []]
+    # Any JSON can arrive here (the gateway forwards `prompt` unchecked): never raise on it.
+    if isinstance(prompt, list):
+        prompts = [str(p) for p in prompt]
+    else:
+        prompts = [] if prompt is None else [prompt if isinstance(prompt, str) else str(prompt)]
     if options.reply is not None:
         text = options.reply
     else:
