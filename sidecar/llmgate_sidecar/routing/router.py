@@ -64,7 +64,7 @@ class Served:
 Attempt = Callable[[Upstream, Target, "float | None"], Awaitable[Served]]
 
 
-# The longest Retry-After honoured beyond `backoff.max` when a route has no deadline.
+# The longest Retry-After honoured beyond `backoff.max` when a route sets no `timeout`.
 SERVER_WAIT_MAX = 30.0
 
 
@@ -220,11 +220,12 @@ class Router:
         if exc.retry_after is not None:
             # More patience than the route's backoff allows: try elsewhere when there is an
             # elsewhere; with no target left to fall back to, wait as the upstream asked
-            # (bounded by the deadline below, or SERVER_WAIT_MAX without one).
+            # (bounded by the deadline below; SERVER_WAIT_MAX when the route sets no timeout
+            # and only the default whole-request deadline applies).
             fallback = _FALLBACK_CLASS.get(exc.error_class, exc.error_class)
             if exc.retry_after > backoff.max and (
                     (more and fallback in route.fallback_on) or
-                    (deadline is None and exc.retry_after > SERVER_WAIT_MAX)):
+                    (not route.timeout and exc.retry_after > SERVER_WAIT_MAX)):
                 return None
             wait = max(wait, exc.retry_after)
         if deadline is not None and self._clock() + wait >= deadline:
