@@ -125,7 +125,8 @@ def create_app(settings: SidecarSettings, *, metrics: Metrics | None = None,
                poll_config: bool = True) -> web.Application:
     app = web.Application(middlewares=[error_middleware],
                           client_max_size=settings.max_body_bytes,
-                          handler_args={"max_field_size": 16 * 1024, "max_line_size": 16 * 1024})
+                          handler_args={"max_field_size": 16 * 1024, "max_line_size": 16 * 1024,
+                                        "keepalive_timeout": settings.client_idle_timeout})
     app[SETTINGS] = settings
     app[METRICS] = metrics or Metrics()
     app[ROUTER] = router or Router(app[METRICS], bounds=settings.upstream_bounds())

@@ -49,6 +49,8 @@ class SidecarSettings:
     """Seconds in-flight requests get to finish after SIGTERM."""
     client_header_timeout: float = 30.0
     """Seconds a client has to send a request's headers (slow or trickled headers: closed)."""
+    client_idle_timeout: float = 75.0
+    """Seconds an idle keep-alive connection stays open between two requests."""
     client_body_timeout: float = 30.0
     """Seconds a client has to send a request's whole body once its headers are in (408)."""
     request_timeout: float = _UPSTREAM.request

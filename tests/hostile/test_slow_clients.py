@@ -24,7 +24,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
         provider("mock", "mock", mock={"reply": "ok"}),
         route("m", [{"provider": "mock", "model": "m"}]),
         virtual_key("team", secretName="team-key")],
-        client_header_timeout=LIMIT, client_body_timeout=LIMIT)
+        client_header_timeout=LIMIT, client_body_timeout=LIMIT, client_idle_timeout=LIMIT)
     try:
         yield gw
     finally:
@@ -85,6 +85,23 @@ async def test_an_endless_chunked_body_gets_408_in_the_envelope(gateway: Gateway
         assert error["code"] == "request_timeout"
     finally:
         sender.cancel()
+        writer.close()
+
+
+async def test_an_idle_keep_alive_connection_is_closed(gateway: Gateway) -> None:
+    """After an answer, a connection that sends nothing more is closed (aiohttp's own
+    default keeps it an hour)."""
+    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    reader, writer = await connect(gateway)
+    try:
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer " + KEY.encode() + b"\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), GUARD)
+        assert head.split(b" ", 2)[1] == b"200", head
+        await asyncio.wait_for(reader.read(), GUARD)  # the rest, then the close
+    finally:
         writer.close()
 
 
