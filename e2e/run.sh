@@ -65,6 +65,7 @@ helm upgrade --install llmgate "$ROOT/charts/llmgate" \
   --set sidecar.image.repository=llmgate-sidecar \
   --set sidecar.image.tag="$TAG" \
   --set redis.enabled=true \
+  --set "rbac.grantNamespaces={$APP_NS}" \
   --set webhook.failurePolicy=Fail \
   --wait --timeout 5m
 

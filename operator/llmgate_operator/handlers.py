@@ -4,7 +4,9 @@
 per run (`build_registry`), so settings such as the resync interval are plain arguments.
 Every handler is thin: it reads the namespace from the indexes and hands it to
 `reconcile.Reconciler`; API errors become `TemporaryError`, invalid specs `PermanentError`.
-Handlers never write a CR's spec (kopf itself keeps its bookkeeping in annotations).
+Handlers never write a CR's spec (kopf itself keeps its bookkeeping in annotations). kopf
+watches only llmgate's CRs: Secrets are the reconciler's `SecretWatch` (referenced ones only,
+per namespace), so no cluster-wide Secret access is needed or held in memory.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Collection, Mapping
@@ -20,29 +23,19 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
-from llmgate_contract import CREDENTIALS_SECRET_NAME
 
 from llmgate_operator import api, peering, rollout
-from llmgate_operator.kube import Connection, KubeError
+from llmgate_operator.kube import Connection, Forbidden, KubeError
 from llmgate_operator.reconcile import (
     PERMANENT_REASONS,
     RETRY_REASONS,
     NamespaceState,
     Reconciler,
-    referenced_secrets,
-    view_of,
 )
 
 CR_INDEXES = {kind: f"{kind.lower()}_index" for kind in api.PLURALS}
-SECRET_INDEX = "secret_index"
 SIDECAR_INDEX = "sidecar_index"
 log = logging.getLogger(__name__)
-# Secret types that never hold llmgate credentials; indexing them would only cost memory.
-IGNORED_SECRET_TYPES = frozenset({
-    "kubernetes.io/service-account-token", "kubernetes.io/dockercfg",
-    "kubernetes.io/dockerconfigjson", "bootstrap.kubernetes.io/token", "helm.sh/release.v1",
-})
-OWN_SECRETS = frozenset({CREDENTIALS_SECRET_NAME})  # written by us, read by no CR
 
 
 @dataclass
@@ -82,14 +75,6 @@ def index_resource(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str
     return {namespace: copy.deepcopy(dict(body))}
 
 
-def wanted_secret(name: str, body: kopf.Body, **_: Any) -> bool:
-    return name not in OWN_SECRETS and body.get("type") not in IGNORED_SECRET_TYPES
-
-
-def index_secret(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str | None, Any]:
-    return {namespace: view_of(copy.deepcopy(dict(body)))}
-
-
 def has_sidecar(body: kopf.Body, **_: Any) -> bool:
     return rollout.sidecar_image(body) is not None
 
@@ -101,10 +86,8 @@ def index_sidecar(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str 
 
 def _reader(namespace: str, kwargs: Mapping[str, Any]) -> Callable[[], NamespaceState]:
     def read() -> NamespaceState:
-        resources = tuple(body for index in CR_INDEXES.values()
-                          for body in kwargs[index].get(namespace, ()))
-        secrets = {view.name: view for view in kwargs[SECRET_INDEX].get(namespace, ())}
-        return NamespaceState(resources=resources, secrets=secrets)
+        return NamespaceState(resources=tuple(body for index in CR_INDEXES.values()
+                                              for body in kwargs[index].get(namespace, ())))
     return read
 
 
@@ -126,7 +109,7 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None
     runtime = _runtime(memo)
     # Startup handlers get the (still empty) live indexes; the resync loop reads them later.
     runtime.live.indexes.update(
-        {name: kwargs[name] for name in (*CR_INDEXES.values(), SECRET_INDEX, SIDECAR_INDEX)})
+        {name: kwargs[name] for name in (*CR_INDEXES.values(), SIDECAR_INDEX)})
     # kopf's bookkeeping in llmgate.io annotations: `status` stays ours and kstatus-clean.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="llmgate.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -140,6 +123,11 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.peering.standalone = runtime.peering is None
+
+
+async def cleanup(memo: Any, **_: Any) -> None:
+    """Secret watches end with kopf's root tasks (not 5 s later as 'hung' tasks)."""
+    await _runtime(memo).reconciler.secrets.aclose()
 
 
 def login(memo: Any, logger: kopf.Logger, settings: kopf.OperatorSettings,
@@ -188,12 +176,9 @@ async def resource_event(type: str, namespace: str | None, memo: Any, logger: ko
         await _quietly(_namespaced(namespace), memo, logger, kwargs)
 
 
-async def secret_event(namespace: str | None, name: str, memo: Any, logger: kopf.Logger,
-                       **kwargs: Any) -> None:
-    """A Secret that some CR of its namespace reads changed (or came, or went)."""
-    _runtime(memo).live.indexed.set()
-    if namespace and name in referenced_secrets(_reader(namespace, kwargs)().resources):
-        await _quietly(namespace, memo, logger, kwargs)
+async def secret_changed(runtime: OperatorRuntime, namespace: str) -> None:
+    """A Secret that some CR of `namespace` reads changed (or came, or went, or access did)."""
+    await _quietly(namespace, kopf.Memo(runtime=runtime), log, runtime.live.indexes)
 
 
 async def sidecar_event(namespace: str | None, memo: Any, logger: kopf.Logger,
@@ -222,13 +207,19 @@ async def _quietly(namespace: str, memo: Any, logger: Any,
 async def resync_loop(runtime: OperatorRuntime) -> None:
     """Periodic reconcile of every known namespace: keys expire and rotation grace periods
     end without any event. (kopf timers would put a finalizer on every CR; this does not.)"""
+    # Configs whose CRs were all deleted while no operator ran: no CR event ever comes for
+    # them (nor, with no CRs anywhere, does kopf ever prove its indexes filled), so they are
+    # checked against the API directly and emptied.
+    for namespace in sorted(await _orphaned_configs(runtime)):
+        await _empty_orphan(runtime, namespace)
     await runtime.live.indexed.wait()
     memo = kopf.Memo(runtime=runtime)
-    orphans = await _orphaned_configs(runtime)
     while True:
         indexes = runtime.live.indexes
-        namespaces = {ns for name in CR_INDEXES.values() for ns in indexes[name]} | orphans
-        orphans = set()
+        namespaces = {ns for name in CR_INDEXES.values() for ns in indexes[name]
+                      if any(indexes[name].get(ns, ()))}
+        # Secret watches end with a namespace's last CR (the watch is started by a read).
+        runtime.reconciler.secrets.retain(namespaces)
         for namespace in sorted(namespaces):
             if not await _active(runtime, namespace):
                 continue  # another replica leads; kopf paused this one's watches too
@@ -282,13 +273,28 @@ async def _active(runtime: OperatorRuntime, namespace: str) -> bool:
 
 
 async def _orphaned_configs(runtime: OperatorRuntime) -> set[str]:
-    """Namespaces with a config but no CRs any more (deleted while the operator was down)."""
+    """Namespaces with a llmgate config (some may have lost their CRs while we were down)."""
     try:
         found = await runtime.reconciler.kube.namespaces_with_config(runtime.namespaces)
+    except Forbidden:
+        # Least privilege: ConfigMaps are granted per namespace, not listable cluster-wide.
+        log.info("ConfigMaps are not listable cluster-wide: a config whose CRs were deleted "
+                 "while the operator was down stays until its namespace has CRs again")
+        return set()
     except KubeError as exc:
         log.warning("cannot list llmgate configs: %s", exc)
         return set()
     return found
+
+
+async def _empty_orphan(runtime: OperatorRuntime, namespace: str) -> None:
+    kube = runtime.reconciler.kube
+    try:
+        if await kube.has_resources(namespace, api.GROUP, api.VERSION, api.PLURALS.values()):
+            return  # not an orphan: kopf's events reconcile it
+        await runtime.reconciler.reconcile(namespace, NamespaceState)
+    except KubeError as exc:
+        log.warning("cannot empty the left-over config of namespace %s: %s", namespace, exc)
 
 
 # -- registry and run ------------------------------------------------------------------------
@@ -298,16 +304,13 @@ def build_registry(runtime: OperatorRuntime) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     kopf.on.startup(registry=registry)(configure)
     kopf.on.login(registry=registry)(login)
+    kopf.on.cleanup(registry=registry)(cleanup)
     for kind, plural in api.PLURALS.items():
         resource = (api.GROUP, api.VERSION, plural)
         kopf.index(*resource, id=CR_INDEXES[kind], registry=registry)(index_resource)
         for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
             on(*resource, id="reconcile", registry=registry)(resource_changed)
         kopf.on.event(*resource, id="deleted", registry=registry)(resource_event)
-    kopf.index("v1", "secrets", id=SECRET_INDEX, when=wanted_secret,
-               registry=registry)(index_secret)
-    kopf.on.event("v1", "secrets", id="secret", when=wanted_secret,
-                  registry=registry)(secret_event)
     kopf.index("v1", "pods", id=SIDECAR_INDEX, when=has_sidecar,
                registry=registry)(index_sidecar)
     kopf.on.event("v1", "pods", id="sidecar", when=has_sidecar,
@@ -319,6 +322,8 @@ async def run_operator(runtime: OperatorRuntime, *, stop_flag: Any = None,
                        ready_flag: Any = None) -> None:
     """Run kopf until `stop_flag` (or a signal); clusterwide unless namespaces are given."""
     namespaces: Collection[str] = runtime.namespaces
+    secrets = runtime.reconciler.secrets
+    secrets.on_change = functools.partial(secret_changed, runtime)
     loops = [asyncio.create_task(resync_loop(runtime), name="llmgate resync"),
              asyncio.create_task(spend_loop(runtime), name="llmgate spend")]
     try:
@@ -333,4 +338,5 @@ async def run_operator(runtime: OperatorRuntime, *, stop_flag: Any = None,
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await secrets.aclose()
 

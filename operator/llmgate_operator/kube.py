@@ -1,23 +1,26 @@
 """The operator's only door to the Kubernetes API (official sync client, run in threads).
 
-`reconcile`, `handlers` and `main` call `Kube`'s coroutines; every request is a plain-dict
-REST call through `kubernetes.client.ApiClient` inside `asyncio.to_thread`, so nothing blocks
-the event loop. Failures raise `KubeError` (`NotFound`, `Conflict`, `Unavailable`); turning
-them into kopf errors is the handlers' job, not this module's. Writes use create + merge
-patch (never PUT): it is what every API server (and the test emulator) supports.
+`reconcile`, `secretwatch`, `handlers` and `main` call `Kube`'s coroutines; every request is
+a plain-dict REST call through `kubernetes.client.ApiClient` inside `asyncio.to_thread`, so
+nothing blocks the event loop; long-lived watch streams go through aiohttp with the same
+credentials (a thread per stream would exhaust the default executor). Failures raise
+`KubeError` (`NotFound`, `Forbidden`, `Conflict`, `Unavailable`); turning them into kopf
+errors is the handlers' job, not this module's. Writes use create + merge patch (never PUT).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import aiohttp
 import kubernetes.client
 import kubernetes.config
 import urllib3
@@ -31,6 +34,9 @@ REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
 MWC_PATH = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
 CRD_GROUP_VERSION = "/apis/llmgate.io/v1alpha1"
 PEERING_GROUP_VERSION = "/apis/kopf.dev/v1"
+# Metadata only (no `data`): what the Secret watches ask for.
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+METADATA_WATCH = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 Body = dict[str, Any]
 
@@ -45,6 +51,10 @@ class KubeError(Exception):
 
 class NotFound(KubeError):
     """404: the object (or its kind) does not exist."""
+
+
+class Forbidden(KubeError):
+    """403: RBAC does not allow it (e.g. Secrets of a namespace that granted nothing)."""
 
 
 class Conflict(KubeError):
@@ -74,6 +84,8 @@ def _error(status: int, raw: bytes) -> KubeError:
     message = str(doc.get("message") or raw[:200].decode(errors="replace"))
     if status == 404:
         return NotFound(status, reason or "NotFound", message)
+    if status == 403:
+        return Forbidden(status, reason or "Forbidden", message)
     if status == 409:
         return Conflict(status, reason or "Conflict", message)
     if status >= 500 or status == 429:
@@ -97,6 +109,7 @@ class Kube:
     def __init__(self, api: kubernetes.client.ApiClient, connection: Connection | None = None):
         self._api = api
         self.connection = connection
+        self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_environment(cls) -> Kube:
@@ -128,14 +141,21 @@ class Kube:
     def close(self) -> None:
         self._api.close()  # type: ignore[no-untyped-call]
 
+    async def aclose(self) -> None:
+        """Close the watch session too (the REST client is closed by `close`)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        self.close()
+
     # -- the one REST primitive -------------------------------------------------------------
 
     def _call(self, method: str, path: str, body: Any = None,
               content_type: str = "application/json",
-              query: Mapping[str, str] | None = None) -> Body:
+              query: Mapping[str, str] | None = None, accept: str = "application/json") -> Body:
         if query:
             path = f"{path}?{urlencode(query)}"
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": accept, "Content-Type": content_type}
         m, url, hdrs, payload, _ = self._api.param_serialize(
             method, path, header_params=headers, body=body, auth_settings=["BearerToken"])
         try:
@@ -151,8 +171,60 @@ class Kube:
 
     async def request(self, method: str, path: str, body: Any = None, *,
                       content_type: str = "application/json",
-                      query: Mapping[str, str] | None = None) -> Body:
-        return await asyncio.to_thread(self._call, method, path, body, content_type, query)
+                      query: Mapping[str, str] | None = None,
+                      accept: str = "application/json") -> Body:
+        return await asyncio.to_thread(self._call, method, path, body, content_type, query,
+                                       accept)
+
+    # -- metadata-only list and watch (the Secret watches) ----------------------------------
+
+    async def list_metadata(self, namespace: str, plural: str) -> Body:
+        """`PartialObjectMetadataList` of one namespace's objects: names and versions only."""
+        return await self.request("GET", core_path(namespace, plural), accept=METADATA_LIST)
+
+    def _watch_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    def _watch_ssl(self) -> ssl.SSLContext | bool:
+        config = self._api.configuration
+        if not config.verify_ssl:
+            return False
+        context = ssl.create_default_context(cafile=config.ssl_ca_cert or None)
+        if config.cert_file:
+            context.load_cert_chain(config.cert_file, config.key_file or None)
+        return context
+
+    async def watch_metadata(self, namespace: str, plural: str, since: str, *,
+                             timeout_seconds: int) -> AsyncIterator[Body]:
+        """Watch events (`type`, metadata-only `object`) after `since`, until the server ends
+        the stream (`timeout_seconds`). A 410 arrives as an `ERROR` event; HTTP errors raise."""
+        config = self._api.configuration
+        token = config.get_api_key_with_prefix("BearerToken")  # refreshes in-cluster tokens
+        headers = {"Accept": METADATA_WATCH, **({"Authorization": token} if token else {})}
+        query = {"watch": "true", "resourceVersion": since, "allowWatchBookmarks": "true",
+                 "timeoutSeconds": str(timeout_seconds)}
+        url = f"{config.host.rstrip('/')}{core_path(namespace, plural)}?{urlencode(query)}"
+        timeout = aiohttp.ClientTimeout(sock_connect=REQUEST_TIMEOUT[0],
+                                        sock_read=timeout_seconds + REQUEST_TIMEOUT[1])
+        try:
+            async with self._watch_session().get(url, headers=headers, timeout=timeout,
+                                                 ssl=self._watch_ssl()) as response:
+                if response.status != 200:
+                    raise _error(response.status, await response.read())
+                # Split lines by hand: aiohttp's readline refuses lines over 64 KiB, and a
+                # kubectl-applied Secret's annotations can be that long.
+                pending = b""
+                async for chunk in response.content.iter_any():
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for line in lines:
+                        event = json.loads(line) if line.strip() else None
+                        if isinstance(event, dict):
+                            yield event
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unavailable(0, "Unreachable", f"watch of {plural} in {namespace}: "
+                              f"{exc!r}") from None
 
     async def get(self, path: str) -> Body | None:
         """The object at `path`, or None if it does not exist."""
@@ -238,6 +310,9 @@ class Kube:
         query = {"labelSelector": f"{MANAGED_BY_LABEL}={MANAGED_BY}"}
         paths = ([core_path(ns, "configmaps") for ns in namespaces] if namespaces
                  else ["/api/v1/configmaps"])
+        if not namespaces and not await self.allowed("list", "configmaps"):
+            raise Forbidden(403, "Forbidden", "ConfigMaps are not listable cluster-wide "
+                            "(they are granted per namespace)")
         found: set[str] = set()
         for path in paths:
             listing = await self.request("GET", path, query=query)
@@ -255,6 +330,32 @@ class Kube:
             return await self.get(f"{PEERING_GROUP_VERSION}/clusterkopfpeerings/{quote(name)}")
         return await self.get(f"{PEERING_GROUP_VERSION}/namespaces/{quote(namespace)}"
                               f"/kopfpeerings/{quote(name)}")
+
+    async def allowed(self, verb: str, plural: str, namespace: str | None = None) -> bool:
+        """SelfSubjectAccessReview (what `kubectl auth can-i` asks); True when it cannot be
+        asked, so the caller tries and handles a refusal as before."""
+        attributes = {"verb": verb, "resource": plural, "group": ""}
+        if namespace:
+            attributes["namespace"] = namespace
+        try:
+            review = await self.request(
+                "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                 "spec": {"resourceAttributes": attributes}})
+        except KubeError:
+            return True
+        status = review.get("status")
+        return not isinstance(status, dict) or bool(status.get("allowed"))
+
+    async def has_resources(self, namespace: str, group: str, version: str,
+                            plurals: Iterable[str]) -> bool:
+        """Whether any object of these custom resources exists in `namespace`."""
+        for plural in plurals:
+            path = f"/apis/{group}/{version}/namespaces/{quote(namespace)}/{plural}"
+            listing = await self.request("GET", path, query={"limit": "1"})
+            if listing.get("items"):
+                return True
+        return False
 
     async def server_version(self) -> Body:
         """`/version` (gitVersion, major, minor): decides native vs regular sidecars."""

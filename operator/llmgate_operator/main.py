@@ -61,12 +61,13 @@ async def serve(settings: OperatorSettings, *, connection: Connection | None = N
     runtime = handlers.OperatorRuntime(
         reconciler=Reconciler(kube, observer=metrics,
                               spend=SpendTracker(reader, observer=metrics),
-                              sidecar_image=settings.sidecar_image),
+                              sidecar_image=settings.sidecar_image,
+                              grant_role=settings.namespace_role),
         connection=connection, namespaces=settings.namespaces,
         resync_seconds=settings.resync_seconds, spend_seconds=settings.spend_seconds,
         peering=settings.peering)
     async with contextlib.AsyncExitStack() as stack:
-        stack.callback(kube.close)
+        stack.push_async_callback(kube.aclose)
         if reader is not None:
             stack.push_async_callback(reader.aclose)
         ops_runner = await ops.start(health, metrics.registry, host=settings.ops_host,

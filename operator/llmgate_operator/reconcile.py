@@ -2,9 +2,11 @@
 
 `handlers` calls `Reconciler.reconcile(namespace, read_state)` on any change to a CR or a
 referenced Secret, on a timer, and when VirtualKey spend read from Redis changed. Runs per
-namespace are serialised, and triggers that arrive while one is queued share it. Writes go
-through `kube.Kube` only; this module never imports kopf and never writes a CR's spec.
-Errors from the API propagate as `KubeError`.
+namespace are serialised, and triggers that arrive while one is queued share it. Secrets are
+read through `secretwatch.SecretWatch` (only the referenced ones); a namespace that does not
+let the operator read them gets `AccessDenied` on each CR. Writes go through `kube.Kube`
+only; this module never imports kopf and never writes a CR's spec. Errors from the API
+propagate as `KubeError`.
 """
 
 from __future__ import annotations
@@ -13,16 +15,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from llmgate_contract import CONFIGMAP_NAME, CREDENTIALS_SECRET_NAME
+from llmgate_contract import CONFIGMAP_NAME, CREDENTIALS_SECRET_NAME, CompiledConfig
 from pydantic import ValidationError
 
 from llmgate_operator import api, keys, render, rollout
-from llmgate_operator.compile import Compilation, compile_namespace, secret_keys
-from llmgate_operator.kube import Conflict, Kube, KubeError, NotFound
+from llmgate_operator.compile import Compilation, Condition, compile_namespace, secret_keys
+from llmgate_operator.kube import Conflict, Forbidden, Kube, KubeError, NotFound
+from llmgate_operator.secretwatch import SecretWatch, view_of
 from llmgate_operator.spend import SpendTracker
 
 log = logging.getLogger(__name__)
@@ -30,18 +33,18 @@ log = logging.getLogger(__name__)
 # Reasons that a later change (a Secret created, a provider fixed) can clear: retry later.
 RETRY_REASONS = frozenset({
     "SecretNotFound", "SecretKeyNotFound", "SecretKeyEmpty", "KeySecretNotFound",
-    "ProviderNotReady", "NoResolvedTargets", "DuplicateModel",
+    "ProviderNotReady", "NoResolvedTargets", "DuplicateModel", "AccessDenied",
 })
+DEFAULT_GRANT_ROLE = "llmgate-namespace"
 # Reasons only an edit of the CR itself can clear: the handler fails permanently.
 PERMANENT_REASONS = frozenset({"InvalidSpec", "MissingCredentials"})
 
 
 @dataclass(frozen=True)
 class NamespaceState:
-    """A consistent read of one namespace from the operator's indexes."""
+    """A consistent read of one namespace's CRs from the operator's indexes."""
 
     resources: tuple[Mapping[str, Any], ...] = ()
-    secrets: Mapping[str, keys.SecretView] = field(default_factory=dict)
 
 
 class Observer(Protocol):
@@ -77,9 +80,13 @@ class Reconciler:
 
     def __init__(self, kube: Kube, *, observer: Observer | None = None,
                  clock: Callable[[], datetime] = _utcnow,
-                 spend: SpendTracker | None = None,
+                 spend: SpendTracker | None = None, secrets: SecretWatch | None = None,
+                 grant_role: str = DEFAULT_GRANT_ROLE,
                  sidecar_image: str | None = None) -> None:
         self.kube = kube
+        # The only way Secrets are read: referenced names, on demand, watched per namespace.
+        self.secrets = secrets if secrets is not None else SecretWatch(kube)
+        self._grant_role = grant_role
         # VirtualKey spend readings, shown in status by every run (see `handlers.spend_loop`).
         self.spend = spend if spend is not None else SpendTracker()
         self._observer = observer
@@ -149,9 +156,16 @@ class Reconciler:
 
     async def _run(self, namespace: str, state: NamespaceState) -> Compilation:
         now = self._clock()
-        self._forget_gone(namespace, state)
-        secrets = {name: self._fresh_secret(namespace, view)
-                   for name, view in state.secrets.items()}
+        try:
+            return await self._compile_and_write(namespace, state, now)
+        except Forbidden as exc:
+            return await self._access_denied(namespace, state, exc, now)
+
+    async def _compile_and_write(self, namespace: str, state: NamespaceState,
+                                 now: datetime) -> Compilation:
+        read = await self.secrets.read(namespace, referenced_secrets(state.resources))
+        self._forget_gone(namespace, state, read)
+        secrets = {name: self._fresh_secret(namespace, view) for name, view in read.items()}
         for body in state.resources:
             if body.get("kind") == "VirtualKey":
                 await self._ensure_key(body, secrets, now)
@@ -200,9 +214,22 @@ class Reconciler:
 
     # -- our own writes vs. lagging indexes ---------------------------------------------------
 
-    def _forget_gone(self, namespace: str, state: NamespaceState) -> None:
+    async def _access_denied(self, namespace: str, state: NamespaceState, exc: Forbidden,
+                             now: datetime) -> Compilation:
+        """RBAC keeps the namespace's Secrets from us: every CR says so, nothing is written."""
+        message = (f"the operator may not manage Secrets and ConfigMaps in namespace "
+                   f"{namespace!r} ({exc.reason}): bind ClusterRole {self._grant_role!r} to "
+                   "the operator's service account with a RoleBinding in this namespace "
+                   "(docs/security.md)")
+        compilation = denied_compilation(namespace, state.resources, message)
+        for body in state.resources:
+            await self._write_status(compilation, body, now)
+        return compilation
+
+    def _forget_gone(self, namespace: str, state: NamespaceState,
+                     secrets: Mapping[str, keys.SecretView]) -> None:
         alive = {(namespace, b["kind"], b["metadata"]["name"]) for b in state.resources}
-        alive |= {(namespace, "Secret", name) for name in state.secrets}
+        alive |= {(namespace, "Secret", name) for name in secrets}
         for key in [k for k in self._written if k[0] == namespace and k not in alive]:
             del self._written[key]
 
@@ -241,13 +268,8 @@ class Reconciler:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         secret_name = spec.secret_name or api.default_secret_name(name)
+        # Read (or vouched for by the watch, which includes our own writes) this very run.
         view = secrets.get(secret_name)
-        if view is None:
-            # Not indexed (yet, or a type the index skips): ask the API before issuing a key,
-            # or a Secret we created a moment ago would be overwritten.
-            current = await self.kube.read_secret(namespace, secret_name)
-            if current is not None:
-                view = secrets[secret_name] = view_of(current)
         annotations = meta.get("annotations") or {}
         decision = keys.decide(annotations, view)
         if decision.refused:
@@ -293,6 +315,7 @@ class Reconciler:
             result = await self.kube.patch_object(namespace, "secrets", name, patch)
         written = view_of(result)
         self._remember(namespace, "Secret", name, result, written)
+        self.secrets.remember(namespace, written)
         return written
 
     async def _report_refusal(self, body: Mapping[str, Any], message: str) -> None:
@@ -376,10 +399,10 @@ class Reconciler:
                         body["metadata"].get("namespace"), body["metadata"].get("name"), exc)
 
 
-def view_of(secret: Mapping[str, Any]) -> keys.SecretView:
-    """The `SecretView` of a Secret object as the API returns it."""
-    meta = secret.get("metadata") or {}
-    return keys.SecretView(
-        name=meta.get("name", ""), data=render.decode_data(secret.get("data")),
-        labels=dict(meta.get("labels") or {}), annotations=dict(meta.get("annotations") or {}),
-        uid=meta.get("uid"), resource_version=meta.get("resourceVersion"))
+def denied_compilation(namespace: str, resources: Iterable[Mapping[str, Any]],
+                       message: str) -> Compilation:
+    """Nothing compiled: every CR of the namespace gets `AccessDenied` with `message`."""
+    conditions = {(b["kind"], b["metadata"]["name"]): Condition(False, "AccessDenied", message)
+                  for b in resources}
+    return Compilation(config=CompiledConfig(namespace=namespace), credentials={},
+                       conditions=conditions)

@@ -23,6 +23,7 @@ DEFAULT_TLS_SECRET = "llmgate-webhook-tls"
 DEFAULT_SIDECAR_IMAGE = "ghcr.io/llmgate/llmgate-sidecar:0.1.0"
 DEFAULT_RESYNC_SECONDS = 60.0
 DEFAULT_SPEND_SECONDS = 30.0
+DEFAULT_NAMESPACE_ROLE = "llmgate-namespace"
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,10 @@ class OperatorSettings:
 
     peering: str | None = None
     """kopf peering object for more than one replica (leader election); None: standalone."""
+
+    namespace_role: str = DEFAULT_NAMESPACE_ROLE
+    """ClusterRole a namespace binds (RoleBinding) to let the operator manage its Secrets and
+    ConfigMaps; named in the `AccessDenied` condition of CRs in namespaces that did not."""
 
     @property
     def clusterwide(self) -> bool:
@@ -190,6 +195,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--peering", default=_env("LLMGATE_PEERING"),
         help="kopf peering name for several replicas (needs the peering CRD); default: "
              "standalone")
+    add("--namespace-role", default=_env("LLMGATE_NAMESPACE_ROLE", DEFAULT_NAMESPACE_ROLE),
+        help="ClusterRole namespaces bind to grant the operator their Secrets (named in "
+             "AccessDenied conditions)")
     add("--log-level", default=_env("LLMGATE_LOG_LEVEL", "INFO"),
         help="logging level (DEBUG, INFO, WARNING, ERROR)")
 
@@ -219,4 +227,5 @@ def from_args(ns: argparse.Namespace) -> OperatorSettings:
         resync_seconds=max(1.0, float(ns.resync_seconds)),
         spend_seconds=max(1.0, float(ns.spend_seconds)),
         peering=ns.peering or None,
+        namespace_role=ns.namespace_role,
     )

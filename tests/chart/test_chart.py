@@ -74,8 +74,9 @@ def test_rendered_manifests_validate_strictly(name: str) -> None:
 
 def test_default_install_renders_the_core_objects() -> None:
     assert r.kinds(r.render()) == sorted([
-        "ClusterRole", "ClusterRoleBinding", "Deployment", "MutatingWebhookConfiguration",
-        "PodDisruptionBudget", "Service", "Service", "ServiceAccount"])
+        "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Deployment",
+        "MutatingWebhookConfiguration", "PodDisruptionBudget", "Role", "RoleBinding", "Service",
+        "Service", "ServiceAccount"])
 
 
 def test_all_features_render_every_optional_object() -> None:

@@ -15,18 +15,22 @@ import pytest
 from tests.chart import rendering as r
 
 CRS = ["llmroutes", "providersecrets", "virtualkeys"]
-# (apiGroup, resource) -> verbs the operator needs wherever it compiles CRs.
-NAMESPACED_NEEDS = {
+# (apiGroup, resource) -> verbs the operator needs on its CRs wherever it compiles them.
+RESOURCE_NEEDS = {
     **{("llmgate.io", cr): {"get", "list", "watch", "patch"} for cr in CRS},
     **{("llmgate.io", f"{cr}/status"): {"get", "patch"} for cr in CRS},
     ("llmgate.io", "virtualkeys/finalizers"): {"update"},
-    ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
     # Read only: which sidecar versions run (llmgate_operator_sidecar_pods).
     ("", "pods"): {"list", "watch"},
 }
+# What a namespace grants: only ever per namespace (Role, or RoleBinding of a ClusterRole).
+DATA_NEEDS = {
+    ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
+}
+NAMESPACED_NEEDS = {**RESOURCE_NEEDS, **DATA_NEEDS}
 CLUSTER_NEEDS = {
     ("", "namespaces"): {"list", "watch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
@@ -56,10 +60,24 @@ def test_no_wildcards_anywhere(values: dict[str, Any]) -> None:
             assert "nonResourceURLs" not in rule
 
 
+def _cluster_bound(docs: list[dict[str, Any]]) -> dict[str, dict[tuple[str, str], set[str]]]:
+    """Grants of every ClusterRole that a ClusterRoleBinding binds (i.e. valid everywhere)."""
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+    return {b["roleRef"]["name"]: _grants(roles[b["roleRef"]["name"]])
+            for b in docs if b["kind"] == "ClusterRoleBinding"}
+
+
+@pytest.mark.parametrize("values", [{}, r.ALL_FEATURES, {"webhook": {"enabled": False}},
+                                    {"operator": {"peering": {"enabled": True}}}])
+def test_no_cluster_wide_secret_or_configmap_access(values: dict[str, Any]) -> None:
+    for name, grants in _cluster_bound(r.render(values)).items():
+        assert not {("", "secrets"), ("", "configmaps")} & set(grants), name
+
+
 def test_clusterwide_grants_exactly_what_the_operator_needs() -> None:
     docs = r.render()
-    cluster_role = r.find(docs, "ClusterRole")
-    assert _grants(cluster_role) == {**CLUSTER_NEEDS, **NAMESPACED_NEEDS, MWC: {"get", "patch"}}
+    cluster_role = r.find(docs, "ClusterRole", "gw-llmgate")
+    assert _grants(cluster_role) == {**CLUSTER_NEEDS, **RESOURCE_NEEDS, MWC: {"get", "patch"}}
     # The webhook configuration: only the operator's own, by name.
     mwc_rule = next(rule for rule in cluster_role["rules"]
                     if "mutatingwebhookconfigurations" in rule["resources"])
@@ -68,26 +86,55 @@ def test_clusterwide_grants_exactly_what_the_operator_needs() -> None:
     assert binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "gw-llmgate",
                                     "namespace": r.NAMESPACE}]
-    assert "Role" not in r.kinds(docs)
+    # Secrets and ConfigMaps: a ClusterRole for namespaces to bind, bound nowhere by default.
+    grant = r.find(docs, "ClusterRole", "gw-llmgate-namespace")
+    assert _grants(grant) == DATA_NEEDS
+    assert not [d for d in docs if d["kind"] == "RoleBinding"
+                and d["roleRef"]["name"] == "gw-llmgate-namespace"]
+    # The operator names that ClusterRole in AccessDenied conditions.
+    assert "--namespace-role=gw-llmgate-namespace" in r.operator_container(docs)["args"]
+    # The release namespace: the webhook certificate Secret by name, nothing else of Secrets.
+    role = r.find(docs, "Role", "gw-llmgate")
+    assert role["metadata"]["namespace"] == r.NAMESPACE
+    assert _grants(role) == {("", "secrets"): {"get", "patch", "create"},
+                             ("", "events"): {"create", "patch"}}
+    named = next(rule for rule in role["rules"] if "get" in rule["verbs"])
+    assert named["resourceNames"] == ["llmgate-webhook-tls"]
 
 
-def test_watched_namespaces_get_roles_and_secrets_stay_namespaced() -> None:
+def test_granted_namespaces_and_the_cluster_wide_opt_in() -> None:
+    docs = r.render({"rbac": {"grantNamespaces": ["team-a", "team-b"]}})
+    grants = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "RoleBinding"
+              and d["roleRef"]["name"] == "gw-llmgate-namespace"}
+    assert set(grants) == {"team-a", "team-b"}
+    assert all(g["roleRef"]["kind"] == "ClusterRole" for g in grants.values())
+    assert "gw-llmgate-namespace" not in _cluster_bound(docs)
+
+    wide = _cluster_bound(r.render({"rbac": {"clusterWideSecrets": True}}))
+    assert wide["gw-llmgate-namespace"] == DATA_NEEDS
+
+
+def test_watched_namespaces_use_roles_only() -> None:
     docs = r.render(r.ALL_FEATURES)
-    cluster = _grants(r.find(docs, "ClusterRole"))
-    # cert-manager issues the certificate: no webhook-configuration access either.
-    assert cluster == CLUSTER_NEEDS
+    # cert-manager issues the certificate: nothing cluster-scoped at all.
+    assert not {"ClusterRole", "ClusterRoleBinding"} & set(r.kinds(docs))
     roles = {d["metadata"]["namespace"]: _grants(d) for d in docs if d["kind"] == "Role"}
     assert set(roles) == {"team-a", "team-b", r.NAMESPACE}
     # ALL_FEATURES runs two replicas with peering: each watched namespace has its KopfPeering.
     peering = {("kopf.dev", "kopfpeerings"): {"list", "watch", "get", "patch"}}
     assert roles["team-a"] == roles["team-b"] == {**NAMESPACED_NEEDS, **peering}
-    # The release namespace (not watched): the certificate Secret and events only.
-    assert roles[r.NAMESPACE] == {("", "secrets"): {"get", "list", "watch", "create", "patch"},
-                                  ("", "events"): {"create", "patch"}}
+    # The release namespace (not watched), certificates by cert-manager: events only.
+    assert roles[r.NAMESPACE] == {("", "events"): {"create", "patch"}}
     bindings = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "RoleBinding"}
     assert set(bindings) == set(roles)
     for binding in bindings.values():
         assert binding["subjects"][0]["name"] == "gw-llmgate"
+
+
+def test_watched_namespaces_with_operator_managed_certificates() -> None:
+    docs = r.render({"operator": {"watchNamespaces": ["team-a"]}})
+    # Cluster-scoped: only the caBundle of the one webhook configuration.
+    assert _cluster_bound(docs) == {"gw-llmgate": {MWC: {"get", "patch"}}}
 
 
 def test_watching_the_release_namespace_gives_it_the_full_role() -> None:
@@ -196,9 +243,9 @@ def test_peering_adds_the_peering_object_and_just_its_permissions() -> None:
     assert peering["metadata"]["name"] == "llmgate"
     container = r.find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert "--peering=llmgate" in container["args"]
-    grants = _grants(r.find(docs, "ClusterRole"))
+    grants = _grants(r.find(docs, "ClusterRole", "gw-llmgate"))
     assert grants[("kopf.dev", "clusterkopfpeerings")] == {"list", "watch", "get", "patch"}
-    named = [rule for rule in r.find(docs, "ClusterRole")["rules"]
+    named = [rule for rule in r.find(docs, "ClusterRole", "gw-llmgate")["rules"]
              if rule["resources"] == ["clusterkopfpeerings"] and "patch" in rule["verbs"]]
     assert named and named[0]["resourceNames"] == ["llmgate"]
 
@@ -210,10 +257,12 @@ def test_namespaced_peering_meets_in_each_watched_namespace() -> None:
     assert set(peerings) == {"team-a", "team-b"}
     roles = {d["metadata"]["namespace"]: _grants(d) for d in docs if d["kind"] == "Role"}
     assert roles["team-a"][("kopf.dev", "kopfpeerings")] == {"list", "watch", "get", "patch"}
-    assert ("kopf.dev", "clusterkopfpeerings") not in _grants(r.find(docs, "ClusterRole"))
+    assert ("kopf.dev", "clusterkopfpeerings") not in {
+        grant for grants in _cluster_bound(docs).values() for grant in grants}
 
 
 def test_no_peering_by_default() -> None:
     docs = r.render()
     assert not {"ClusterKopfPeering", "KopfPeering"} & set(r.kinds(docs))
-    assert not any(group == "kopf.dev" for group, _ in _grants(r.find(docs, "ClusterRole")))
+    assert not any(group == "kopf.dev"
+                   for group, _ in _grants(r.find(docs, "ClusterRole", "gw-llmgate")))

@@ -19,6 +19,7 @@ from tests.cluster.api import Api, eventually, load_docs, path, path_of
 from tests.cluster.binaries import ROOT, pinned
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.release import CHART, NAMESPACE, Release
+from tests.cluster.workloads import namespace as namespace_of
 
 LLMGATE_CRDS = ("providersecrets.llmgate.io", "llmroutes.llmgate.io", "virtualkeys.llmgate.io")
 PEERING_CRDS = ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev")
@@ -78,7 +79,8 @@ def test_upgrade_and_uninstall_behave_as_install_md_says(
     admin = control_plane.admin
     namespace, name = "llmgate-lifecycle", "lifecycle"
     for watched in ("lifecycle-a", "lifecycle-b"):
-        admin.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": watched}})
+        # Granted to the suite's cluster-wide release too, which serves every namespace.
+        namespace_of(admin, watched)
     values: dict[str, Any] = {
         "fullnameOverride": "lifecycle",
         "operator": {"watchNamespaces": ["lifecycle-a", "lifecycle-b"], "logLevel": "INFO"},

@@ -27,10 +27,27 @@ from tests.cluster.binaries import ROOT
 EXAMPLES = ROOT / "examples"
 
 
-def namespace(admin: Api, name: str, labels: dict[str, str] | None = None) -> str:
+GRANT_ROLE = "llmgate-namespace"  # the chart's ClusterRole a namespace binds (release llmgate)
+
+
+def namespace(admin: Api, name: str, labels: dict[str, str] | None = None, *,
+              grant: bool = True) -> str:
+    """A namespace; `grant`: its admin lets the operator manage its Secrets and ConfigMaps
+    (the RoleBinding of docs/install.md; without it its CRs say AccessDenied)."""
     admin.apply({"apiVersion": "v1", "kind": "Namespace",
                  "metadata": {"name": name, "labels": labels or {}}})
+    if grant:
+        grant_operator(admin, name)
     return name
+
+
+def grant_operator(admin: Api, name: str) -> None:
+    admin.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                 "metadata": {"name": "llmgate", "namespace": name},
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                             "name": GRANT_ROLE},
+                 "subjects": [{"kind": "ServiceAccount", "name": "llmgate",
+                               "namespace": "llmgate-system"}]}, name)
 
 
 def example(name: str) -> list[dict[str, Any]]:

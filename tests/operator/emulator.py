@@ -4,6 +4,8 @@ The plain `kmock.KubernetesEmulator` (0.8, pinned) has no resourceVersion/uid/ge
 loses watch events between the snapshot and the subscription, ignores `?resourceVersion=`,
 does not default `metadata.namespace`, cannot do `generateName` and answers a failed JSON
 patch `test` with 500. This subclass fixes those; it leans on kmock internals, hence the pin.
+kmock also re-scans its whole request log on every request (quadratic: 5,000 requests take
+minutes), so `Emu` keeps only the current request there and a compact record in `served`.
 """
 
 from __future__ import annotations
@@ -47,10 +49,24 @@ def _touches_spec(data: Any) -> bool:
     return isinstance(data, dict) and "spec" in data
 
 
+@attrs.frozen
+class Served:
+    """What one request asked for (method, resource path, namespace, name, query)."""
+
+    method: str
+    resource: str
+    namespace: str | None
+    name: str | None
+    params: dict[str, str]
+
+
 @attrs.define(kw_only=True)
 class Emu(kmock.KubernetesEmulator):
     _versions: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
     _latest: int = attrs.field(default=0, init=False)
+    served: list[Served] = attrs.field(factory=list, init=False)
+    # Namespaces whose Secrets and ConfigMaps answer 403, as RBAC does where nothing is bound.
+    locked: set[str] = attrs.field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -61,6 +77,17 @@ class Emu(kmock.KubernetesEmulator):
         return str(self._latest)
 
     async def _handle(self, request: Any) -> Any:
+        del self._requests[:-1]  # see the module docstring
+        resource = request.resource
+        self.served.append(Served(
+            method=str(request.method.value), namespace=request.namespace, name=request.name,
+            resource="" if resource is None else f"{resource.group}/{resource.version}/"
+                                                 f"{resource.plural}".lstrip("/"),
+            params=dict(request.params)))
+        if (request.namespace in self.locked and resource is not None
+                and resource.plural in ("secrets", "configmaps")):
+            raise kmock.KubernetesError(status=403, reason="Forbidden",
+                                        message=f"{resource.plural} is forbidden")
         if request.resource is not None:
             self._stamp(request)
         try:

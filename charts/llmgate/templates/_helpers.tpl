@@ -91,8 +91,13 @@ app.kubernetes.io/component: operator
 {{- toJson $all }}
 {{- end }}
 
-{{/* Rules the operator needs inside every namespace it compiles. */}}
-{{- define "llmgate.namespacedRules" -}}
+{{/* The ClusterRole a namespace binds to let the operator manage its Secrets/ConfigMaps. */}}
+{{- define "llmgate.namespaceRoleName" -}}
+{{- printf "%s-namespace" (include "llmgate.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The operator's rules on llmgate's CRs (and Events about them). */}}
+{{- define "llmgate.resourceRules" -}}
 - apiGroups: [llmgate.io]
   resources: [providersecrets, llmroutes, virtualkeys]
   verbs: [get, list, watch, patch]
@@ -105,9 +110,6 @@ app.kubernetes.io/component: operator
   resources: [virtualkeys/finalizers]
   verbs: [update]
 - apiGroups: [""]
-  resources: [configmaps, secrets]
-  verbs: [get, list, watch, create, patch, delete]
-- apiGroups: [""]
   resources: [events]
   verbs: [create, patch]
 # Which sidecar versions run (llmgate_operator_sidecar_pods, docs/upgrade.md): read only.
@@ -117,6 +119,21 @@ app.kubernetes.io/component: operator
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- end }}
+
+{{/* Secrets and ConfigMaps: only ever granted per namespace (Role or RoleBinding) unless
+rbac.clusterWideSecrets. The operator reads the Secrets its CRs name (a metadata-only watch
+tells it when they change) and writes llmgate-config, llmgate-credentials and key Secrets. */}}
+{{- define "llmgate.dataRules" -}}
+- apiGroups: [""]
+  resources: [configmaps, secrets]
+  verbs: [get, list, watch, create, patch, delete]
+{{- end }}
+
+{{/* Rules the operator needs inside every namespace it watches (namespaced mode). */}}
+{{- define "llmgate.namespacedRules" -}}
+{{ include "llmgate.resourceRules" . }}
+{{ include "llmgate.dataRules" . }}
 {{- if and .Values.operator.peering.enabled .Values.operator.watchNamespaces }}
 # kopf peering of a namespaced operator: its KopfPeering in each watched namespace.
 - apiGroups: [kopf.dev]
