@@ -35,6 +35,9 @@ CONFIG_FILE = "config.json"
 GENERATION_FILE = "generation"
 CONFIGMAP_NAME = "llmgate-config"
 CREDENTIALS_SECRET_NAME = "llmgate-credentials"
+# Data key in that Secret holding the shared Redis's password (when Redis requires auth);
+# injected sidecars read it through env LLMGATE_REDIS_PASSWORD (valueFrom secretKeyRef).
+REDIS_PASSWORD_KEY = "redis-password"
 # The API key the injector gives app containers of a pod bound to a VirtualKey (SDKs insist
 # on some key); the sidecar treats it as "no key" and applies the bound key's policy.
 POD_BOUND_KEY = "llmgate-pod-bound"

@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from llmgate_contract import CONFIGMAP_NAME, CREDENTIALS_SECRET_NAME, POD_BOUND_KEY
+from llmgate_contract import (
+    CONFIGMAP_NAME,
+    CREDENTIALS_SECRET_NAME,
+    POD_BOUND_KEY,
+    REDIS_PASSWORD_KEY,
+)
 
 SIDECAR_NAME = "llmgate-sidecar"
 INJECT_LABEL = "llmgate.io/inject"
@@ -58,6 +63,9 @@ class SidecarOptions:
     cache_redis_url: str | None = None
     """Passed to the sidecar as `LLMGATE_CACHE_REDIS_URL` (the response cache's own Redis);
     None = the cache shares `redis_url`."""
+    redis_auth: bool = False
+    """Redis needs a password: `LLMGATE_REDIS_PASSWORD` from the namespace's credentials
+    Secret (valueFrom; never a literal in the pod spec or the ConfigMap)."""
     resources: dict[str, Any] | None = None
     """A k8s ResourceRequirements replacing `DEFAULT_RESOURCES` wholesale; None = defaults."""
     native: bool = True
@@ -261,6 +269,9 @@ def _sidecar_env(options: SidecarOptions, virtual_key: str | None) -> list[dict[
         env.append({"name": "LLMGATE_REDIS_URL", "value": options.redis_url})
     if options.cache_redis_url:
         env.append({"name": "LLMGATE_CACHE_REDIS_URL", "value": options.cache_redis_url})
+    if options.redis_auth and (options.redis_url or options.cache_redis_url):
+        env.append({"name": "LLMGATE_REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {
+            "name": CREDENTIALS_SECRET_NAME, "key": REDIS_PASSWORD_KEY, "optional": True}}})
     return env
 
 

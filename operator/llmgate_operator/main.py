@@ -57,12 +57,14 @@ async def serve(settings: OperatorSettings, *, connection: Connection | None = N
     metrics = ops.OperatorMetrics()
     health = ops.Health()
     health.wait_for("reconciler")
-    reader = SpendReader.from_url(settings.redis_url) if settings.redis_url else None
+    reader = (SpendReader.from_url(settings.redis_url, password=settings.redis_password)
+              if settings.redis_url else None)
     runtime = handlers.OperatorRuntime(
         reconciler=Reconciler(kube, observer=metrics,
                               spend=SpendTracker(reader, observer=metrics),
                               sidecar_image=settings.sidecar_image,
-                              grant_role=settings.namespace_role),
+                              grant_role=settings.namespace_role,
+                              redis_password=settings.redis_password),
         connection=connection, namespaces=settings.namespaces,
         resync_seconds=settings.resync_seconds, spend_seconds=settings.spend_seconds,
         peering=settings.peering)
@@ -113,6 +115,7 @@ async def start_webhook(settings: OperatorSettings, kube: Kube, registry: Collec
     options = SidecarOptions(
         image=settings.sidecar_image, redis_url=settings.sidecar_redis_url,
         cache_redis_url=settings.sidecar_cache_redis_url,
+        redis_auth=bool(settings.redis_password),
         resources=dict(settings.sidecar_resources) if settings.sidecar_resources else None,
         native=await native_sidecars(kube))
     return await webhook_server.start(options, host=settings.webhook_host,

@@ -19,7 +19,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from llmgate_contract import CONFIGMAP_NAME, CREDENTIALS_SECRET_NAME, CompiledConfig
+from llmgate_contract import (
+    CONFIGMAP_NAME,
+    CREDENTIALS_SECRET_NAME,
+    REDIS_PASSWORD_KEY,
+    CompiledConfig,
+)
 from pydantic import ValidationError
 
 from llmgate_operator import api, keys, render, rollout
@@ -82,11 +87,15 @@ class Reconciler:
                  clock: Callable[[], datetime] = _utcnow,
                  spend: SpendTracker | None = None, secrets: SecretWatch | None = None,
                  grant_role: str = DEFAULT_GRANT_ROLE,
-                 sidecar_image: str | None = None) -> None:
+                 sidecar_image: str | None = None,
+                 redis_password: str | None = None) -> None:
         self.kube = kube
         # The only way Secrets are read: referenced names, on demand, watched per namespace.
         self.secrets = secrets if secrets is not None else SecretWatch(kube)
         self._grant_role = grant_role
+        # Shared with every namespace's sidecars through its credentials Secret.
+        self._extra_credentials = {REDIS_PASSWORD_KEY: redis_password} if redis_password \
+            else {}
         # VirtualKey spend readings, shown in status by every run (see `handlers.spend_loop`).
         self.spend = spend if spend is not None else SpendTracker()
         self._observer = observer
@@ -329,7 +338,7 @@ class Reconciler:
 
     async def _write_config(self, compilation: Compilation, *, has_resources: bool) -> bool:
         namespace = compilation.config.namespace
-        configmap, secret = render.config_objects(compilation)
+        configmap, secret = render.config_objects(compilation, self._extra_credentials)
         current_cm = await self.kube.read_object(namespace, "configmaps", CONFIGMAP_NAME)
         if current_cm is None and not has_resources:
             return False  # never had llmgate CRs: nothing to serve, nothing to clean up

@@ -55,10 +55,13 @@ def decode_data(data: Mapping[str, str] | None) -> dict[str, str]:
     return out
 
 
-def config_objects(compilation: Compilation) -> tuple[Body, Body]:
-    """The ConfigMap `llmgate-config` and Secret `llmgate-credentials` of one namespace."""
+def config_objects(compilation: Compilation,
+                   extra_credentials: Mapping[str, str] | None = None) -> tuple[Body, Body]:
+    """The ConfigMap `llmgate-config` and Secret `llmgate-credentials` of one namespace
+    (`extra_credentials`: Secret data besides the compiled files, e.g. the Redis password)."""
     config = compilation.config
-    cm_data, secret_data = bundle_files(config, compilation.credentials)
+    cm_data, secret_data = bundle_files(config, {**compilation.credentials,
+                                                 **(extra_credentials or {})})
     generation = config.generation
     configmap: Body = {
         "apiVersion": "v1", "kind": "ConfigMap",

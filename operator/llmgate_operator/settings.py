@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -83,6 +83,11 @@ class OperatorSettings:
 
     redis_url: str | None = None
     """Redis the operator reads spend from for VirtualKey status (optional)."""
+
+    redis_password: str | None = field(default=None, repr=False)
+    """AUTH password of that Redis and of the sidecars' (env `LLMGATE_REDIS_PASSWORD` only,
+    never a flag: the chart sets it from a Secret). The operator copies it into each
+    namespace's `llmgate-credentials` Secret, where injected sidecars read it."""
 
     log_level: str = "INFO"
     """Python logging level name."""
@@ -223,6 +228,7 @@ def from_args(ns: argparse.Namespace) -> OperatorSettings:
         ops_host=ns.ops_host,
         ops_port=ns.ops_port,
         redis_url=ns.redis_url or None,
+        redis_password=_env("LLMGATE_REDIS_PASSWORD"),
         log_level=str(ns.log_level).upper(),
         resync_seconds=max(1.0, float(ns.resync_seconds)),
         spend_seconds=max(1.0, float(ns.spend_seconds)),

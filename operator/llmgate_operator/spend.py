@@ -83,8 +83,10 @@ class SpendReader:
         self._owns_client = owns_client
 
     @classmethod
-    def from_url(cls, url: str, *, timeout: float = REDIS_TIMEOUT) -> SpendReader:
-        client = connect(url, decode_responses=True, timeout=timeout, max_connections=4)
+    def from_url(cls, url: str, *, timeout: float = REDIS_TIMEOUT,
+                 password: str | None = None) -> SpendReader:
+        client = connect(url, decode_responses=True, timeout=timeout, max_connections=4,
+                         password=password)
         return cls(client, owns_client=True)
 
     async def read(self, refs: Sequence[BudgetRef]) -> tuple[int, list[int]]:

@@ -106,7 +106,8 @@ def create_store(settings: SidecarSettings) -> Store:
         # redis-py (and what it pulls in) is imported only when a URL is set (sidecar lean
         # imports: docs/performance.md, tests/sidecar/test_lean_imports.py).
         from llmgate_sidecar.policy.redis_store import RedisStore
-        return RedisStore.from_url(settings.redis_url, fail_mode=settings.fail_mode)
+        return RedisStore.from_url(settings.redis_url, password=settings.redis_password,
+                                   fail_mode=settings.fail_mode)
     return MemoryStore()
 
 
@@ -116,7 +117,7 @@ def create_cache_backend(settings: SidecarSettings) -> CacheBackend:
     url = settings.cache_redis_url or settings.redis_url
     if url:
         from llmgate_sidecar.cache.redis_backend import RedisBackend
-        return RedisBackend.from_url(url)
+        return RedisBackend.from_url(url, password=settings.redis_password)
     return MemoryBackend()
 
 

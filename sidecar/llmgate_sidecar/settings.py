@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from llmgate_sidecar.upstream.transport import Bounds
 
@@ -35,6 +35,9 @@ class SidecarSettings:
     """The response cache's own Redis (another instance, or at least another database);
     `redis_url` when unset. Cache entries must never evict budgets: docs/limits.md, "Redis
     settings"."""
+    redis_password: str | None = field(default=None, repr=False)
+    """Redis AUTH password (overrides one in the URL). Injected sidecars get it from the
+    namespace's `llmgate-credentials` Secret through `LLMGATE_REDIS_PASSWORD` (valueFrom)."""
     fail_mode: str = "failOpen"
     """When Redis fails: failOpen (serve with per-pod limits) or failClosed (503)."""
     virtual_key: str | None = None

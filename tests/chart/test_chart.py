@@ -75,7 +75,8 @@ def test_rendered_manifests_validate_strictly(name: str) -> None:
 def test_default_install_renders_the_core_objects() -> None:
     assert r.kinds(r.render()) == sorted([
         "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Deployment",
-        "MutatingWebhookConfiguration", "PodDisruptionBudget", "Role", "RoleBinding", "Service",
+        "MutatingWebhookConfiguration", "NetworkPolicy", "PodDisruptionBudget", "Role",
+        "RoleBinding", "Service",
         "Service", "ServiceAccount"])
 
 

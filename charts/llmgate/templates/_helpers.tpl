@@ -68,6 +68,18 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
+{{/* Where the Redis password comes from: "name/key", or empty (no auth). External Redis
+needs an existingSecret; the bundled one generates its own Secret. */}}
+{{- define "llmgate.redisAuthSecret" -}}
+{{- if and .Values.redis.auth.enabled (include "llmgate.redisUrl" .) }}
+{{- if .Values.redis.auth.existingSecret }}
+{{- .Values.redis.auth.existingSecret }}
+{{- else if include "llmgate.redisBundled" . }}
+{{- include "llmgate.redisName" . }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* The response cache's Redis: cacheUrl, else the bundled cache instance, else url. */}}
 {{- define "llmgate.redisCacheUrl" -}}
 {{- if .Values.redis.cacheUrl }}

@@ -34,9 +34,10 @@ class RedisBackend:
         self._down_until = 0.0
 
     @classmethod
-    def from_url(cls, url: str, *, timeout: float = 0.25, **kwargs: Any) -> RedisBackend:
+    def from_url(cls, url: str, *, timeout: float = 0.25, password: str | None = None,
+                 **kwargs: Any) -> RedisBackend:
         # Bytes, not str: entries may be compressed. Short timeouts: a cache must be cheap.
-        client = connect(url, decode_responses=False, timeout=timeout)
+        client = connect(url, decode_responses=False, timeout=timeout, password=password)
         return cls(client, owns_client=True, **kwargs)
 
     @staticmethod

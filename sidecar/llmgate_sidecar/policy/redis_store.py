@@ -103,11 +103,11 @@ class RedisStore:
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = 1.0, max_connections: int = 64,
-                 **kwargs: Any) -> RedisStore:
+                 password: str | None = None, **kwargs: Any) -> RedisStore:
         """A store owning its client (any topology `connect` knows); `timeout` bounds
         connect, each command and the wait for a pooled connection (seconds)."""
         client = connect(url, decode_responses=True, timeout=timeout,
-                         max_connections=max_connections)
+                         max_connections=max_connections, password=password)
         return cls(client, owns_client=True, **kwargs)
 
     @property
