@@ -4,8 +4,11 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
+SUPPLY := .tools/supply
+CHECKOV := .tools/checkov
+IMAGE_TAG ?= 0.1.0
 
-.PHONY: dev test fuzz bench money redis crds controlplane clean
+.PHONY: dev test fuzz bench money redis crds controlplane clean locks sbom images checkov
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,9 +34,9 @@ controlplane: $(VENV)/.installed
 	$(PY) -m tests.cluster.binaries
 
 # Static checks first (seconds), then the suite: import-layer contracts, lint, strict types.
-test: $(VENV)/.installed redis controlplane
+test: $(VENV)/.installed redis controlplane $(CHECKOV)/.installed
 	$(VENV)/bin/lint-imports --no-cache
-	$(VENV)/bin/ruff check contract operator sidecar cli tests
+	$(VENV)/bin/ruff check contract operator sidecar cli tests supplychain
 	$(VENV)/bin/mypy contract/llmgate_contract sidecar/llmgate_sidecar cli/llmgate_cli operator/llmgate_operator
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken" >&2; fi; \
@@ -61,6 +64,42 @@ bench: $(VENV)/.installed redis
 money: $(VENV)/.installed redis
 	LLMGATE_MONEY_EXAMPLES=$${LLMGATE_MONEY_EXAMPLES:-200} $(PY) -m pytest -p no:cacheprovider \
 	  -o addopts="" --timeout=3600 tests/sidecar/test_money_invariant.py $(PYTEST_ARGS)
+
+# Supply chain (docs/security.md#supply-chain). Tools run from their own venv in .tools/.
+$(SUPPLY)/.installed:
+	python3 -m venv $(SUPPLY)
+	$(SUPPLY)/bin/pip install -q 'uv==0.13.9' 'cyclonedx-bom==7.5.0'
+	touch $@
+
+# Remake the hash-locked dependency set of each image after pyproject.toml changed
+# (tests/test_supply_chain.py fails until then).
+locks: $(SUPPLY)/.installed
+	$(PY) -m supplychain.locks $(SUPPLY)/bin/uv
+
+# A CycloneDX 1.6 SBOM per image, from its locked set: build/sbom/<image>.cdx.json.
+sbom: $(SUPPLY)/.installed
+	mkdir -p build/sbom
+	for image in sidecar operator; do \
+	  $(SUPPLY)/bin/cyclonedx-py requirements supplychain/$$image.lock.txt --of JSON \
+	    --output-reproducible -o build/sbom/$$image.cdx.json || exit 1; done
+
+# The two images, on a base image pinned by digest (no tag-only fallback):
+#   make images PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<digest>
+images:
+	@case "$(PYTHON_IMAGE)" in *@sha256:????????????????????????????????????????????????????????????????) ;; \
+	  *) echo "PYTHON_IMAGE must be pinned by digest: python:3.11-slim-bookworm@sha256:<64 hex>" >&2; exit 2;; esac
+	docker build -f Dockerfile.operator --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) -t llmgate-operator:$(IMAGE_TAG) .
+	docker build -f Dockerfile.sidecar --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) -t llmgate-sidecar:$(IMAGE_TAG) .
+
+# checkov on the rendered chart (its own venv: its dependency set is large); every failed
+# check is fixed or justified in docs/security.md (tests/chart/test_checkov.py).
+$(CHECKOV)/.installed:
+	python3 -m venv $(CHECKOV)
+	$(CHECKOV)/bin/pip install -q 'checkov==3.3.30'
+	touch $@
+
+checkov: $(CHECKOV)/.installed $(VENV)/.installed
+	LLMGATE_CHECKOV=$(CHECKOV)/bin/checkov $(PY) -m pytest -q -p no:cacheprovider tests/chart/test_checkov.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

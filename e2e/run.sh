@@ -43,8 +43,13 @@ cleanup() {
 trap cleanup EXIT
 
 log "building images (tag $TAG)"
-docker build -f "$ROOT/Dockerfile.operator" -t "llmgate-operator:$TAG" "$ROOT"
-docker build -f "$ROOT/Dockerfile.sidecar" -t "llmgate-sidecar:$TAG" "$ROOT"
+# The base image by digest (docs/security.md#supply-chain): resolved here from the tag.
+PYTHON_IMAGE="${PYTHON_IMAGE:-$(docker buildx imagetools inspect python:3.11-slim-bookworm \
+  --format '{{.Name}}@{{.Manifest.Digest}}')}"
+docker build -f "$ROOT/Dockerfile.operator" --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" \
+  -t "llmgate-operator:$TAG" "$ROOT"
+docker build -f "$ROOT/Dockerfile.sidecar" --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" \
+  -t "llmgate-sidecar:$TAG" "$ROOT"
 
 if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
   log "reusing kind cluster $CLUSTER"

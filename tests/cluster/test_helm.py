@@ -94,12 +94,15 @@ def test_upgrade_and_uninstall_behave_as_install_md_says(
                        timeout=120)
         assert "--log-level=INFO" in _operator_args(admin, namespace, "lifecycle")
         assert admin.get(path("Role", "lifecycle-a", "lifecycle")) is not None
+        # The generated Redis password (docs/security.md) survives upgrades (helm lookup).
+        password = admin.must(path("Secret", namespace, "lifecycle-redis"))["data"]
 
         upgraded = config.upgrade(str(CHART), name,
                                   values | {"operator": values["operator"] | {"logLevel": "DEBUG"}},
                                   namespace=namespace, timeout=120)
         assert (upgraded["revision"], upgraded["status"]) == (2, "deployed")
         assert "--log-level=DEBUG" in _operator_args(admin, namespace, "lifecycle")
+        assert admin.must(path("Secret", namespace, "lifecycle-redis"))["data"] == password
         manifests = Release.parse(config.status(name)["manifest"])
 
         # A user's CR must survive the uninstall, as must the CRDs (docs/install.md).
