@@ -24,6 +24,7 @@ from procs import (
     GATEWAY_CPU,
     UPSTREAM_KEY,
     Child,
+    cpu_seconds,
     free_port,
     llmgate_config,
     rss_mb,
@@ -45,6 +46,7 @@ class Target:
     child: Child | None = None
     version: str = ""
     start_s: float = math.nan  # exec to ready (llmgate: /readyz 200)
+    start_cpu_s: float = math.nan  # CPU time (user + system) it took to get ready
     start_rss_mb: float = math.nan  # resident set when it became ready
 
     def stop(self) -> None:
@@ -92,8 +94,8 @@ def compile_llmgate(name: str, upstream_port: int, work: Path,
 def start_llmgate(name: str, upstream_port: int, work: Path, *,
                   redis_url: str | None = None, source: Path | None = None) -> Target:
     """`llmgate sidecar` (the data plane as it runs in a pod) on the compiled benchmark
-    config. Records the time from exec to `/readyz` 200 (polled every 5 ms) and the resident
-    set then."""
+    config. Records the time from exec to `/readyz` 200 (polled every 5 ms), the CPU time
+    it used to get there (what a loaded machine does not inflate) and the resident set then."""
     root = compile_llmgate(name, upstream_port, work, source)
     port, ops = free_port(), free_port()
     env, command = llmgate_env(source)
@@ -108,6 +110,7 @@ def start_llmgate(name: str, upstream_port: int, work: Path, *,
     target = Target(name, f"http://127.0.0.1:{port}/v1/chat/completions",
                     [f"Authorization: Bearer {BENCH_KEY}"], child)
     target.start_s = time.monotonic() - started
+    target.start_cpu_s = cpu_seconds(child.pid)
     target.start_rss_mb = rss_mb(child.pid)
     return target
 

@@ -131,19 +131,21 @@ def run_systems(args: argparse.Namespace, work: Path, loads: list[Load],
 
 def cold_starts(args: argparse.Namespace, work: Path, count: int) -> list[dict[str, float]]:
     """Start `llmgate sidecar` (in-memory store) `count` times with nothing else running
-    on its core: seconds from exec to /readyz 200, and its resident set then and 0.5 s
-    later (when start-up garbage has settled)."""
+    on its core: seconds from exec to /readyz 200 and the CPU seconds spent until then, and
+    its resident set then and 0.5 s later (when start-up garbage has settled)."""
     starts = []
     for _ in range(count):
         target = start_llmgate("llmgate-start", free_port(), work, source=args.source)
         try:
             time.sleep(0.5)
             assert target.child is not None
-            starts.append({"start_s": target.start_s, "rss_at_ready_mb": target.start_rss_mb,
+            starts.append({"start_s": target.start_s, "start_cpu_s": target.start_cpu_s,
+                           "rss_at_ready_mb": target.start_rss_mb,
                            "rss_mb": rss_mb(target.child.pid)})
         finally:
             target.stop()
-        print(f"  cold start: {starts[-1]['start_s']:.3f} s to /readyz, RSS "
+        print(f"  cold start: {starts[-1]['start_s']:.3f} s to /readyz "
+              f"({starts[-1]['start_cpu_s']:.2f} s CPU), RSS "
               f"{starts[-1]['rss_at_ready_mb']:.1f} MiB then, {starts[-1]['rss_mb']:.1f} MiB "
               f"0.5 s later", flush=True)
     return starts

@@ -47,7 +47,8 @@ def test_quick_benchmark_answers_everything_and_reports_every_figure(tmp_path: P
     assert rows[2]["ttfb_p50"] > 0 and math.isfinite(rows[2]["added_ttfb_p50"])
     assert len(result["starts"]) == 2
     for start in result["starts"]:
-        assert start["start_s"] > 0 and start["rss_mb"] > 10 and start["rss_at_ready_mb"] > 10
+        assert start["start_s"] > 0 and start["start_cpu_s"] > 0
+        assert start["rss_mb"] > 10 and start["rss_at_ready_mb"] > 10
     # The gateway was a real process that held memory; it is gone now (stopped by PID).
     gateway = result["systems"]["llmgate"]
     assert gateway["peak_rss_mb"] > 10 and gateway["start_rss_mb"] > 10

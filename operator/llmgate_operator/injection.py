@@ -36,7 +36,7 @@ OPS_PORT_NAME = "llmgate-ops"
 RUN_AS_USER = 65532
 
 DEFAULT_RESOURCES: Mapping[str, Mapping[str, str]] = {
-    "requests": {"cpu": "50m", "memory": "64Mi"},
+    "requests": {"cpu": "50m", "memory": "80Mi"},
     "limits": {"memory": "256Mi"},
 }
 

@@ -138,7 +138,7 @@ def test_operator_args_are_flags_the_operator_parses(
     container = r.operator_container(r.render(VALUE_SETS[name]))
     parsed = _parse_operator_args(container["args"], monkeypatch)   # unknown flag: SystemExit
     assert parsed.sidecar_image == "ghcr.io/llmgate/llmgate-sidecar:0.1.0"
-    assert parsed.sidecar_resources == {"requests": {"cpu": "50m", "memory": "64Mi"},
+    assert parsed.sidecar_resources == {"requests": {"cpu": "50m", "memory": "80Mi"},
                                         "limits": {"memory": "256Mi"}}
     assert parsed.ops_port == 9464
 

@@ -97,7 +97,7 @@ def test_pod_bound_virtual_key_annotation() -> None:
 
 def test_default_resources() -> None:
     assert build(pod(), OPTIONS).container["resources"] == {
-        "requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
+        "requests": {"cpu": "50m", "memory": "80Mi"}, "limits": {"memory": "256Mi"}}
 
 
 def test_option_resources_replace_defaults_and_annotations_override_requests() -> None:
