@@ -172,3 +172,20 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert info["configSchema"] == {"writes": SCHEMA_VERSION,
                                     "reads": [MIN_SCHEMA_VERSION, SCHEMA_VERSION]}
     assert info["version"] != "unknown"
+
+
+def test_secret_headers_validate_and_a_bad_header_name_is_an_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    crs = ("apiVersion: llmgate.io/v1alpha1\nkind: ProviderSecret\nmetadata: {name: oa}\n"
+           "spec:\n  provider: openai\n"
+           "  apiKey: {secretKeyRef: {name: creds, key: k}}\n"
+           "  secretHeaders:\n    %s: {secretKeyRef: {name: creds, key: h}}\n"
+           "---\napiVersion: v1\nkind: Secret\nmetadata: {name: creds}\n"
+           "stringData: {k: sk-1, h: hv-1}\n")
+    (tmp_path / "a.yaml").write_text(crs % "X-Api-Key")
+    code, report = validate_json(capsys, tmp_path)
+    assert (code, report["problems"]) == (0, [])
+    (tmp_path / "a.yaml").write_text(crs % "'X Api Key'")
+    code, report = validate_json(capsys, tmp_path)
+    assert code == 1
+    assert "secretHeaders" in report["problems"][0]["message"]

@@ -5,6 +5,7 @@ streamed), Messages; paths the mock cannot serve end in an honest error; then SI
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import openai
 import pytest
 
 from tests.conftest import free_port
+from tests.fakes.openai_upstream import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -222,3 +224,53 @@ def test_a_file_that_stops_parsing_keeps_what_it_held(tmp_path: Path) -> None:
     crs.write_text(ROUTE.split("---\napiVersion: llmgate.io/v1alpha1\nkind: LLMRoute")[0])
     outcome = compiler.compile_once()
     assert outcome.result.config.routes == [] and outcome.stale == {}
+
+
+
+SECRET_HEADER = """apiVersion: llmgate.io/v1alpha1
+kind: ProviderSecret
+metadata: {name: up}
+spec:
+  provider: openai
+  baseURL: %(url)s
+  apiKey: {secretKeyRef: {name: up-creds, key: token}}
+  secretHeaders:
+    X-Api-Key: {secretKeyRef: {name: up-creds, key: header}}
+---
+apiVersion: llmgate.io/v1alpha1
+kind: LLMRoute
+metadata: {name: chat}
+spec:
+  targets:
+    - {provider: up, model: m}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: up-creds}
+stringData: {token: sk-up-000, header: hv-dev-000}
+---
+""" + ROUTE.split("---\n", 2)[2]   # the VirtualKey and its key Secret
+
+
+async def test_dev_sends_secret_headers_from_secret_manifests(tmp_path: Path) -> None:
+    """`llmgate dev` resolves secretHeaders from the Secret manifests in its files and sends
+    the value upstream (a fake OpenAI upstream on this test's event loop)."""
+    upstream = await FakeOpenAI().start()
+    (tmp_path / "crs.yaml").write_text(SECRET_HEADER % {"url": upstream.url})
+    proc = await asyncio.to_thread(_dev, tmp_path)
+    try:
+        args = list(proc.args)  # type: ignore[arg-type]
+        port, ops = (args[args.index(flag) + 1] for flag in ("--port", "--ops-port"))
+        await asyncio.to_thread(wait_ready, f"http://127.0.0.1:{ops}", proc)
+        async with openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1",
+                                      api_key="lg-test-key", max_retries=0) as c:
+            await c.chat.completions.create(model="chat", messages=[
+                {"role": "user", "content": "hi"}])
+        assert [h["X-Api-Key"] for h in upstream.headers] == ["hv-dev-000"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.stdout:
+            proc.stdout.close()
+        await upstream.close()

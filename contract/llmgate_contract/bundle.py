@@ -98,6 +98,7 @@ def _referenced_files(config: CompiledConfig) -> set[str]:
     for provider in config.providers.values():
         files.update(f for f in (provider.api_key_file, provider.gcp_key_file) if f)
         files.update(provider.aws_files.values())
+        files.update(provider.header_files.values())
     return files
 
 

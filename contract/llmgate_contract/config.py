@@ -122,6 +122,12 @@ class Provider(_Model):
     headers: dict[str, str] = Field(
         default_factory=dict, description="Extra headers sent on every upstream request. "
         "From `ProviderSecret.spec.headers`.")
+    header_files: dict[str, str] = Field(
+        default_factory=dict, alias="headerFiles", json_schema_extra=since(2),
+        description="Extra headers whose values are credentials: header name -> file in the "
+        "credentials volume holding the value (`<name>.header.<lowercased name>`). Schema "
+        "version 2. From `ProviderSecret.spec.secretHeaders` (the Secret's value is copied "
+        "there, never into the config).")
     pricing: dict[str, Price] = Field(
         default_factory=dict,
         description="Prices by upstream model name; they override the built-in price table. "

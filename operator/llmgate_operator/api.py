@@ -190,6 +190,9 @@ class MockSpec(_Spec):
                               description="Fixed reply text (default: a deterministic echo).")
 
 
+SECRET_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,127}")
+"""A `secretHeaders` name: it is also part of a credentials Secret key (`[-._a-zA-Z0-9]+`)."""
+
 _NEEDS_BASE_URL = f"{', '.join(REQUIRES_BASE_URL[:-1])} and {REQUIRES_BASE_URL[-1]}"
 
 
@@ -214,8 +217,15 @@ class ProviderSecretSpec(_Spec):
         description="AWS identity for bedrock; without keys the pod's web identity is used.")
     gcp: GcpIdentity | None = Field(default=None, description="GCP identity for vertex-ai.")
     azure: AzureOptions | None = Field(default=None, description="Azure OpenAI options.")
-    headers: dict[str, str] = Field(default_factory=dict,
-                                    description="Static extra headers sent upstream.")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Static extra headers sent upstream (their values are in the compiled "
+                    "ConfigMap: put credentials in secretHeaders).")
+    secret_headers: dict[str, SecretRef] = Field(
+        default_factory=dict, alias="secretHeaders",
+        description="Extra headers sent upstream whose values are credentials, by header name "
+                    "(letters, digits and '-'): each value is read from a Secret key and goes "
+                    "only to the credentials Secret, like apiKey.")
     pricing: dict[str, PriceSpec] = Field(
         default_factory=dict,
         description="Per-model price overrides in USD per million tokens (decimal strings).")
@@ -226,6 +236,19 @@ class ProviderSecretSpec(_Spec):
     def _base_url_where_needed(self) -> ProviderSecretSpec:
         if self.provider in REQUIRES_BASE_URL and not self.base_url:
             raise ValueError(f"baseURL is required for provider {self.provider}")
+        return self
+
+    @model_validator(mode="after")
+    def _secret_header_names(self) -> ProviderSecretSpec:
+        seen = {h.lower() for h in self.headers}
+        for header in self.secret_headers:
+            if not SECRET_HEADER_NAME.fullmatch(header):
+                raise ValueError(f"secretHeaders: {header!r} is not a header name of letters, "
+                                 "digits and '-'")
+            if header.lower() in seen:
+                raise ValueError(f"secretHeaders: {header!r} is set twice (header names are "
+                                 "case-insensitive; also not in headers)")
+            seen.add(header.lower())
         return self
 
 

@@ -216,6 +216,8 @@ def _provider(
                  "aws-session-token": spec.aws.session_token}
     if spec.gcp is not None:
         refs["gcp-service-account-key"] = spec.gcp.service_account_key
+    header_files = {h: f"{name}.header.{h.lower()}" for h in sorted(spec.secret_headers)}
+    refs |= {f"header.{h.lower()}": ref for h, ref in spec.secret_headers.items()}
     for suffix, ref in refs.items():
         if ref is None:
             continue
@@ -230,7 +232,7 @@ def _provider(
     provider = c.Provider(
         name=name, kind=spec.provider, base_url=spec.base_url,
         api_key_file=f"{name}.api-key" if spec.api_key else None,
-        headers=dict(spec.headers),
+        headers=dict(spec.headers), header_files=header_files,
         pricing={m: c.Price(input_per_million=Decimal(p.input_per_million),
                             output_per_million=Decimal(p.output_per_million),
                             cached_input_per_million=(Decimal(p.cached_input_per_million)

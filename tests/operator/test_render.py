@@ -145,3 +145,47 @@ def test_decode_data_skips_binary_values() -> None:
     data = {"text": base64.b64encode(b"hello").decode(),
             "binary": base64.b64encode(b"\xff\xfe").decode(), "broken": "***"}
     assert render.decode_data(data) == {"text": "hello"}
+
+
+def test_secret_header_values_go_to_the_credentials_secret_never_the_configmap() -> None:
+    provider = cr("ProviderSecret", "oa", {
+        "provider": "openai", "apiKey": {"secretKeyRef": {"name": "creds", "key": "k"}},
+        "headers": {"X-Team": "blue"},
+        "secretHeaders": {"X-Api-Key": {"secretKeyRef": {"name": "hdr", "key": "v"}}}})
+    compilation = compile_namespace("ns", [provider, ROUTE, KEY],
+                                    {**SECRETS, "hdr": {"v": "hv-secret-42"}}, now=NOW)
+    assert compilation.conditions[("ProviderSecret", "oa")].ready
+    configmap, secret = render.config_objects(compilation)
+    assert "hv-secret-42" not in str(configmap)
+    loaded = read_bundle(configmap["data"], decode(secret["data"]))
+    assert loaded.credentials["oa.header.x-api-key"] == "hv-secret-42"
+    oa = loaded.config.providers["oa"]
+    assert (oa.headers, oa.header_files) == ({"X-Team": "blue"},
+                                             {"X-Api-Key": "oa.header.x-api-key"})
+    assert loaded.schema_version == 2     # a first-release sidecar cannot send it: refuses
+
+
+def test_a_missing_secret_header_secret_or_key_makes_the_provider_not_ready() -> None:
+    ref = {"X-Api-Key": {"secretKeyRef": {"name": "hdr", "key": "v"}}}
+    provider = cr("ProviderSecret", "oa", {
+        "provider": "openai", "apiKey": {"secretKeyRef": {"name": "creds", "key": "k"}},
+        "secretHeaders": ref})
+    for secrets, reason in ((SECRETS, "SecretNotFound"),
+                            ({**SECRETS, "hdr": {"other": "x"}}, "SecretKeyNotFound")):
+        compilation = compile_namespace("ns", [provider, ROUTE, KEY], secrets, now=NOW)
+        condition = compilation.conditions[("ProviderSecret", "oa")]
+        assert (condition.ready, condition.reason) == (False, reason)
+        assert "hdr" in condition.message
+        assert "oa" not in compilation.config.providers
+
+
+def test_secret_header_names_are_checked() -> None:
+    for headers, secret_headers in (({}, {"X Key": {}}), ({"x-key": "a"}, {"X-Key": {}}),
+                                    ({}, {"X-Key": {}, "x-key": {}})):
+        refs = {h: {"secretKeyRef": {"name": "hdr", "key": "v"}} for h in secret_headers}
+        provider = cr("ProviderSecret", "oa", {"provider": "mock", "headers": headers,
+                                               "secretHeaders": refs})
+        compilation = compile_namespace("ns", [provider], {"hdr": {"v": "x"}}, now=NOW)
+        condition = compilation.conditions[("ProviderSecret", "oa")]
+        assert (condition.ready, condition.reason) == (False, "InvalidSpec")
+        assert "secretHeaders" in condition.message

@@ -139,3 +139,25 @@ async def test_a_rotated_provider_key_is_used_without_a_restart(tmp_path: Path) 
     finally:
         await gw.close()
         await upstream.close()
+
+
+async def test_a_rotated_secret_header_is_sent_without_a_restart(tmp_path: Path) -> None:
+    upstream = await FakeOpenAI().start()
+    crs = [provider("up", baseURL=upstream.url, headers={"X-Team": "blue"},
+                    apiKey={"secretKeyRef": {"name": "up-key", "key": "token"}},
+                    secretHeaders={"X-Api-Key": {"secretKeyRef": {"name": "hdr", "key": "v"}}}),
+           route("m", [{"provider": "up", "model": "x"}]),
+           virtual_key("team", secretName="team-key")]
+    secrets = {"up-key": {"token": "sk-000000"}, "team-key": {"api-key": KEY}}
+    gw = await start_gateway(tmp_path, crs, {**secrets, "hdr": {"v": "hv-old-000"}})
+    try:
+        await ask(gw.base_url)
+        gw.apply(crs, {**secrets, "hdr": {"v": "hv-new-111"}})
+        await ask(gw.base_url)
+        assert [(h["X-Api-Key"], h["X-Team"]) for h in upstream.headers] == [
+            ("hv-old-000", "blue"), ("hv-new-111", "blue")]
+        mounted = [p.read_text() for p in (tmp_path / "config").rglob("*") if p.is_file()]
+        assert mounted and not any("hv-" in text for text in mounted)   # the ConfigMap
+    finally:
+        await gw.close()
+        await upstream.close()

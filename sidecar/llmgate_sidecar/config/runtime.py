@@ -120,7 +120,8 @@ class Runtime:
         # Every account's secrets are scrubbed from every upstream's messages: an error may
         # quote a key that is not the answering account's own (e.g. a proxying upstream).
         secrets = Credentials(extra=dict(bundle.credentials)).secret_values()
-        for name, provider in config.providers.items():
+        for name, configured in config.providers.items():
+            provider = _with_secret_headers(configured, bundle.credentials)
             credentials = _credentials(provider, bundle.credentials)
             try:
                 adapter = adapter_for(provider, credentials)
@@ -150,6 +151,14 @@ class Runtime:
         if entry is not None and hmac.compare_digest(entry.sha256, digest):
             return entry
         return None
+
+
+def _with_secret_headers(provider: Provider, files: Mapping[str, str]) -> Provider:
+    """The provider with its `headerFiles` values (from the volume) among its headers."""
+    if not provider.header_files:
+        return provider
+    secret = {h: files[f].strip() for h, f in provider.header_files.items() if f in files}
+    return provider.model_copy(update={"headers": {**provider.headers, **secret}})
 
 
 def _credentials(provider: Provider, files: Mapping[str, str]) -> Credentials:
