@@ -1,22 +1,21 @@
 """Big guardrail inputs do not stall the event loop: a 350 k-character PII scan runs on the
 guardrail pool, so while several run, the loop keeps turning (other requests, probes).
 
-No latency number is asserted: the loop's longest stall while the big requests are in
-flight is compared with how long one scan takes on its own, measured in the same test."""
+No latency number is asserted (timings belong to bench/, and a loaded machine moves them):
+the test records on which thread every scan of a big input ran — never the event loop's —
+and that the loop kept answering probes while the big requests were in flight."""
 
 from __future__ import annotations
 
 import asyncio
-import gc
-import time
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
-from llmgate_contract.config import Guardrails as GuardrailsConfig
-from llmgate_contract.config import Pii
-from llmgate_sidecar.policy.guardrails import CompiledGuardrails
+from llmgate_sidecar.policy import guardrails
 
 from tests.sidecar.harness import KEY, Gateway, provider, route, start_gateway, virtual_key
 
@@ -42,49 +41,42 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
         await gw.close()
 
 
-async def longest_stall(stop: asyncio.Event, tick: float = 0.005) -> float:
-    loop = asyncio.get_running_loop()
-    worst = 0.0
-    while not stop.is_set():
-        before = loop.time()
-        await asyncio.sleep(tick)
-        worst = max(worst, loop.time() - before - tick)
-    return worst
-
-
-async def test_big_pii_inputs_do_not_stall_the_loop(gateway: Gateway) -> None:
+async def test_big_pii_inputs_are_scanned_off_the_loop(gateway: Gateway,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     text = big_text()
-    rails = CompiledGuardrails(GuardrailsConfig(pii=Pii(action="redact")))
-    scans = []
-    for _ in range(3):
-        started = time.perf_counter()
-        rails.apply({"messages": [{"role": "user", "content": text}]})
-        scans.append(time.perf_counter() - started)
-    one_scan = sorted(scans)[1]  # the median: one outlier of a loaded machine does not count
+    scanned_on: list[int] = []
+    real_find_pii = guardrails.find_pii
 
-    # The test process holds the whole suite's objects: a full garbage collection there can
-    # pause the loop longer than a scan, which is not what is measured here.
-    gc.collect()
-    gc.disable()
-    try:
-        stop = asyncio.Event()
-        watcher = asyncio.ensure_future(longest_stall(stop))
-        async with aiohttp.ClientSession() as session:
-            async def ask() -> int:
-                async with session.post(
-                        gateway.base_url + "/chat/completions",
-                        headers={"Authorization": f"Bearer {KEY}"},
-                        json={"model": "m",
-                              "messages": [{"role": "user", "content": text}]}) as r:
-                    await r.read()
-                    return r.status
+    def recording_find_pii(text: str, *args: Any, **kwargs: Any) -> Any:
+        if len(text) >= 100_000:  # the big inputs of this test
+            scanned_on.append(threading.get_ident())
+        return real_find_pii(text, *args, **kwargs)
 
-            statuses = await asyncio.gather(*(ask() for _ in range(IN_FLIGHT)))
-        stop.set()
-        stall = await watcher
-    finally:
-        gc.enable()
+    # Wraps the real scanner (it still runs and redacts) only to see which thread calls it.
+    monkeypatch.setattr(guardrails, "find_pii", recording_find_pii)
+    loop_thread = threading.get_ident()
+    async with aiohttp.ClientSession() as session:
+        async def ask() -> int:
+            async with session.post(
+                    gateway.base_url + "/chat/completions",
+                    headers={"Authorization": f"Bearer {KEY}"},
+                    json={"model": "m", "messages": [{"role": "user", "content": text}]}) as r:
+                await r.read()
+                return r.status
+
+        async def probe_while(busy: asyncio.Future[Any]) -> int:
+            answered = 0
+            while not busy.done():
+                async with session.get(gateway.ops_url + "/healthz") as r:
+                    assert r.status == 200
+                    answered += 1
+                await asyncio.sleep(0.01)
+            return answered
+
+        requests = asyncio.gather(*(ask() for _ in range(IN_FLIGHT)))
+        answered = await probe_while(requests)
+        statuses = await requests
     assert statuses == [200] * IN_FLIGHT
-    # Inline, a stall lasts at least one whole scan; off-loop, only the GIL's hand-overs.
-    assert stall < one_scan, f"loop stalled {stall * 1000:.0f} ms; one scan takes " \
-        f"{one_scan * 1000:.0f} ms"
+    assert len(scanned_on) >= IN_FLIGHT, "every big input is scanned"
+    assert loop_thread not in scanned_on, "a big input was scanned on the event loop"
+    assert answered >= 1, "the loop answered no probe while big requests were in flight"
