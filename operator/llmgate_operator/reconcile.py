@@ -111,6 +111,9 @@ class Reconciler:
         self._sidecar_image = sidecar_image
         self._sidecars: dict[str, dict[str, int]] = {}
         self._reported_versions: dict[str, str] = {}
+        # Pod events of one namespace run concurrently: one report at a time, from the latest
+        # counts, so an older report can never land after a newer one.
+        self._report_locks: dict[str, asyncio.Lock] = {}
 
     def seconds_since(self, namespace: str) -> float | None:
         """Seconds since the last successful reconcile of `namespace` (None: never)."""
@@ -205,21 +208,25 @@ class Reconciler:
                 for version, count in per_namespace.items():
                     totals[version] = totals.get(version, 0) + count
             self._observer.sidecars(totals)
+        async with self._report_locks.setdefault(namespace, asyncio.Lock()):
+            await self._report_versions(namespace)
+
+    async def _report_versions(self, namespace: str) -> None:
+        counts = self._sidecars.get(namespace, {})  # the latest, not this event's snapshot
         reported = ",".join(counts)
         if self._reported_versions.get(namespace) == reported:
             return
         configmap = await self.kube.read_object(namespace, "configmaps", CONFIGMAP_NAME)
         if configmap is None:
             return  # no llmgate CRs here: those pods are not ready and say why themselves
-        self._reported_versions[namespace] = reported
         annotations = (configmap.get("metadata") or {}).get("annotations") or {}
-        if annotations.get(rollout.VERSIONS_ANNOTATION) == reported:
-            return  # reported before a restart
-        await self.kube.patch_object(namespace, "configmaps", CONFIGMAP_NAME, {
-            "metadata": {"annotations": {rollout.VERSIONS_ANNOTATION: reported or None}}})
-        uniform, message = rollout.describe(counts, self._sidecar_image)
-        await self._event(configmap, "Normal" if uniform else "Warning", "SidecarVersions",
-                          message)
+        if annotations.get(rollout.VERSIONS_ANNOTATION) != reported:  # else: before a restart
+            await self.kube.patch_object(namespace, "configmaps", CONFIGMAP_NAME, {
+                "metadata": {"annotations": {rollout.VERSIONS_ANNOTATION: reported or None}}})
+            uniform, message = rollout.describe(counts, self._sidecar_image)
+            await self._event(configmap, "Normal" if uniform else "Warning", "SidecarVersions",
+                              message)
+        self._reported_versions[namespace] = reported
 
     # -- our own writes vs. lagging indexes ---------------------------------------------------
 
