@@ -38,7 +38,7 @@ test: $(VENV)/.installed redis controlplane $(CHECKOV)/.installed
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check contract operator sidecar cli tests supplychain
 	$(VENV)/bin/mypy contract/llmgate_contract sidecar/llmgate_sidecar cli/llmgate_cli operator/llmgate_operator
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@LLMGATE_CHECKOV=$(CURDIR)/$(CHECKOV)/bin/checkov $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken" >&2; fi; \
 	exit $$rc
 
