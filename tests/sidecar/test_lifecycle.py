@@ -30,7 +30,11 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
+from llmgate_sidecar.api.dialects import ChunkTranslator
 from llmgate_sidecar.api.endpoints import ENDPOINTS
+from llmgate_sidecar.api.lifecycle import CachedEndpoint, Endpoint, Exchange
+from llmgate_sidecar.policy.accounting import FREE, Reservation
+from llmgate_sidecar.routing.router import Attempt
 
 from tests.fakes import serve_on_loopback
 from tests.sidecar.harness import KEY, Gateway, provider, route, start_gateway, virtual_key
@@ -199,6 +203,38 @@ async def reserved_in_flight(gw: Gateway, case: Case) -> Decimal:
 
 def test_every_endpoint_has_a_case() -> None:
     assert {case.path for case in CASES} == {endpoint.path for endpoint in ENDPOINTS}
+
+
+def test_an_endpoint_missing_a_step_cannot_exist() -> None:
+    """The endpoint contract is abstract (mypy --strict refuses the same classes before
+    they run): an endpoint without `reply`, or a cached one without `replay`, is refused."""
+
+    class NoReply(Endpoint[Any]):
+        path = "/v1/nothing"
+
+        def parse(self, request: web.Request, raw: bytes) -> Any:
+            return None
+
+        def reserve(self, exchange: Exchange[Any]) -> Reservation:
+            return FREE
+
+        def attempt(self, exchange: Exchange[Any]) -> Attempt:
+            raise AssertionError
+
+    class NoReplay(NoReply):
+        async def reply(self, exchange: Exchange[Any], served: Any) -> web.StreamResponse:
+            return web.Response()
+
+    class CachedNoReplay(CachedEndpoint[Any], NoReplay):
+        pass
+
+    with pytest.raises(TypeError, match="reply"):
+        NoReply()  # type: ignore[abstract]
+    assert NoReplay().path == "/v1/nothing"
+    with pytest.raises(TypeError, match="replay"):
+        CachedNoReplay()  # type: ignore[abstract]
+    with pytest.raises(TypeError, match="_chunk"):
+        ChunkTranslator()  # type: ignore[abstract]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

@@ -8,6 +8,7 @@ no I/O, no state beyond one stream's `StreamTranslator`.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, Protocol
 
 import orjson
@@ -39,10 +40,11 @@ class Dialect(Protocol):
     def envelope(self, exc: GatewayError) -> dict[str, Any]: ...
 
 
-class ChunkTranslator:
+class ChunkTranslator(ABC):
     """The reading half of a translating `StreamTranslator`: chat's chunk events parsed one
-    by one (`[DONE]` skipped) and handed to `_chunk`, which writes this dialect's events;
-    the usage learnt so far is in `_usage`."""
+    by one (`[DONE]` skipped) and handed to `_chunk`, which a subclass implements to write
+    its dialect's events (with `finish` and `error`); the usage learnt so far is in
+    `_usage`."""
 
     def __init__(self) -> None:
         self._parser = SSEParser()
@@ -60,8 +62,9 @@ class ChunkTranslator:
                 out.append(self._chunk(chunk))
         return b"".join(out)
 
+    @abstractmethod
     def _chunk(self, chunk: dict[str, Any]) -> bytes:
-        raise NotImplementedError
+        """One parsed chat chunk -> this dialect's events for it."""
 
 
 class _OpenAIStream:

@@ -21,7 +21,7 @@ from llmgate_sidecar.api.count_tokens import CountTokensEndpoint
 from llmgate_sidecar.api.dialects import OPENAI, Dialect
 from llmgate_sidecar.api.embeddings import EmbeddingsEndpoint
 from llmgate_sidecar.api.inbound import parse_chat
-from llmgate_sidecar.api.lifecycle import Call, Endpoint, Exchange
+from llmgate_sidecar.api.lifecycle import CachedEndpoint, Call, Endpoint, Exchange
 from llmgate_sidecar.api.messages_api import ANTHROPIC
 from llmgate_sidecar.api.passthrough import OPERATIONS, PassthroughEndpoint, relay
 from llmgate_sidecar.api.replies import reply_from_cache, response_headers, stream_out
@@ -38,13 +38,12 @@ from llmgate_sidecar.routing.router import Attempt, Served
 ChatCall = TypeVar("ChatCall", bound=Call)
 
 
-class ChatEndpoint(Endpoint[ChatCall]):
+class ChatEndpoint(CachedEndpoint[ChatCall]):
     """A chat-shaped API: parsed into an OpenAI chat request, routed as chat completions,
     answered in `dialect` (OpenAI's own, or Anthropic Messages). Guardrails and the response
     cache apply; the reservation is the worst case over input and requested output."""
 
     guarded = True
-    cached = True
 
     def __init__(self, path: str, parse: Callable[[bytes], ChatCall],
                  dialect: Dialect) -> None:

@@ -9,13 +9,14 @@ only what differs between them:
     parse(request, raw)           the inbound body -> a `Call` (model, body, stream)
     delegate(call)                (rarely) another spec of the same path serves this call
     dialect                       the API the answer and errors are written in
-    guarded / cached              whether route guardrails / the response cache apply
+    guarded                       whether route guardrails apply
     usable(upstream)              which targets can serve it (others are skipped); when the
       unsupported(names)          route has none, the 400 raised before anything is reserved
     reserve(exchange)             the worst case admitted against limits and budget
     attempt(exchange)             one try at one target (routing retries and falls back)
     reply(exchange, served)       write the committed answer; fill `exchange.outcome`
-    replay(exchange, hit)         (cached endpoints) answer from a cache hit
+    replay(exchange, hit)         (a `CachedEndpoint`: the response cache applies) answer
+                                  from a cache hit
 
 Everything else is written once, here, so it is the same on every endpoint: who the caller
 is and which route and targets (`front`), in-flight accounting, and the booking:
@@ -45,8 +46,10 @@ outcome (`observability.observe`).
 
 Adding an endpoint: write an `Endpoint` subclass next to the others in `api.endpoints` (or
 its own module when it has its own translation, as `api.embeddings` and `api.passthrough`
-do), implement `parse`, `reserve`, `attempt` and `reply` (and `usable`/`unsupported` when
-only some providers can serve it), and add an instance to `api.endpoints.ENDPOINTS`: the app
+do), implement `parse`, `reserve`, `attempt` and `reply` (abstract: mypy refuses an endpoint
+that misses one; subclass `CachedEndpoint` and implement `replay` too when the response cache
+applies), override `usable`/`unsupported` when only some providers can serve it, and add an
+instance to `api.endpoints.ENDPOINTS`: the app
 routes `POST <path>` to it and its errors leave in its dialect. Then add it to the
 parametrised booking test (tests/sidecar/test_lifecycle.py), which drives disconnects,
 deadlines and upstream failures through every endpoint in that table.
@@ -56,6 +59,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -212,20 +216,20 @@ class Exchange(Generic[C]):
         return time.perf_counter() - self.record.started - served.upstream_seconds
 
 
-class Endpoint(Generic[C]):
+class Endpoint(ABC, Generic[C]):
     """One inbound endpoint: what `serve` needs to know that differs between endpoints.
 
-    Subclasses set `path` and implement `parse`, `reserve`, `attempt` and `reply` (see the
-    module docstring); the defaults here are those of an endpoint every target can serve,
-    without guardrails or cache, answering in OpenAI's dialect."""
+    Subclasses set `path` and implement the abstract `parse`, `reserve`, `attempt` and
+    `reply` (see the module docstring); the rest here is that of an endpoint every target
+    can serve, without guardrails, answering in OpenAI's dialect."""
 
     path: str
     dialect: Dialect = OPENAI
     guarded: ClassVar[bool] = False
-    cached: ClassVar[bool] = False
 
+    @abstractmethod
     def parse(self, request: web.Request, raw: bytes) -> C:
-        raise NotImplementedError
+        """The inbound body -> the `Call` the lifecycle acts on (client mistakes: 4xx)."""
 
     def delegate(self, call: Call) -> Endpoint[Any]:
         """The endpoint that serves this request: this one, or another spec of the same
@@ -240,17 +244,17 @@ class Endpoint(Generic[C]):
         return BadRequest(f"{self.path} has no provider that serves it on this route: "
                           f"{', '.join(names)}", param="model", code="not_supported")
 
+    @abstractmethod
     def reserve(self, exchange: Exchange[C]) -> Reservation:
-        raise NotImplementedError
+        """The worst case admitted against the key's limits and budget."""
 
+    @abstractmethod
     def attempt(self, exchange: Exchange[C]) -> Attempt:
-        raise NotImplementedError
+        """One try at one target; the router retries and falls back around it."""
 
+    @abstractmethod
     async def reply(self, exchange: Exchange[C], served: Served) -> web.StreamResponse:
-        raise NotImplementedError
-
-    async def replay(self, exchange: Exchange[C], hit: Hit) -> web.StreamResponse:
-        raise NotImplementedError(f"{self.path} is not cached")
+        """Write the committed answer in `dialect`; fill `exchange.outcome`."""
 
     def check_targets(self, runtime: Runtime, group: Group) -> None:
         names = []
@@ -263,7 +267,16 @@ class Endpoint(Generic[C]):
         raise self.unsupported(sorted(names))
 
 
-async def _cache_lookup(exchange: Exchange[C], endpoint: Endpoint[C]) -> Hit | None:
+class CachedEndpoint(Endpoint[C]):
+    """An endpoint the response cache applies to: `serve` looks the request up before it
+    reserves anything and answers a hit with `replay`."""
+
+    @abstractmethod
+    async def replay(self, exchange: Exchange[C], hit: Hit) -> web.StreamResponse:
+        """Answer from a cache hit, in `dialect`, as the stored answer was served."""
+
+
+async def _cache_lookup(exchange: Exchange[C], endpoint: CachedEndpoint[C]) -> Hit | None:
     request, f = exchange.request, exchange.front
     cache, metrics = request.app[CACHE], request.app[METRICS]
     plan = exchange.plan = cache.plan(
@@ -328,7 +341,8 @@ async def serve(request: web.Request, endpoint: Endpoint[C]) -> web.StreamRespon
         rails = app[GUARDRAILS].for_route(f.route) if endpoint.guarded else None
         body = await app[GUARDRAILS].check(rails, call.body) if rails is not None else call.body
         exchange = Exchange(request, f, call, body, record)
-        hit = await _cache_lookup(exchange, endpoint) if endpoint.cached else None
+        cached = endpoint if isinstance(endpoint, CachedEndpoint) else None
+        hit = await _cache_lookup(exchange, cached) if cached is not None else None
         # admit: a cache hit counts as a request but reserves no money
         planned = exchange.planned = FREE if hit else endpoint.reserve(exchange)
         exchange.ticket = await accountant.admit(runtime, f.policy, planned, metrics)
@@ -345,11 +359,11 @@ async def serve(request: web.Request, endpoint: Endpoint[C]) -> web.StreamRespon
                 metrics=metrics, route=f.route.name, policy=f.policy,
                 unknown_tries=exchange.unknown_tries - len(exchange.top_ups))
         try:
-            if hit is not None:
+            if cached is not None and hit is not None:
                 exchange.outcome.usage = hit.usage
                 record.provider = record.model = "cache"
                 record.answered("2xx", hit.usage, time.perf_counter() - record.started)
-                return await endpoint.replay(exchange, hit)
+                return await cached.replay(exchange, hit)
             # route: strategy order, retries, fallbacks, breakers, the route deadline
             # routes without a timeout get the default one (a hostile upstream cannot hang)
             exchange.deadline_at = asyncio.get_running_loop().time() + (
