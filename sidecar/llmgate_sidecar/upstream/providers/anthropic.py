@@ -166,59 +166,26 @@ def tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
 
 def convert_messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     """(system text, Anthropic messages); consecutive same-role turns are merged."""
-    system: list[str] = []
-    out: list[dict[str, Any]] = []
-    for i, message in enumerate(messages):
-        role = message["role"]
-        if role in ("system", "developer"):
-            system.append(chat.text_of(message.get("content"), f"messages[{i}].content"))
-            continue
-        if role == "user":
-            blocks = user_blocks(message.get("content"), i)
-            turn = "user"
-        elif role == "assistant":
-            blocks, turn = assistant_blocks(message, i), "assistant"
-        elif role == "tool":
-            blocks, turn = [{"type": "tool_result",
-                             "tool_use_id": str(message.get("tool_call_id", "")),
-                             "content": chat.text_of(message.get("content"),
-                                                     f"messages[{i}].content")}], "user"
-        else:
-            raise BadRequest(f"messages[{i}].role {role!r} is not supported by provider "
-                             "anthropic", param=f"messages[{i}].role", code="invalid_value")
-        if out and out[-1]["role"] == turn:
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": turn, "content": blocks})
-    return "\n\n".join(s for s in system if s), out
+    system, out = chat.turns(messages, "anthropic", user=user_blocks,
+                             assistant=assistant_blocks, tool_result=_tool_result)
+    return "\n\n".join(system), out
+
+
+def _tool_result(call_id: str, text: str) -> dict[str, Any]:
+    return {"type": "tool_result", "tool_use_id": call_id, "content": text}
 
 
 def user_blocks(content: Any, i: int) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    if not isinstance(content, list):
-        raise BadRequest(f"messages[{i}].content must be a string or an array of parts",
-                         param=f"messages[{i}].content", code="invalid_type")
-    blocks: list[dict[str, Any]] = []
-    for part in content:
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            blocks.append({"type": "text", "text": str(part.get("text", ""))})
-        elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if not isinstance(url, str):
-                raise BadRequest(f"messages[{i}] has an image_url part without a url",
-                                 param=f"messages[{i}].content", code="invalid_image")
-            inline = chat.data_url(url)
-            source = ({"type": "base64", "media_type": inline[0], "data": inline[1]} if inline
-                      else {"type": "url", "url": url})
-            blocks.append({"type": "image", "source": source})
-        else:
-            raise BadRequest(f"messages[{i}] has a {kind!r} part, which provider anthropic "
-                             "does not take", param=f"messages[{i}].content",
-                             code="unsupported_parameter")
-    return blocks
+    def image(url: str | None) -> dict[str, Any]:
+        if url is None:
+            raise BadRequest(f"messages[{i}] has an image_url part without a url",
+                             param=f"messages[{i}].content", code="invalid_image")
+        inline = chat.data_url(url)
+        source = ({"type": "base64", "media_type": inline[0], "data": inline[1]} if inline
+                  else {"type": "url", "url": url})
+        return {"type": "image", "source": source}
+    return chat.user_content(content, i, "anthropic", lambda text: {"type": "text",
+                                                                    "text": text}, image)
 
 
 def assistant_blocks(message: Mapping[str, Any], i: int) -> list[dict[str, Any]]:
@@ -258,15 +225,12 @@ def usage_of(raw: Any, base: Usage | None = None) -> Usage:
                  else before.cache_write_1h_tokens)
 
 
-class AnthropicStreamDecoder:
+class AnthropicStreamDecoder(chat.StreamDecoding):
     """One Messages stream -> OpenAI chunks; keeps only ids, tool indexes and usage."""
 
     def __init__(self, provider: Provider, target: Target, *, include_usage: bool) -> None:
-        self._provider, self._target = provider, target
-        self._writer = chat.ChunkWriter("msg", target.model, include_usage=include_usage)
-        self._usage = Usage()
+        super().__init__(provider, target, "msg", include_usage=include_usage)
         self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
-        self._done = False
 
     def feed(self, event: Event) -> StreamItem:
         data = chat.load_object(event.data, self._provider, self._target, "stream event")
@@ -293,7 +257,7 @@ class AnthropicStreamDecoder:
 
     def _start(self, message: Any) -> StreamItem:
         if not isinstance(message, dict):
-            raise chat.malformed(self._provider, self._target, "message_start has no message")
+            raise self._malformed("message_start has no message")
         self._writer.id = str(message.get("id", "msg"))
         self._writer.model = str(message.get("model") or self._target.model)
         self._usage = usage_of(message.get("usage"))
@@ -302,8 +266,7 @@ class AnthropicStreamDecoder:
     def _block_start(self, data: dict[str, Any]) -> StreamItem:
         block = data.get("content_block")
         if not isinstance(block, dict):
-            raise chat.malformed(self._provider, self._target, "content_block_start "
-                                 "has no content_block")
+            raise self._malformed("content_block_start has no content_block")
         if block.get("type") == "tool_use":
             index = self._tools[int(data.get("index", 0))] = len(self._tools)
             return StreamItem(self._writer.delta({"tool_calls": [{
@@ -321,15 +284,13 @@ class AnthropicStreamDecoder:
     def _block_delta(self, data: dict[str, Any]) -> StreamItem:
         delta = data.get("delta")
         if not isinstance(delta, dict):
-            raise chat.malformed(self._provider, self._target, "content_block_delta "
-                                 "has no delta")
+            raise self._malformed("content_block_delta has no delta")
         if delta.get("type") == "text_delta":
             return StreamItem(self._writer.delta({"content": str(delta.get("text", ""))}))
         if delta.get("type") == "input_json_delta":
             index = self._tools.get(int(data.get("index", 0)))
             if index is None:
-                raise chat.malformed(self._provider, self._target,
-                                     "input_json_delta for a block that is not a tool_use")
+                raise self._malformed("input_json_delta for a block that is not a tool_use")
             return StreamItem(self._writer.delta({"tool_calls": [{
                 "index": index, "function": {"arguments": str(delta.get("partial_json", ""))}}]}))
         if delta.get("type") == "thinking_delta":
@@ -340,21 +301,13 @@ class AnthropicStreamDecoder:
                 str(delta.get("signature", "")))))
         return StreamItem()  # citations and delta types added later
 
-    def finish(self) -> StreamItem:
-        if not self._done:
-            raise chat.stream_ended_early(self._provider, self._target)
-        return StreamItem(usage=self._usage)
-
 
 def classify_error(provider: Provider, target: Target, status: int,
                    headers: Mapping[str, str], payload: bytes, *,
                    in_stream: bool = False) -> UpstreamError:
     body = chat.json_or_none(payload)
-    error = body.get("error") if isinstance(body, dict) else None
-    kind, message = "", f"upstream returned HTTP {status}"
-    if isinstance(error, dict):
-        kind = str(error.get("type") or "")
-        message = str(error.get("message") or message)
+    error, message = chat.error_fields(body, status)
+    kind = str(error.get("type") or "")
     if kind == "overloaded_error" or status == 529:
         # 529 means what 503 means elsewhere: retriable with the default retry.onStatus.
         error_class, status = "serverError", 503

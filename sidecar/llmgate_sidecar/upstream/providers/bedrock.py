@@ -199,53 +199,23 @@ def tool_choice(choice: Any) -> dict[str, Any] | None:
 
 
 def convert_messages(messages: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
-    system: list[str] = []
-    out: list[dict[str, Any]] = []
-    for i, message in enumerate(messages):
-        role, where = message["role"], f"messages[{i}].content"
-        if role in ("system", "developer"):
-            system.append(chat.text_of(message.get("content"), where))
-            continue
-        if role == "user":
-            turn, blocks = "user", user_blocks(message.get("content"), i)
-        elif role == "assistant":
-            turn, blocks = "assistant", assistant_blocks(message, i)
-        elif role == "tool":
-            turn, blocks = "user", [{"toolResult": {
-                "toolUseId": str(message.get("tool_call_id", "")),
-                "content": [{"text": chat.text_of(message.get("content"), where)}]}}]
-        else:
-            raise BadRequest(f"messages[{i}].role {role!r} is not supported by provider "
-                             "bedrock", param=f"messages[{i}].role", code="invalid_value")
-        if out and out[-1]["role"] == turn:
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": turn, "content": blocks})
-    return [s for s in system if s], out
+    return chat.turns(messages, "bedrock", user=user_blocks, assistant=assistant_blocks,
+                      tool_result=_tool_result)
+
+
+def _tool_result(call_id: str, text: str) -> dict[str, Any]:
+    return {"toolResult": {"toolUseId": call_id, "content": [{"text": text}]}}
 
 
 def user_blocks(content: Any, i: int) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"text": content}]
-    if not isinstance(content, list):
-        raise BadRequest(f"messages[{i}].content must be a string or an array of parts",
-                         param=f"messages[{i}].content", code="invalid_type")
-    blocks: list[dict[str, Any]] = []
-    for part in content:
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            blocks.append({"text": str(part.get("text", ""))})
-            continue
-        image = part.get("image_url") if kind == "image_url" else None
-        url = image.get("url") if isinstance(image, dict) else image
-        inline = chat.data_url(url) if isinstance(url, str) else None
+    def image(url: str | None) -> dict[str, Any]:
+        inline = chat.data_url(url) if url is not None else None
         if inline is None or inline[0] not in IMAGE_FORMATS:
             raise BadRequest(f"messages[{i}]: provider bedrock takes text parts and png, "
                              "jpeg, gif or webp images as base64 data URLs",
                              param=f"messages[{i}].content", code="unsupported_parameter")
-        blocks.append({"image": {"format": IMAGE_FORMATS[inline[0]],
-                                 "source": {"bytes": inline[1]}}})
-    return blocks
+        return {"image": {"format": IMAGE_FORMATS[inline[0]], "source": {"bytes": inline[1]}}}
+    return chat.user_content(content, i, "bedrock", lambda text: {"text": text}, image)
 
 
 def assistant_blocks(message: Mapping[str, Any], i: int) -> list[dict[str, Any]]:
@@ -289,15 +259,13 @@ def usage_of(raw: Any) -> Usage:
                  cached_tokens=cache_read, known=True)
 
 
-class BedrockStreamDecoder:
+class BedrockStreamDecoder(chat.StreamDecoding):
     """ConverseStream events -> OpenAI chunks; the usage chunk goes out on `metadata`."""
 
     def __init__(self, provider: Provider, target: Target, *, include_usage: bool) -> None:
-        self._provider, self._target = provider, target
-        self._writer = chat.ChunkWriter("bedrock", target.model, include_usage=include_usage)
-        self._usage = Usage()
+        super().__init__(provider, target, "bedrock", include_usage=include_usage)
         self._tools: dict[int, int] = {}  # contentBlockIndex -> OpenAI tool_calls index
-        self._stopped = self._ended = False
+        self._stopped = False  # messageStop arrived; `_done`: the usage (metadata) too
 
     def feed(self, event: Event) -> StreamItem:
         kind = event.event
@@ -329,8 +297,7 @@ class BedrockStreamDecoder:
     def _delta(self, data: Mapping[str, Any]) -> StreamItem:
         delta = data.get("delta")
         if not isinstance(delta, dict):
-            raise chat.malformed(self._provider, self._target, "contentBlockDelta has no "
-                                 "delta")
+            raise self._malformed("contentBlockDelta has no delta")
         if "text" in delta:
             return StreamItem(self._writer.delta({"content": str(delta["text"])}))
         thought = delta.get("reasoningContent")
@@ -340,14 +307,13 @@ class BedrockStreamDecoder:
         if isinstance(use, dict):
             index = self._tools.get(int(data.get("contentBlockIndex") or 0))
             if index is None:
-                raise chat.malformed(self._provider, self._target,
-                                     "toolUse delta for a block that is not a tool use")
+                raise self._malformed("toolUse delta for a block that is not a tool use")
             return StreamItem(self._writer.delta({"tool_calls": [{
                 "index": index, "function": {"arguments": str(use.get("input", ""))}}]}))
         return StreamItem()  # delta types added later
 
     def _end(self) -> StreamItem:
-        self._ended = True
+        self._done = True
         return StreamItem(self._writer.end(self._usage), usage=self._usage, done=True)
 
     def _exception(self, kind: str, payload: str) -> StreamItem:
@@ -358,7 +324,7 @@ class BedrockStreamDecoder:
         if not self._stopped:
             raise chat.stream_ended_early(self._provider, self._target)
         # Bedrock sends metadata (usage) after messageStop; end cleanly even without it.
-        return StreamItem(usage=self._usage) if self._ended else self._end()
+        return StreamItem(usage=self._usage) if self._done else self._end()
 
 
 def reasoning_delta(thought: Mapping[str, Any]) -> dict[str, Any]:
@@ -375,9 +341,7 @@ def classify_error(provider: Provider, target: Target, status: int,
                    headers: Mapping[str, str], payload: bytes, kind: str, *,
                    in_stream: bool = False) -> UpstreamError:
     body = chat.json_or_none(payload)
-    message = f"upstream returned HTTP {status}"
-    if isinstance(body, dict) and (body.get("message") or body.get("Message")):
-        message = str(body.get("message") or body.get("Message"))
+    _, message = chat.error_fields(body, status, key=None)
     kind = kind[:1].upper() + kind[1:]  # stream exceptions are camelCase
     error_class = _ERROR_CLASSES.get(kind)
     if error_class is None:

@@ -1,16 +1,17 @@
 """The OpenAI chat shapes that the non-OpenAI adapters build and read, written once.
 
 Used by the Anthropic, Gemini, Cohere and Bedrock adapters: the `chat.completion` and
-`chat.completion.chunk` envelopes, reading OpenAI message content, rejecting request
-features an upstream cannot honour (a 400 naming the parameter), and the generic parts of
-error classification. Pure functions; no I/O and no provider-specific wire format.
+`chat.completion.chunk` envelopes, reading OpenAI message content (and folding it into
+alternating upstream turns), rejecting request features an upstream cannot honour (a 400
+naming the parameter), what every stream decoder keeps (`StreamDecoding`), and the generic
+parts of error classification. Pure functions; no I/O and no provider-specific wire format.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from llmgate_contract.config import Provider, Target
 
 from llmgate_sidecar.errors import BadRequest, UpstreamError
 from llmgate_sidecar.upstream.providers import reasoning
-from llmgate_sidecar.upstream.providers.base import Usage, retry_after_seconds
+from llmgate_sidecar.upstream.providers.base import StreamItem, Usage, retry_after_seconds
 from llmgate_sidecar.wire.sse import DONE
 
 # OpenAI parameters no translated upstream supports; each is a 400 when actually used.
@@ -89,6 +90,71 @@ def text_of(content: Any, where: str) -> str:
         return "".join(texts)
     raise BadRequest(f"{where} must be a string or an array of parts", param=where,
                      code="invalid_type")
+
+
+Blocks = list[dict[str, Any]]
+
+
+def turns(messages: list[dict[str, Any]], provider_kind: str, *,
+          user: Callable[[Any, int], Blocks], assistant: Callable[[Mapping[str, Any], int], Blocks],
+          tool_result: Callable[[str, str], dict[str, Any]], model_role: str = "assistant",
+          parts: str = "content") -> tuple[list[str], Blocks]:
+    """(the non-empty system/developer texts, the upstream turns) for upstreams whose turns
+    alternate between the user and the model: `messages[i]`'s content becomes
+    `user(content, i)`, an assistant turn `assistant(message, i)` under `model_role`, a
+    tool result the user-side block `tool_result(tool_call_id, text)`; consecutive turns of
+    one upstream role (a tool result after a user message, ...) merge into one
+    `{"role": r, parts: [...]}`. Any other role is a 400 naming it."""
+    system: list[str] = []
+    out: Blocks = []
+    for i, message in enumerate(messages):
+        role, where = message["role"], f"messages[{i}].content"
+        if role in ("system", "developer"):
+            system.append(text_of(message.get("content"), where))
+            continue
+        if role == "user":
+            turn, blocks = "user", user(message.get("content"), i)
+        elif role == "assistant":
+            turn, blocks = model_role, assistant(message, i)
+        elif role == "tool":
+            turn, blocks = "user", [tool_result(str(message.get("tool_call_id", "")),
+                                                text_of(message.get("content"), where))]
+        else:
+            raise BadRequest(f"messages[{i}].role {role!r} is not supported by provider "
+                             f"{provider_kind}", param=f"messages[{i}].role",
+                             code="invalid_value")
+        if out and out[-1]["role"] == turn:
+            out[-1][parts].extend(blocks)
+        else:
+            out.append({"role": turn, parts: blocks})
+    return [s for s in system if s], out
+
+
+def user_content(content: Any, i: int, provider_kind: str,
+                 text: Callable[[str], dict[str, Any]],
+                 image: Callable[[str | None], dict[str, Any]]) -> Blocks:
+    """A user message's content as upstream blocks: a string is one `text(...)` block, text
+    parts `text(...)`, image_url parts `image(url)` (None when the part names no URL
+    string); any other part is a 400 naming the provider."""
+    if isinstance(content, str):
+        return [text(content)]
+    if not isinstance(content, list):
+        raise BadRequest(f"messages[{i}].content must be a string or an array of parts",
+                         param=f"messages[{i}].content", code="invalid_type")
+    blocks: Blocks = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            blocks.append(text(str(part.get("text", ""))))
+        elif kind == "image_url":
+            found = part.get("image_url")
+            url = found.get("url") if isinstance(found, dict) else found
+            blocks.append(image(url if isinstance(url, str) else None))
+        else:
+            raise BadRequest(f"messages[{i}] has a {kind!r} part, which provider "
+                             f"{provider_kind} does not take", param=f"messages[{i}].content",
+                             code="unsupported_parameter")
+    return blocks
 
 
 def data_url(url: str) -> tuple[str, str] | None:
@@ -208,6 +274,28 @@ class ChunkWriter:
             "model": self.model, "choices": [], "usage": usage.to_openai()}) + b"\n\n" + DONE
 
 
+class StreamDecoding:
+    """What every translating stream decoder keeps: the provider and target it reads for,
+    the chunk writer (`response_id` until the upstream names its own), the usage so far,
+    and whether the upstream's final event arrived (`finish` without it: the stream was
+    cut short, a `connectionError`)."""
+
+    def __init__(self, provider: Provider, target: Target, response_id: str, *,
+                 include_usage: bool) -> None:
+        self._provider, self._target = provider, target
+        self._writer = ChunkWriter(response_id, target.model, include_usage=include_usage)
+        self._usage = Usage()
+        self._done = False
+
+    def _malformed(self, what: str) -> UpstreamError:
+        return malformed(self._provider, self._target, what)
+
+    def finish(self) -> StreamItem:
+        if not self._done:
+            raise stream_ended_early(self._provider, self._target)
+        return StreamItem(usage=self._usage)
+
+
 def classify_status(status: int, *, in_stream: bool = False) -> str:
     """The error class an HTTP status means when the body says nothing more specific."""
     if status == 429:
@@ -287,6 +375,18 @@ def upstream_error(provider: Provider, target: Target, error_class: str, status:
 def stream_ended_early(provider: Provider, target: Target) -> UpstreamError:
     return UpstreamError("connectionError", f"{provider.name}: upstream stream ended before "
                          "its final event", provider=provider.name, model=target.model)
+
+
+def error_fields(body: Any, status: int, key: str | None = "error",
+                 ) -> tuple[Mapping[str, Any], str]:
+    """(the error object of an upstream's parsed error body, found under `key` or the body
+    itself when `key` is None, {} when there is none; its `message` (AWS: `Message`), else
+    one naming the HTTP status)."""
+    error = (body.get(key) if key is not None else body) if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        error = {}
+    message = error.get("message") or error.get("Message")
+    return error, str(message or f"upstream returned HTTP {status}")
 
 
 def json_or_none(payload: bytes) -> Any:

@@ -213,14 +213,11 @@ def _message_delta(data: Mapping[str, Any]) -> dict[str, Any]:
     return message if isinstance(message, dict) else {}
 
 
-class CohereStreamDecoder:
+class CohereStreamDecoder(chat.StreamDecoding):
     """One v2 chat stream -> OpenAI chunks; complete once message-end has arrived."""
 
     def __init__(self, provider: Provider, target: Target, *, include_usage: bool) -> None:
-        self._provider, self._target = provider, target
-        self._writer = chat.ChunkWriter("cohere", target.model, include_usage=include_usage)
-        self._usage = Usage()
-        self._done = False
+        super().__init__(provider, target, "cohere", include_usage=include_usage)
 
     def feed(self, event: Event) -> StreamItem:
         if event.data == "[DONE]":  # Cohere's trailer after message-end: nothing to say
@@ -233,8 +230,7 @@ class CohereStreamDecoder:
         if kind == "content-delta":
             content = _message_delta(data).get("content")
             if not isinstance(content, dict):
-                raise chat.malformed(self._provider, self._target, "content-delta has no "
-                                     "content")
+                raise self._malformed("content-delta has no content")
             if "thinking" in content:
                 return StreamItem(self._writer.delta(reasoning.text_delta(
                     str(content["thinking"]))))
@@ -252,8 +248,7 @@ class CohereStreamDecoder:
         call = _message_delta(data).get("tool_calls")
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(call, dict) or not isinstance(function, dict):
-            raise chat.malformed(self._provider, self._target, "tool call event has no "
-                                 "function")
+            raise self._malformed("tool call event has no function")
         entry: dict[str, Any] = {"index": int(data.get("index") or 0)}
         if start:
             entry.update(id=str(call.get("id")), type="function")
@@ -280,19 +275,12 @@ class CohereStreamDecoder:
         return StreamItem(self._writer.delta({}, FINISH_REASONS.get(reason, "stop"))
                           + self._writer.end(self._usage), usage=self._usage, done=True)
 
-    def finish(self) -> StreamItem:
-        if not self._done:
-            raise chat.stream_ended_early(self._provider, self._target)
-        return StreamItem(usage=self._usage)
-
 
 def classify_error(provider: Provider, target: Target, status: int,
                    headers: Mapping[str, str], payload: bytes, *,
                    in_stream: bool = False) -> UpstreamError:
     body = chat.json_or_none(payload)
-    message = f"upstream returned HTTP {status}"
-    if isinstance(body, dict) and body.get("message"):
-        message = str(body["message"])
+    _, message = chat.error_fields(body, status, key=None)
     lowered = message.lower()
     if status in (401, 402, 403, 498):  # 498: invalid token, 402: billing
         error_class = "auth"

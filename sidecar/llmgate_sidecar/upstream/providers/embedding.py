@@ -51,11 +51,20 @@ def openai_list(vectors: list[Any], body: Mapping[str, Any], model: str, usage: 
                                    "total_tokens": usage.prompt_tokens}})
 
 
+def answer_list(payload: bytes, provider: Provider, target: Target,
+                key: str) -> tuple[dict[str, Any], list[Any]]:
+    """(an embeddings answer's JSON object, the list under `key` in it); an answer that is
+    not an object with that list is malformed."""
+    data = chat.load_object(payload, provider, target, "embeddings response")
+    items = data.get(key)
+    if not isinstance(items, list):
+        raise chat.malformed(provider, target, f"embeddings response has no {key} list")
+    return data, items
+
+
 def openai_usage(payload: bytes, provider: Provider, target: Target) -> Usage:
     """Usage of an OpenAI-shaped embeddings answer (which is forwarded as it came)."""
-    data = chat.load_object(payload, provider, target, "embeddings response")
-    if not isinstance(data.get("data"), list):
-        raise chat.malformed(provider, target, "embeddings response has no data list")
+    data, _ = answer_list(payload, provider, target, "data")
     usage = data.get("usage")
     tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
     return Usage(prompt_tokens=int(tokens or 0), known=isinstance(tokens, int))

@@ -90,7 +90,7 @@ class GeminiAdapter:
 
     def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         model = f"models/{target.model.removeprefix('models/')}"
-        extra = {"outputDimensionality": body["dimensions"]} if body.get("dimensions") else {}
+        extra = output_dimensionality(body)
         requests = [{"model": model, "content": {"parts": [{"text": text}]}, **extra}
                     for text in embedding.texts(body, self.provider.kind)]
         return UpstreamRequest("POST", self.model_url(target.model) + ":batchEmbedContents",
@@ -98,10 +98,7 @@ class GeminiAdapter:
 
     def embeddings_response(self, payload: bytes, target: Target,
                             body: Mapping[str, Any]) -> tuple[bytes, Usage]:
-        data = chat.load_object(payload, self.provider, target, "embeddings response")
-        items = data.get("embeddings")
-        if not isinstance(items, list):
-            raise chat.malformed(self.provider, target, "response has no embeddings list")
+        _, items = embedding.answer_list(payload, self.provider, target, "embeddings")
         vectors = [item.get("values") if isinstance(item, dict) else None for item in items]
         # batchEmbedContents reports no token counts: usage stays unknown (not zero).
         usage = Usage()
@@ -111,6 +108,12 @@ class GeminiAdapter:
     def classify(self, status: int, headers: Mapping[str, str], payload: bytes,
                  target: Target) -> UpstreamError:
         return classify_error(self.provider, target, status, headers, payload)
+
+
+def output_dimensionality(body: Mapping[str, Any]) -> dict[str, Any]:
+    """An embeddings request's `dimensions` as Google's embedding parameter (Gemini and
+    Vertex), or nothing."""
+    return {"outputDimensionality": body["dimensions"]} if body.get("dimensions") else {}
 
 
 def gemini_body(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
@@ -169,31 +172,16 @@ def tool_config(choice: Any) -> dict[str, Any]:
 def convert_messages(messages: list[dict[str, Any]],
                      kind: str) -> tuple[str, list[dict[str, Any]]]:
     """(system text, Gemini contents); consecutive same-role turns are merged."""
-    system: list[str] = []
-    contents: list[dict[str, Any]] = []
     names: dict[str, str] = {}  # tool_call_id -> function name, for functionResponse
-    for i, message in enumerate(messages):
-        role, where = message["role"], f"messages[{i}].content"
-        if role in ("system", "developer"):
-            system.append(chat.text_of(message.get("content"), where))
-            continue
-        if role == "user":
-            turn, parts = "user", user_parts(message.get("content"), i, kind)
-        elif role == "assistant":
-            turn, parts = "model", model_parts(message, i, names)
-        elif role == "tool":
-            call_id = str(message.get("tool_call_id", ""))
-            text = chat.text_of(message.get("content"), where)
-            turn, parts = "user", [{"functionResponse": {
-                "name": names.get(call_id, call_id), "response": tool_response(text)}}]
-        else:
-            raise BadRequest(f"messages[{i}].role {role!r} is not supported by provider "
-                             f"{kind}", param=f"messages[{i}].role", code="invalid_value")
-        if contents and contents[-1]["role"] == turn:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": turn, "parts": parts})
-    return "\n\n".join(s for s in system if s), contents
+
+    def tool_result(call_id: str, text: str) -> dict[str, Any]:
+        return {"functionResponse": {"name": names.get(call_id, call_id),
+                                     "response": tool_response(text)}}
+    system, contents = chat.turns(
+        messages, kind, user=lambda content, i: user_parts(content, i, kind),
+        assistant=lambda message, i: model_parts(message, i, names),
+        tool_result=tool_result, model_role="model", parts="parts")
+    return "\n\n".join(system), contents
 
 
 def tool_response(text: str) -> dict[str, Any]:
@@ -206,32 +194,15 @@ def tool_response(text: str) -> dict[str, Any]:
 
 
 def user_parts(content: Any, i: int, kind: str) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"text": content}]
-    if not isinstance(content, list):
-        raise BadRequest(f"messages[{i}].content must be a string or an array of parts",
-                         param=f"messages[{i}].content", code="invalid_type")
-    parts: list[dict[str, Any]] = []
-    for part in content:
-        ptype = part.get("type") if isinstance(part, dict) else None
-        if ptype == "text":
-            parts.append({"text": str(part.get("text", ""))})
-        elif ptype == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            inline = chat.data_url(url) if isinstance(url, str) else None
-            if inline:
-                parts.append({"inlineData": {"mimeType": inline[0], "data": inline[1]}})
-            elif isinstance(url, str) and url:
-                parts.append({"fileData": {"mimeType": "image/*", "fileUri": url}})
-            else:
-                raise BadRequest(f"messages[{i}] has an image_url part without a url",
-                                 param=f"messages[{i}].content", code="invalid_image")
-        else:
-            raise BadRequest(f"messages[{i}] has a {ptype!r} part, which provider {kind} "
-                             "does not take", param=f"messages[{i}].content",
-                             code="unsupported_parameter")
-    return parts
+    def image(url: str | None) -> dict[str, Any]:
+        inline = chat.data_url(url) if url is not None else None
+        if inline:
+            return {"inlineData": {"mimeType": inline[0], "data": inline[1]}}
+        if not url:
+            raise BadRequest(f"messages[{i}] has an image_url part without a url",
+                             param=f"messages[{i}].content", code="invalid_image")
+        return {"fileData": {"mimeType": "image/*", "fileUri": url}}
+    return chat.user_content(content, i, kind, lambda text: {"text": text}, image)
 
 
 def model_parts(message: Mapping[str, Any], i: int,
@@ -325,15 +296,13 @@ def usage_of(raw: Any) -> Usage:
                  cached_tokens=int(raw.get("cachedContentTokenCount") or 0), known=True)
 
 
-class GeminiStreamDecoder:
+class GeminiStreamDecoder(chat.StreamDecoding):
     """Each SSE event is a whole GenerateContentResponse; the stream has no end marker, so
-    it is complete once a candidate carried a finishReason."""
+    it is complete (`_done`) once a candidate carried a finishReason."""
 
     def __init__(self, provider: Provider, target: Target, *, include_usage: bool) -> None:
-        self._provider, self._target = provider, target
-        self._writer = chat.ChunkWriter("gemini", target.model, include_usage=include_usage)
-        self._usage = Usage()
-        self._started = self._finished = False
+        super().__init__(provider, target, "gemini", include_usage=include_usage)
+        self._started = False
         self._calls = 0
 
     def feed(self, event: Event) -> StreamItem:
@@ -364,13 +333,12 @@ class GeminiStreamDecoder:
             self._calls += len(calls)
         finish = None
         if candidate.get("finishReason"):
-            self._finished = True
+            self._done = True
             finish = "tool_calls" if self._calls else finish_reason(candidate, [])
         return StreamItem(self._writer.delta(delta, finish))
 
     def finish(self) -> StreamItem:
-        if not self._finished:
-            raise chat.stream_ended_early(self._provider, self._target)
+        super().finish()  # cut short: raises
         return StreamItem(self._writer.end(self._usage), usage=self._usage, done=True)
 
 
@@ -380,18 +348,15 @@ def classify_error(provider: Provider, target: Target, status: int,
     body = chat.json_or_none(payload)
     if isinstance(body, list) and body:  # some Google front ends wrap the error in a list
         body = body[0]
-    error = body.get("error") if isinstance(body, dict) else None
-    state, message, reasons, delay = "", f"upstream returned HTTP {status}", set(), None
+    error, message = chat.error_fields(body, status)
+    state, reasons, delay = str(error.get("status") or ""), set(), None
     fields: list[str] = []
-    if isinstance(error, dict):
-        state = str(error.get("status") or "")
-        message = str(error.get("message") or message)
-        for detail in error.get("details") or []:
-            if isinstance(detail, dict):
-                reasons.add(str(detail.get("reason") or ""))
-                delay = delay or detail.get("retryDelay")
-                fields.extend(str(v.get("field", "")) for v in
-                              detail.get("fieldViolations") or [] if isinstance(v, dict))
+    for detail in error.get("details") or []:
+        if isinstance(detail, dict):
+            reasons.add(str(detail.get("reason") or ""))
+            delay = delay or detail.get("retryDelay")
+            fields.extend(str(v.get("field", "")) for v in
+                          detail.get("fieldViolations") or [] if isinstance(v, dict))
     if "API_KEY_INVALID" in reasons or state in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
         error_class = "auth"
     elif state == "RESOURCE_EXHAUSTED":

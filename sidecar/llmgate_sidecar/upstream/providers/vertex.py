@@ -16,9 +16,9 @@ import orjson
 from llmgate_contract.config import Provider, Target
 
 from llmgate_sidecar.errors import UpstreamError
-from llmgate_sidecar.upstream.providers import chat, embedding
+from llmgate_sidecar.upstream.providers import embedding
 from llmgate_sidecar.upstream.providers.base import Credentials, UpstreamRequest, Usage
-from llmgate_sidecar.upstream.providers.gemini import GeminiAdapter
+from llmgate_sidecar.upstream.providers.gemini import GeminiAdapter, output_dimensionality
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 
@@ -71,18 +71,14 @@ class VertexAIAdapter(GeminiAdapter):
     def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         """Vertex embeds through the model's `:predict` (not Gemini's batchEmbedContents)."""
         instances = [{"content": text} for text in embedding.texts(body, self.provider.kind)]
-        parameters = ({"outputDimensionality": body["dimensions"]}
-                      if body.get("dimensions") else {})
+        parameters = output_dimensionality(body)
         payload = {"instances": instances, **({"parameters": parameters} if parameters else {})}
         return UpstreamRequest("POST", self.model_url(target.model) + ":predict",
                                self.headers(), orjson.dumps(payload))
 
     def embeddings_response(self, payload: bytes, target: Target,
                             body: Mapping[str, Any]) -> tuple[bytes, Usage]:
-        data = chat.load_object(payload, self.provider, target, "embeddings response")
-        predictions = data.get("predictions")
-        if not isinstance(predictions, list):
-            raise chat.malformed(self.provider, target, "response has no predictions list")
+        _, predictions = embedding.answer_list(payload, self.provider, target, "predictions")
         vectors, tokens = [], 0
         for item in predictions:
             found = item.get("embeddings") if isinstance(item, dict) else None
