@@ -491,8 +491,9 @@ class VirtualKeySpec(_Spec):
     disabled: bool = Field(default=False, description="Refuse the key without deleting it.")
     metadata: dict[str, str] = Field(
         default_factory=dict,
-        description="Labels of the key, carried into the compiled config (not yet shown in logs "
-                    "or metrics).")
+        description="Labels of the key for cost attribution (team, cost center, app): "
+                    "written on each of its requests' log line and span, next to the cost; "
+                    "never metric labels.")
     secret_name: str | None = Field(
         default=None, alias="secretName", pattern=NAME_PATTERN,
         description="Secret that holds the key under data key api-key "

@@ -31,7 +31,8 @@ PROVIDER_KEY = "prov-secret-value-XYZ987"  # deliberately not shaped like sk-/lg
 PROMPT = "PROMPT-CANARY-7731 please summarise my medical record"
 LIMITED_KEY = "lg-limited-key-0123456789"
 MESSAGES = [{"role": "user", "content": PROMPT}]
-FIELDS = {"request_id", "route", "provider", "model", "virtual_key", "status",
+TEAM_METADATA = {"team": "payments", "cost-center": "cc-4711"}  # VirtualKey spec.metadata
+FIELDS = {"request_id", "route", "provider", "model", "virtual_key", "key_metadata", "status",
           "status_class", "stream", "attempts", "fallbacks", "input_tokens",
           "output_tokens", "cost_usd", "overhead_ms", "latency_ms", "error"}
 
@@ -85,9 +86,10 @@ def resources(url: str) -> list[dict[str, Any]]:
     return [provider("primary", baseURL=url, pricing=pricing, **cred),
             route("chat", [{"provider": "primary", "model": "up-1"}]),
             route("private", [{"provider": "primary", "model": "up-1"}]),
-            virtual_key("team", secretName="team-key", models=["chat"]),
+            virtual_key("team", secretName="team-key", models=["chat"],
+                        metadata=TEAM_METADATA),
             virtual_key("limited", secretName="limited-key",
-                        limits={"requestsPerMinute": 1},
+                        limits={"requestsPerMinute": 1}, metadata={"team": "research"},
                         budget={"limit": "10.00", "period": "1d"})]
 
 
@@ -123,7 +125,9 @@ async def test_success_writes_one_line_with_every_field(gateway: Gateway,
         "req-42", "chat", "primary", "up-1")
     assert (line["status"], line["attempts"], line["virtual_key"]) == (200, 1, "team")
     assert (line["input_tokens"], line["output_tokens"]) == (6, 5)
+    # The spend is attributed to the key and to its labels on the same line.
     assert line["cost_usd"] == pytest.approx(6 * 0.001 + 5 * 0.002)
+    assert line["key_metadata"] == TEAM_METADATA
     assert 0 <= line["overhead_ms"] <= line["latency_ms"]
     captured.assert_clean()
 
@@ -131,11 +135,12 @@ async def test_success_writes_one_line_with_every_field(gateway: Gateway,
 ERROR_PATHS: list[tuple[str, Any, dict[str, Any]]] = [
     ("bad json", b"{not json " + PROMPT.encode(), {"status": 400, "error": "invalid_json"}),
     ("unknown key", {"model": "chat", "messages": MESSAGES},
-     {"status": 401, "key": "lg-" + PROVIDER_KEY, "virtual_key": "unknown"}),
+     {"status": 401, "key": "lg-" + PROVIDER_KEY, "virtual_key": "unknown",
+      "key_metadata": {}}),
     ("unknown model", {"model": PROMPT, "messages": MESSAGES},
      {"status": 404, "route": "unknown", "error": "model_not_found"}),
     ("model not allowed", {"model": "private", "messages": MESSAGES},
-     {"status": 403, "error": "model_not_allowed"}),
+     {"status": 403, "error": "model_not_allowed", "key_metadata": TEAM_METADATA}),
     ("upstream echoes its key", {"model": "chat", "messages": MESSAGES},
      {"status": 502, "upstream": Behaviour(kind="status", status=401, body={"error": {
          "message": f"Incorrect API key provided: {PROVIDER_KEY}", "type": "auth"}})}),
@@ -163,7 +168,7 @@ async def test_error_paths_log_one_clean_line(gateway: Gateway, upstream: FakeOp
     [line] = captured.requests()
     assert line["request_id"] == request_id
     assert line["status_class"] == expect.get("status_class", f"{status // 100}xx")
-    for field in ("route", "virtual_key", "error"):
+    for field in ("route", "virtual_key", "key_metadata", "error"):
         if field in expect:
             assert line[field] == expect[field]
     if line["status_class"] == "5xx":
@@ -180,6 +185,7 @@ async def test_rate_limit_budget_and_redis_outage_logs_are_clean(
     lines = captured.requests()
     assert [line["status"] for line in lines] == [200, 429]
     assert lines[1]["error"] == "rate_limit_exceeded"
+    assert [line["key_metadata"] for line in lines] == [{"team": "research"}] * 2
     # The Redis outage (nothing listens on the URL) was logged too, without secrets.
     assert any(line["logger"] == "llmgate.store" for line in captured.lines())
     captured.assert_clean()
@@ -236,6 +242,7 @@ async def test_request_and_store_calls_become_spans_of_the_callers_trace(
     assert attributes["gen_ai.response.model"] == "up-1"
     assert attributes["gen_ai.usage.input_tokens"] == 6
     assert attributes["gen_ai.usage.output_tokens"] == 5
+    assert attributes["llmgate.virtual_key.metadata.team"] == "research"
     assert not any(PROMPT in str(v) or LIMITED_KEY in str(v) for v in attributes.values())
     for operation in ("admit", "settle", "spend"):
         store = finished[f"llmgate.store {operation}"]

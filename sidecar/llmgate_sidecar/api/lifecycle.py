@@ -178,7 +178,7 @@ def front(request: web.Request, record: RequestRecord, model: str, *,
           runtime: Runtime | None = None) -> Front:
     runtime = runtime or current_runtime(request)
     policy = caller(request, runtime)
-    record.virtual_key = policy.name
+    record.virtual_key, record.key_metadata = policy.name, policy.metadata
     route = runtime.routes_by_model.get(model)
     if route is None:
         raise NotFound(f"the model {model!r} does not exist or is not served here")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys
 # Virtual keys (lg-...), OpenAI/Anthropic-style keys (sk-..., sk-ant-...), bearer tokens.
 _SECRET = re.compile(r"\b(?:lg|sk)-[A-Za-z0-9_\-]{8,}|(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{8,}")
 _MASK = "[REDACTED]"
+_NO_METADATA: Mapping[str, str] = {}  # never changed: the line of a request without a key
 
 
 def redact(text: str) -> str:
@@ -58,7 +60,8 @@ def request_fields(record: RequestRecord, elapsed: float) -> dict[str, Any]:
     return {
         "request_id": record.request_id, "route": record.route,
         "provider": record.provider, "model": record.model,
-        "virtual_key": record.virtual_key, "status": record.status,
+        "virtual_key": record.virtual_key,
+        "key_metadata": record.key_metadata or _NO_METADATA, "status": record.status,
         "status_class": record.status_class, "stream": record.stream,
         "attempts": record.attempts, "fallbacks": record.fallbacks,
         "input_tokens": record.input_tokens, "output_tokens": record.output_tokens,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
@@ -50,14 +50,16 @@ class CommittedAnswer(Protocol):
 class RequestRecord:
     """What one API request did, filled in by the handler as it learns it.
 
-    Every field is bounded or numeric: names come from the config, `error` is an error
-    code; nothing the client sent is stored verbatim."""
+    Every field is bounded or numeric: names and the key's metadata come from the config,
+    `error` is an error code; nothing the client sent is stored verbatim."""
 
     request_id: str
     started: float = field(default_factory=time.perf_counter)
     stream: bool = False
     route: str = UNKNOWN
     virtual_key: str = UNKNOWN
+    # The key's `spec.metadata` (the config's own mapping: shared, never copied or changed)
+    key_metadata: Mapping[str, str] | None = None
     provider: str = NONE
     model: str = NONE
     status: int = 500

@@ -126,6 +126,8 @@ def annotate(current: Any, record: RequestRecord) -> None:
         attributes["llmgate.cost_usd"] = float(record.cost_usd)
     if record.error is not None:
         attributes["error.type"] = record.error
+    for name, value in (record.key_metadata or {}).items():
+        attributes[f"llmgate.virtual_key.metadata.{name}"] = value
     current.set_attributes(attributes)
     if record.status >= 500 or record.status_class == "5xx":
         from opentelemetry.trace import Status, StatusCode
