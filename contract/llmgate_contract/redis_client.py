@@ -16,6 +16,7 @@ holds no policy and no key layout (that is budget.py). URL forms (docs/limits.md
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -24,6 +25,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 Topology = Literal["standalone", "cluster", "sentinel"]
@@ -134,6 +136,14 @@ def connect(url: str, *, decode_responses: bool, timeout: float, max_connections
         db=target.db, ssl=target.tls, max_connections=max_connections, timeout=timeout,
         **auth, **common)
     return client
+
+
+def slot_of(client: RedisClient) -> Callable[[str], int] | None:
+    """For a Redis Cluster client, the hash slot of a key (one command or script may only
+    touch keys of one slot, so batches are split by it); None for every other topology."""
+    if isinstance(client, RedisCluster):
+        return lambda key: key_slot(key.encode())
+    return None
 
 
 def _credentials(userinfo: str) -> tuple[str | None, str | None]:

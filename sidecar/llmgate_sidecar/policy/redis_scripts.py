@@ -1,8 +1,12 @@
-"""The Lua source of RedisStore's three scripts (admit, settle, spend) and their prelude.
+"""The Lua source of RedisStore's two scripts (batch, spend) and their prelude.
 
 Only redis_store.py loads these. They are the Redis twin of MemoryStore in store.py: the
-same windows, leases, tombs and budget periods, and the behavioural suite runs both. All
-keys of one call are passed in KEYS (one hash tag), so the scripts are Redis Cluster-safe.
+same windows, leases, tombs and budget periods, and the behavioural suite runs both.
+`BATCH_LUA` settles and admits any number of requests in one call (RedisStore sends what
+one event-loop iteration queued), each item exactly as a call of its own would, in order:
+settlements first, then admissions. Every key of a call is passed in KEYS, six per virtual
+key; the store sends keys of one Redis Cluster slot per call, so the scripts are
+Cluster-safe.
 """
 
 from llmgate_sidecar.policy.store import LIFETIME_RETRY_MS, SETTLED_MS, TOMB_MS, WINDOW_S
@@ -11,6 +15,9 @@ from llmgate_sidecar.policy.store import LIFETIME_RETRY_MS, SETTLED_MS, TOMB_MS,
 # exponents once they are large (ms timestamps, micro-dollar budgets).
 _PRELUDE = """
 local WINDOW, TOMB_MS, SETTLED_MS, IN_FLIGHT = @WINDOW@, @TOMB_MS@, @SETTLED_MS@, 1000
+-- The six keys of the virtual key being worked on (KEY_SUFFIXES order): KEYS itself for a
+-- call about one key, a slice of KEYS per item in a batch.
+local K = KEYS
 local function s(n) return string.format('%d', n) end
 local function now_ms()
   local n = tonumber(ARGV[1])
@@ -64,46 +71,46 @@ local function parse(rec)
   return st, tonumber(res), tonumber(bk), tonumber(est)
 end
 local function release(res)
-  if res > 0 and redis.call('EXISTS', KEYS[6]) == 1 then
-    if redis.call('HINCRBY', KEYS[6], 'reserved', -res) < 0 then
-      redis.call('HSET', KEYS[6], 'reserved', 0)
+  if res > 0 and redis.call('EXISTS', K[6]) == 1 then
+    if redis.call('HINCRBY', K[6], 'reserved', -res) < 0 then
+      redis.call('HSET', K[6], 'reserved', 0)
     end
   end
 end
 local function purge(now)
-  local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', s(now), 'LIMIT', 0, 64)
+  local dead = redis.call('ZRANGEBYSCORE', K[3], '-inf', s(now), 'LIMIT', 0, 64)
   for _, tid in ipairs(dead) do
-    local rec = redis.call('HGET', KEYS[4], tid)
+    local rec = redis.call('HGET', K[4], tid)
     if rec then
       local st, res, bk, est = parse(rec)
       release(res)
-      redis.call('HSET', KEYS[4], tid, string.format('X|0|%d|%d', bk, est))
-      redis.call('ZADD', KEYS[5], s(now + TOMB_MS), tid)
-      keep(KEYS[5], TOMB_MS + 1000)
-      keep(KEYS[4], TOMB_MS + 1000)
+      redis.call('HSET', K[4], tid, string.format('X|0|%d|%d', bk, est))
+      redis.call('ZADD', K[5], s(now + TOMB_MS), tid)
+      keep(K[5], TOMB_MS + 1000)
+      keep(K[4], TOMB_MS + 1000)
     end
-    redis.call('ZREM', KEYS[3], tid)
+    redis.call('ZREM', K[3], tid)
   end
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', s(now), 'LIMIT', 0, 64)
+  local gone = redis.call('ZRANGEBYSCORE', K[5], '-inf', s(now), 'LIMIT', 0, 64)
   if #gone > 0 then
-    redis.call('HDEL', KEYS[4], unpack(gone))
-    redis.call('ZREM', KEYS[5], unpack(gone))
+    redis.call('HDEL', K[4], unpack(gone))
+    redis.call('ZREM', K[5], unpack(gone))
   end
 end
 -- This period's counters; a new period starts at 0 spent, reservations carry over.
 local function budget_state(period, now)
   local start, stop = bounds(period, now)
-  local b = redis.call('HMGET', KEYS[6], 'period', 'start', 'spent', 'reserved')
+  local b = redis.call('HMGET', K[6], 'period', 'start', 'spent', 'reserved')
   local spent = 0
   if b[1] == period and tonumber(b[2]) == start then spent = tonumber(b[3]) or 0 end
   return start, stop, spent, tonumber(b[4]) or 0
 end
 local function budget_write(period, now, start, stop, spent, reserved)
-  redis.call('HSET', KEYS[6], 'period', period, 'start', s(start), 'spent', s(spent),
+  redis.call('HSET', K[6], 'period', period, 'start', s(start), 'spent', s(spent),
              'reserved', s(reserved))
   local ttl = 400 * 86400000
   if stop >= 0 then ttl = stop - now + 86400000 end
-  keep(KEYS[6], ttl)
+  keep(K[6], ttl)
 end
 local function window(key, now, limit, cost)
   local cur = math.floor(now / 1000)
@@ -129,115 +136,157 @@ local function window(key, now, limit, cost)
   end
   return used, WINDOW * 1000
 end
-""".replace("@WINDOW@", str(WINDOW_S)).replace("@TOMB_MS@", str(TOMB_MS)).replace(
-    "@SETTLED_MS@", str(SETTLED_MS))
 
-# ARGV: now|-1, id, rpm, tpm, tokens, max_parallel, budget, period, reserve, lease_ms
-# (-1 = no such limit). Returns {1, now, rem_requests, rem_tokens, rem_budget}
-# or {0, kind, retry_ms, detail}.
-ADMIT_LUA = _PRELUDE + """
-local now, id = now_ms(), ARGV[2]
-local rpm, tpm, est = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local maxpar, budget, period = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
-local reserve, lease = tonumber(ARGV[9]), tonumber(ARGV[10])
-purge(now)
-local kind, retry, detail = nil, -1, nil
-local function refuse(k, r, d) if r > retry then kind, retry, detail = k, r, d end end
-if maxpar >= 0 and redis.call('ZCOUNT', KEYS[3], '(' .. s(now), '+inf') >= maxpar then
-  refuse('parallel', IN_FLIGHT, 'in-flight')
-end
-local used_r, used_t = 0, 0
-if rpm >= 0 then
-  local r
-  used_r, r = window(KEYS[1], now, rpm, 1)
-  if r < 0 then refuse('requests', WINDOW * 1000, 'too-large') elseif r > 0 then
-    refuse('requests', r, 'rate') end
-end
-if tpm >= 0 then
-  local r
-  used_t, r = window(KEYS[2], now, tpm, est)
-  if r < 0 then refuse('tokens', WINDOW * 1000, 'too-large') elseif r > 0 then
-    refuse('tokens', r, 'rate') end
-end
-local start, stop, spent, reserved = 0, -1, 0, 0
-if budget >= 0 then
-  start, stop, spent, reserved = budget_state(period, now)
-  if spent >= budget or spent + reserved + reserve > budget then
-    if spent < budget and spent + reserve <= budget then refuse('budget', IN_FLIGHT, 'in-flight')
-    else
-      local d = (spent < budget and reserve > budget) and 'too-large' or 'exhausted'
-      if stop < 0 then refuse('budget', @LIFETIME@, d) else refuse('budget', stop - now, d) end
+-- Check every limit and, only if all pass, consume them all for ticket `id`: {1,
+-- rem_requests, rem_tokens, rem_budget} (-1 = no such limit, or unknown) or {0, kind,
+-- retry_ms, detail}. Idempotent: a call that is sent again after its answer was lost (the
+-- Cluster client retries on a dropped connection) finds `id` admitted and consumes nothing.
+local function admit(now, id, rpm, tpm, est, maxpar, budget, period, reserve, lease)
+  if redis.call('HEXISTS', K[4], id) == 1 then
+    local rb = -1
+    if budget >= 0 then
+      local _, _, spent, reserved = budget_state(period, now)
+      rb = budget - spent - reserved
+    end
+    return {1, -1, -1, rb}
+  end
+  local kind, retry, detail = nil, -1, nil
+  local function refuse(k, r, d) if r > retry then kind, retry, detail = k, r, d end end
+  if maxpar >= 0 and redis.call('ZCOUNT', K[3], '(' .. s(now), '+inf') >= maxpar then
+    refuse('parallel', IN_FLIGHT, 'in-flight')
+  end
+  local used_r, used_t = 0, 0
+  if rpm >= 0 then
+    local r
+    used_r, r = window(K[1], now, rpm, 1)
+    if r < 0 then refuse('requests', WINDOW * 1000, 'too-large') elseif r > 0 then
+      refuse('requests', r, 'rate') end
+  end
+  if tpm >= 0 then
+    local r
+    used_t, r = window(K[2], now, tpm, est)
+    if r < 0 then refuse('tokens', WINDOW * 1000, 'too-large') elseif r > 0 then
+      refuse('tokens', r, 'rate') end
+  end
+  local start, stop, spent, reserved = 0, -1, 0, 0
+  if budget >= 0 then
+    start, stop, spent, reserved = budget_state(period, now)
+    if spent >= budget or spent + reserved + reserve > budget then
+      if spent < budget and spent + reserve <= budget then
+        refuse('budget', IN_FLIGHT, 'in-flight')
+      else
+        local d = (spent < budget and reserve > budget) and 'too-large' or 'exhausted'
+        if stop < 0 then refuse('budget', @LIFETIME@, d) else refuse('budget', stop - now, d) end
+      end
     end
   end
+  if kind then return {0, kind, retry, detail} end
+  local bucket = math.floor(now / 1000)
+  local counted = -1
+  if rpm >= 0 then
+    redis.call('HINCRBY', K[1], s(bucket), 1)
+    redis.call('PEXPIRE', K[1], (WINDOW + 1) * 1000)
+  end
+  if tpm >= 0 then
+    counted = est
+    redis.call('HINCRBY', K[2], s(bucket), s(est))
+    redis.call('PEXPIRE', K[2], (WINDOW + 1) * 1000)
+  end
+  if budget < 0 then reserve = 0 else
+    reserved = reserved + reserve
+    budget_write(period, now, start, stop, spent, reserved)
+  end
+  redis.call('ZADD', K[3], s(now + lease), id)
+  redis.call('HSET', K[4], id, string.format('L|%d|%d|%d', reserve, bucket, counted))
+  keep(K[3], lease + 1000)
+  keep(K[4], lease + TOMB_MS + 1000)
+  local rr, rt, rb = -1, -1, -1
+  if rpm >= 0 then rr = rpm - used_r - 1 end
+  if tpm >= 0 then rt = tpm - used_t - est end
+  if budget >= 0 then rb = budget - spent - reserved end
+  return {1, rr, rt, rb}
 end
-if kind then return {0, kind, retry, detail} end
-local bucket = math.floor(now / 1000)
-local counted = -1
-if rpm >= 0 then
-  redis.call('HINCRBY', KEYS[1], s(bucket), 1)
-  redis.call('PEXPIRE', KEYS[1], (WINDOW + 1) * 1000)
-end
-if tpm >= 0 then
-  counted = est
-  redis.call('HINCRBY', KEYS[2], s(bucket), s(est))
-  redis.call('PEXPIRE', KEYS[2], (WINDOW + 1) * 1000)
-end
-if budget < 0 then reserve = 0 else
-  reserved = reserved + reserve
-  budget_write(period, now, start, stop, spent, reserved)
-end
-redis.call('ZADD', KEYS[3], s(now + lease), id)
-redis.call('HSET', KEYS[4], id, string.format('L|%d|%d|%d', reserve, bucket, counted))
-keep(KEYS[3], lease + 1000)
-keep(KEYS[4], lease + TOMB_MS + 1000)
-local rr, rt, rb = -1, -1, -1
-if rpm >= 0 then rr = rpm - used_r - 1 end
-if tpm >= 0 then rt = tpm - used_t - est end
-if budget >= 0 then rb = budget - spent - reserved end
-return {1, now, rr, rt, rb}
-""".replace("@LIFETIME@", str(LIFETIME_RETRY_MS))
-
-# ARGV: now|-1, id ('' = book cost only), tokens, cost, period, budgeted (1/0).
-# Returns 1 if booked, 2 if booked for a ticket this Redis did not know (its state was lost:
-# a restart without persistence, a failover), 0 if the ticket was already settled.
-SETTLE_LUA = _PRELUDE + """
-local now, id = now_ms(), ARGV[2]
-local tokens, cost, period = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-purge(now)
-local res, bk, est, known = 0, 0, -1, 1
-if id ~= '' then
-  local rec = redis.call('HGET', KEYS[4], id)
+-- Book `cost` (and correct the tokens estimate) for ticket `id` once: 1 if booked, 2 if
+-- booked for a ticket this Redis did not know (its state was lost: a restart without
+-- persistence, a failover), 0 if `id` was already settled. `cost_only`: `id` names a
+-- booking of spend made elsewhere (no ticket here); it gets the same settled mark, so a
+-- replay of it books nothing twice.
+local function settle(now, id, tokens, cost, period, budgeted, cost_only)
+  local res, bk, est, known = 0, 0, -1, 1
+  local rec = redis.call('HGET', K[4], id)
   if rec then
     local st
     st, res, bk, est = parse(rec)
     if st == 'S' then return 0 end
-    redis.call('ZREM', KEYS[3], id)
+    redis.call('ZREM', K[3], id)
     if st == 'L' then release(res) end
-  else
+  elseif not cost_only then
     known = 2
   end
-  redis.call('HSET', KEYS[4], id, 'S|0|0|-1')
-  redis.call('ZADD', KEYS[5], s(now + SETTLED_MS), id)
-  keep(KEYS[4], SETTLED_MS + 1000)
-  keep(KEYS[5], SETTLED_MS + 1000)
-end
-if ARGV[6] == '1' then
-  local start, stop, spent, reserved = budget_state(period, now)
-  budget_write(period, now, start, stop, spent + cost, reserved)
-end
-if est >= 0 then
-  local delta, cur = tokens - est, math.floor(now / 1000)
-  local b = nil
-  if bk > cur - WINDOW then b = bk elseif delta > 0 then b = cur end
-  if b and redis.call('HINCRBY', KEYS[2], s(b), s(delta)) < 0 then
-    redis.call('HSET', KEYS[2], s(b), 0)
+  redis.call('HSET', K[4], id, 'S|0|0|-1')
+  redis.call('ZADD', K[5], s(now + SETTLED_MS), id)
+  keep(K[4], SETTLED_MS + 1000)
+  keep(K[5], SETTLED_MS + 1000)
+  if budgeted then
+    local start, stop, spent, reserved = budget_state(period, now)
+    budget_write(period, now, start, stop, spent + cost, reserved)
   end
-  if b then keep(KEYS[2], (WINDOW + 1) * 1000) end
+  if est >= 0 then
+    local delta, cur = tokens - est, math.floor(now / 1000)
+    local b = nil
+    if bk > cur - WINDOW then b = bk elseif delta > 0 then b = cur end
+    if b and redis.call('HINCRBY', K[2], s(b), s(delta)) < 0 then
+      redis.call('HSET', K[2], s(b), 0)
+    end
+    if b then keep(K[2], (WINDOW + 1) * 1000) end
+  end
+  return known
 end
-return known
-"""
+""".replace("@WINDOW@", str(WINDOW_S)).replace("@TOMB_MS@", str(TOMB_MS)).replace(
+    "@SETTLED_MS@", str(SETTLED_MS)).replace("@LIFETIME@", str(LIFETIME_RETRY_MS))
 
-# ARGV: now|-1, period. Returns {spent, reserved, start, end|-1}.
+SETTLE_FIELDS = 7
+ADMIT_FIELDS = 10
+
+# ARGV: now|-1, the number of settlements S, then S settlements of SETTLE_FIELDS
+# (key index, id, tokens, cost, period, budgeted 1/0, cost-only 1/0), then admissions of
+# ADMIT_FIELDS (key index, id, rpm, tpm, tokens, max_parallel, budget, period, reserve,
+# lease_ms; -1 = no such limit). Key index i selects KEYS[6i+1 .. 6i+6].
+# Returns {now, settle result..., admit result...}: a settle result as `settle` above; an
+# admit result {1, rem_requests, rem_tokens, rem_budget} (-1 = no such limit) or
+# {0, kind, retry_ms, detail}.
+BATCH_LUA = _PRELUDE + """
+local now = now_ms()
+local out, purged = {now}, {}
+local function key(i)
+  local base = tonumber(i) * 6
+  K = {KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4], KEYS[base + 5],
+       KEYS[base + 6]}
+  if not purged[base] then
+    purged[base] = true
+    purge(now)
+  end
+end
+local settles = tonumber(ARGV[2])
+local a = 3
+for _ = 1, settles do
+  key(ARGV[a])
+  out[#out + 1] = settle(now, ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
+                         ARGV[a + 4], ARGV[a + 5] == '1', ARGV[a + 6] == '1')
+  a = a + @SETTLE_FIELDS@
+end
+while a <= #ARGV do
+  key(ARGV[a])
+  out[#out + 1] = admit(now, ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
+                        tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]),
+                        ARGV[a + 7], tonumber(ARGV[a + 8]), tonumber(ARGV[a + 9]))
+  a = a + @ADMIT_FIELDS@
+end
+return out
+""".replace("@SETTLE_FIELDS@", str(SETTLE_FIELDS)).replace("@ADMIT_FIELDS@", str(ADMIT_FIELDS))
+
+# ARGV: now|-1, period. KEYS: the six keys of one virtual key.
+# Returns {spent, reserved, start, end|-1}.
 SPEND_LUA = _PRELUDE + """
 local now, period = now_ms(), ARGV[2]
 purge(now)
