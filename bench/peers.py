@@ -73,8 +73,12 @@ def llmgate_env(source: Path | None) -> tuple[dict[str, str], list[str]]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if source is None:
         return env, [llmgate_binary()]
-    # PYTHONPATH is searched before the editable install's finder, so these win.
+    # PYTHONPATH is searched before the editable install's finder, so these win; a missing
+    # directory would silently run the installed package instead.
     roots = [str(source.resolve() / d) for d in ("contract", "operator", "sidecar", "cli")]
+    missing = [r for r in roots if not Path(r).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"not a checkout of llmgate: {', '.join(missing)} missing")
     env["PYTHONPATH"] = os.pathsep.join(roots)
     return env, [sys.executable, "-m", "llmgate_cli"]
 

@@ -27,8 +27,9 @@ from typing import Any
 import orjson
 from measure import Load, paired
 from peers import Target, start_litellm, start_llmgate, start_portkey
-from procs import HARNESS_CPU, Child, free_port, peak_rss_mb, rss_mb, start_redis, wait_port
+from procs import HARNESS_CPU, Child, free_port, peak_rss_mb, start_redis, wait_port
 from profiling import profile_under_load
+from starts import cold_start, describe
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -131,23 +132,11 @@ def run_systems(args: argparse.Namespace, work: Path, loads: list[Load],
 
 def cold_starts(args: argparse.Namespace, work: Path, count: int) -> list[dict[str, float]]:
     """Start `llmgate sidecar` (in-memory store) `count` times with nothing else running
-    on its core: seconds from exec to /readyz 200 and the CPU seconds spent until then, and
-    its resident set then and 0.5 s later (when start-up garbage has settled)."""
+    on its core (`starts.cold_start`)."""
     starts = []
     for _ in range(count):
-        target = start_llmgate("llmgate-start", free_port(), work, source=args.source)
-        try:
-            time.sleep(0.5)
-            assert target.child is not None
-            starts.append({"start_s": target.start_s, "start_cpu_s": target.start_cpu_s,
-                           "rss_at_ready_mb": target.start_rss_mb,
-                           "rss_mb": rss_mb(target.child.pid)})
-        finally:
-            target.stop()
-        print(f"  cold start: {starts[-1]['start_s']:.3f} s to /readyz "
-              f"({starts[-1]['start_cpu_s']:.2f} s CPU), RSS "
-              f"{starts[-1]['rss_at_ready_mb']:.1f} MiB then, {starts[-1]['rss_mb']:.1f} MiB "
-              f"0.5 s later", flush=True)
+        starts.append(cold_start(work, args.source))
+        print(f"  cold start: {describe(starts[-1])}", flush=True)
     return starts
 
 

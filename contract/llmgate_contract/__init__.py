@@ -1,6 +1,6 @@
 """llmgate's compiled-config contract, shared by the operator and the sidecar.
 
-Pure pydantic models and pure functions: no Kubernetes, no aiohttp, no file I/O beyond what
+Immutable msgspec structs and pure functions: no Kubernetes, no aiohttp, no file I/O beyond what
 a caller hands in. See `config` for the document, `versions` for how it is written and read
 across schema versions, and `bundle` for how it is split across the ConfigMap and the Secret.
 """

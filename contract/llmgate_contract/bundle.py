@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
 from llmgate_contract.config import (
     CONFIG_FILE,
     GENERATION_FILE,
@@ -74,7 +72,7 @@ def read_bundle(config_files: Mapping[str, str], secret_files: Mapping[str, str]
         loaded = read_config(text)
     except UnsupportedSchema as exc:
         raise RefusedConfig(str(exc), exc.version) from None
-    except (ValidationError, ValueError) as exc:
+    except ValueError as exc:  # msgspec.ValidationError among them
         raise TornBundleError(f"{CONFIG_FILE} is invalid: {_short(exc)}") from None
     config, generation = loaded.config, loaded.generation
     declared = config_files.get(GENERATION_FILE, "").strip()

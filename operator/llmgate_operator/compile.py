@@ -251,7 +251,8 @@ def _provider(
         gcp_location=spec.gcp.location if spec.gcp else None,
         gcp_key_file=(f"{name}.gcp-service-account-key"
                       if f"{name}.gcp-service-account-key" in files else None),
-        mock=c.MockOptions.model_validate(spec.mock.model_dump()) if spec.mock else None,
+        mock=(c.MockOptions.from_data(spec.mock.model_dump(by_alias=True)) if spec.mock
+              else None),
     )
     return provider, files
 
@@ -269,7 +270,7 @@ def _missing_credentials(spec: api.ProviderSecretSpec) -> str | None:
 
 
 def _group(
-    strategy: str, targets: list[api.TargetSpec], providers: Mapping[str, c.Provider],
+    strategy: c.Strategy, targets: list[api.TargetSpec], providers: Mapping[str, c.Provider],
     report: list[dict[str, Any]], weight: int = 1,
 ) -> c.Group | None:
     children: list[c.Target | c.Group] = []
@@ -308,8 +309,8 @@ def _route(
     for rule in spec.rules:
         rule_group = _group(rule.strategy, rule.targets, providers, report)
         if rule_group is not None:
-            rules.append(c.Rule(match=c.RuleMatch.model_validate(rule.match.model_dump()),
-                                group=rule_group))
+            match = c.RuleMatch.from_data(rule.match.model_dump(by_alias=True))
+            rules.append(c.Rule(match=match, group=rule_group))
     unresolved = sorted({t["provider"] for t in report if not t["resolved"]})
     extra = {"targets": report}
     if group is None:
@@ -329,7 +330,7 @@ def _route(
                          if spec.circuit_breaker else None),
         cache=c.Cache(mode=spec.cache.mode, ttl=api.parse_duration(spec.cache.ttl),
                       partition_by=spec.cache.partition_by),
-        guardrails=(c.Guardrails.model_validate(spec.guardrails.model_dump(by_alias=True))
+        guardrails=(c.Guardrails.from_data(spec.guardrails.model_dump(by_alias=True))
                     if spec.guardrails else None),
     )
     if unresolved:
@@ -361,7 +362,7 @@ def _virtual_key(
         name=name, hashes=hashes, key_prefix=key[:7], models=sorted(set(spec.models)),
         budget=c.Budget(limit=spec.budget.amount, period=spec.budget.period)
         if spec.budget else None,
-        limits=c.Limits.model_validate(spec.limits.model_dump()),
+        limits=c.Limits.from_data(spec.limits.model_dump(by_alias=True)),
         expires_at=spec.expires_at, disabled=spec.disabled, metadata=dict(spec.metadata),
     )
     if spec.disabled:

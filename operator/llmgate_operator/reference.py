@@ -13,10 +13,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin
 
+import msgspec
 from llmgate_contract import config as contract
-from pydantic import BaseModel
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
+from llmgate_contract.versions import FieldSpec, struct_fields
 
 from llmgate_operator import api, crdgen
 
@@ -86,14 +85,15 @@ def crd_reference() -> list[str]:
     return lines
 
 
-def _models(model: type[BaseModel], seen: list[type[BaseModel]]) -> list[type[BaseModel]]:
-    """`model` and every model its fields hold, depth first, each once."""
+def _models(model: type[msgspec.Struct],
+            seen: list[type[msgspec.Struct]]) -> list[type[msgspec.Struct]]:
+    """`model` and every struct its fields hold, depth first, each once."""
     if model in seen:
         return seen
     seen.append(model)
-    for info in model.model_fields.values():
-        for inner in _inner_types(info.annotation):
-            if isinstance(inner, type) and issubclass(inner, BaseModel):
+    for spec in struct_fields(model):
+        for inner in _inner_types(spec.type):
+            if isinstance(inner, type) and issubclass(inner, msgspec.Struct):
                 _models(inner, seen)
     return seen
 
@@ -122,36 +122,34 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def _default(info: FieldInfo) -> str:
-    if info.default_factory is not None:
-        value = info.default_factory()  # type: ignore[call-arg]
-        if isinstance(value, BaseModel):
-            return "its fields' defaults"
-        return f"`{value}`"
-    if info.default is PydanticUndefined:
+def _default(spec: FieldSpec) -> str:
+    if spec.required:
         return "**required**"
-    return f"`{info.default}`"
+    value = spec.default_value()
+    if isinstance(value, msgspec.Struct):
+        return "its fields' defaults"
+    return f"`{value}`"
 
 
-def config_fields() -> Iterator[tuple[type[BaseModel], str, FieldInfo]]:
-    """(model, JSON name, field) of every field of the compiled config."""
+def config_fields() -> Iterator[tuple[type[msgspec.Struct], str, FieldSpec]]:
+    """(struct, JSON name, field) of every field of the compiled config."""
     for model in _models(contract.CompiledConfig, []):
-        for name, info in model.model_fields.items():
-            yield model, info.alias or name, info
+        for spec in struct_fields(model):
+            yield model, spec.key, spec
 
 
 def config_reference() -> list[str]:
     lines = [f"## Compiled config (schema version {contract.SCHEMA_VERSION})", "",
              "What the operator writes into the `llmgate-config` ConfigMap and every sidecar "
              "reads (`llmgate_contract.config`). Durations are seconds, money is decimal USD.", ""]
-    current: type[BaseModel] | None = None
-    for model, name, info in config_fields():
+    current: type[msgspec.Struct] | None = None
+    for model, name, spec in config_fields():
         if model is not current:
             current = model
             lines += ["", f"### {model.__name__}", "", _cell(model.__doc__ or ""), "",
                       "| field | type | default | meaning and source |", "|---|---|---|---|"]
-        lines.append(f"| `{name}` | {_cell(_type_name(info.annotation))} | "
-                     f"{_cell(_default(info))} | {_cell(info.description or '')} |")
+        lines.append(f"| `{name}` | {_cell(_type_name(spec.type))} | "
+                     f"{_cell(_default(spec))} | {_cell(spec.description)} |")
     return lines
 
 

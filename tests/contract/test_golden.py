@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 from llmgate_contract import PROVIDER_KINDS, bundle_files, parse_config, read_bundle
+from llmgate_contract.config import Group
 from llmgate_operator import api
 from llmgate_operator.compile import Compilation, compile_namespace
 
@@ -100,7 +101,7 @@ def test_the_cases_cover_what_they_claim() -> None:
     smart = next(r for r in routing.routes if r.name == "smart")
     assert [r.group.strategy for r in smart.rules] == ["least-busy", "fallback"]
     nested = smart.group.targets[1]
-    assert nested.type == "group" and nested.targets[1].type == "group"
+    assert isinstance(nested, Group) and isinstance(nested.targets[1], Group)
 
     rotation = parse_config((GOLDEN / "rotation-grace" / "config.json").read_text())
     by_name = {k.name: k for k in rotation.virtual_keys}

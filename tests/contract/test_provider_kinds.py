@@ -25,7 +25,7 @@ NEEDS_FIELD = {"api-key": "spec.apiKey.secretKeyRef", "aws": "spec.aws", "gcp": 
 
 
 def provider(kind: str, **fields: Any) -> Provider:
-    return Provider.model_validate({"name": "p", "kind": kind, "gcpProject": "proj",
+    return Provider.from_data({"name": "p", "kind": kind, "gcpProject": "proj",
                                     "gcpLocation": "us-central1", "awsRegion": "us-east-1",
                                     **fields})
 

@@ -30,8 +30,8 @@ from llmgate_contract import (
     read_config,
 )
 from llmgate_contract.config import CompiledConfig, content_hash
-from llmgate_contract.versions import canonical, document, field_since, needed_version
-from pydantic import BaseModel
+import msgspec
+from llmgate_contract.versions import canonical, document, needed_version, struct_fields
 
 from tests.contract.test_golden import CASES, GOLDEN, compile_case
 
@@ -91,16 +91,16 @@ def test_a_version_2_feature_makes_a_version_2_document() -> None:
     assert any("1 was expected" in m for m in errors), errors
 
 
-def _models(model: type[BaseModel], seen: dict[str, type[BaseModel]]) -> None:
+def _models(model: type[msgspec.Struct], seen: dict[str, type[msgspec.Struct]]) -> None:
     from typing import get_args
     if model.__name__ in seen:
         return
     seen[model.__name__] = model
-    for info in model.model_fields.values():
-        stack = [info.annotation]
+    for spec in struct_fields(model):
+        stack = [spec.type]
         while stack:
             ann = stack.pop()
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
+            if isinstance(ann, type) and issubclass(ann, msgspec.Struct):
                 _models(ann, seen)
             stack.extend(get_args(ann))
 
@@ -108,16 +108,15 @@ def _models(model: type[BaseModel], seen: dict[str, type[BaseModel]]) -> None:
 def test_every_field_added_after_version_1_says_when() -> None:
     """A field the first release does not know must carry `since(N)` (N >= 2), or the
     operator would put it in version-1 documents that every first-release sidecar refuses."""
-    seen: dict[str, type[BaseModel]] = {}
+    seen: dict[str, type[msgspec.Struct]] = {}
     _models(CompiledConfig, seen)
     v1_defs = V1_SCHEMA["$defs"] | {"CompiledConfig": V1_SCHEMA}
     missing = []
     for name, model in seen.items():
         known = set(v1_defs.get(name, {}).get("properties", {}))
-        for field, info in model.model_fields.items():
-            alias = info.alias or field
-            if alias not in known and field_since(info) < 2:
-                missing.append(f"{name}.{alias}")
+        for spec in struct_fields(model):
+            if spec.key not in known and spec.since < 2:
+                missing.append(f"{name}.{spec.key}")
     assert missing == [], f"fields new since the first release without since(2): {missing}"
 
 

@@ -31,7 +31,7 @@ COMPLETION = orjson.dumps({
 
 
 def route(**cache: Any) -> Route:
-    return Route.model_validate({
+    return Route.from_data({
         "name": "chat", "model": "chat",
         "group": {"targets": [{"type": "target", "provider": "p", "model": "gpt-x"}]},
         "cache": {"mode": "exact", "ttl": 60, **cache}})
@@ -119,8 +119,8 @@ async def test_the_key_ignores_transport_fields_but_not_output_parameters(
 async def test_a_target_change_in_the_config_starts_from_an_empty_cache(
         cache: ResponseCache) -> None:
     await cache.store_json(plan_for(cache, route()), COMPLETION)
-    moved = Route.model_validate({
-        **route().model_dump(by_alias=True),
+    moved = Route.from_data({
+        **route().to_data(),
         "group": {"targets": [{"type": "target", "provider": "p", "model": "gpt-y"}]}})
     assert await cache.lookup(plan_for(cache, moved)) is None
 

@@ -122,7 +122,7 @@ ORDINARY = [
 
 
 def config(**kwargs: Any) -> GuardrailsConfig:
-    return GuardrailsConfig.model_validate(kwargs)
+    return GuardrailsConfig.from_data(kwargs)
 
 
 def chat(*contents: Any) -> dict[str, Any]:
@@ -238,16 +238,16 @@ def test_max_input_tokens() -> None:
 
 
 def test_compiled_once_per_route_config() -> None:
-    route = Route.model_validate({
+    route = Route.from_data({
         "name": "r", "model": "r",
         "group": {"targets": [{"type": "target", "provider": "p", "model": "m"}]},
         "guardrails": {"pii": {"action": "redact", "types": ["email"]}}})
     registry = Guardrails()
     first = registry.for_route(route)
     assert first is not None and registry.for_route(route) is first
-    reloaded = Route.model_validate(route.model_dump(by_alias=True))
+    reloaded = Route.from_data(route.to_data())
     assert registry.for_route(reloaded) is not first
-    plain = route.model_copy(update={"guardrails": None})
+    plain = route.replace(guardrails=None)
     assert registry.for_route(plain) is None
 
 

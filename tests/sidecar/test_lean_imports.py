@@ -4,7 +4,8 @@ Each case runs a fresh interpreter that imports the sidecar's entrypoint and bui
 (as `llmgate sidecar` does before it listens), then prints `sys.modules`. Without a Redis URL
 no redis-py (and nothing it pulls in, such as OpenTelemetry); without OTEL_* no tracing
 packages; never the operator, its compiler or its Kubernetes clients; no cloud-identity
-library until a provider needs one. With a URL, Redis is imported: the lazy path is real.
+library until a provider needs one; no pydantic (the compiled config is read with msgspec,
+pydantic is the operator's, for its CRD models). With a URL, Redis is imported: the lazy path is real.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ print(json.dumps(sorted(sys.modules)))
 # Never in a sidecar: the control plane, and libraries only a provider kind that asks for
 # them (Vertex: google-auth) or an optional feature (tracing) may import.
 NEVER = ("llmgate_operator", "kopf", "kubernetes", "kubernetes_asyncio", "yaml",
-         "google", "botocore", "boto3", "azure", "opentelemetry", "pydantic_settings")
+         "google", "botocore", "boto3", "azure", "opentelemetry", "pydantic", "pydantic_core",
+         "pydantic_settings")
 REDIS = ("redis", "llmgate_contract.redis_client", "llmgate_sidecar.policy.redis_store",
          "llmgate_sidecar.cache.redis_backend")
 

@@ -17,7 +17,7 @@ from tests.sidecar.conftest import FakeClock
 
 
 def key(**spec: object) -> VirtualKey:
-    return VirtualKey.model_validate({"name": "chatbot", **spec})
+    return VirtualKey.from_data({"name": "chatbot", **spec})
 
 
 @pytest.fixture

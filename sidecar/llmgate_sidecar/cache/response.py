@@ -314,7 +314,7 @@ class ResponseCache:
         entry = self._groups.get(id(group))
         if entry is not None and entry[0] is group:
             return entry[1]
-        digest = hashlib.sha256(group.model_dump_json(by_alias=True).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(group.to_json().encode()).hexdigest()[:16]
         if len(self._groups) >= 1024:
             self._groups.pop(next(iter(self._groups)))
         self._groups[id(group)] = (group, digest)

@@ -158,7 +158,7 @@ def _with_secret_headers(provider: Provider, files: Mapping[str, str]) -> Provid
     if not provider.header_files:
         return provider
     secret = {h: files[f].strip() for h, f in provider.header_files.items() if f in files}
-    return provider.model_copy(update={"headers": {**provider.headers, **secret}})
+    return provider.replace(headers={**provider.headers, **secret})
 
 
 def _credentials(provider: Provider, files: Mapping[str, str]) -> Credentials:

@@ -222,7 +222,7 @@ class Transports:
 
     def for_provider(self, provider: Provider) -> Transport:
         # Credentials are not part of the key: a rotated key reuses the warm pool.
-        mock = provider.mock.model_dump_json() if provider.mock else ""
+        mock = provider.mock.to_json() if provider.mock else ""
         key = (provider.name, provider.kind, provider.base_url or "", mock)
         transport = self._by_key.get(key)
         if transport is None:

@@ -15,7 +15,7 @@ def target(model: str = "up-model", provider: str = "up") -> Target:
 
 
 def provider_config(kind: str, name: str = "up", **fields: Any) -> Provider:
-    return Provider.model_validate({"name": name, "kind": kind, **fields})
+    return Provider.from_data({"name": name, "kind": kind, **fields})
 
 
 def events_of(raw: bytes) -> list[Event]:
