@@ -4,8 +4,9 @@ Each case runs a fresh interpreter that imports the sidecar's entrypoint and bui
 (as `llmgate sidecar` does before it listens), then prints `sys.modules`. Without a Redis URL
 no redis-py (and nothing it pulls in, such as OpenTelemetry); without OTEL_* no tracing
 packages; never the operator, its compiler or its Kubernetes clients; no cloud-identity
-library until a provider needs one; no pydantic (the compiled config is read with msgspec,
-pydantic is the operator's, for its CRD models). With a URL, Redis is imported: the lazy path is real.
+library until a provider needs one; no pydantic (the compiled config is read with msgspec;
+pydantic is the operator's, for its CRD models). With a URL, Redis is imported: the lazy
+path is real.
 """
 
 from __future__ import annotations
