@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import msgspec
 import pytest
 from llmgate_contract import (
     MIN_SCHEMA_VERSION,
@@ -30,7 +31,6 @@ from llmgate_contract import (
     read_config,
 )
 from llmgate_contract.config import CompiledConfig, content_hash
-import msgspec
 from llmgate_contract.versions import canonical, document, needed_version, struct_fields
 
 from tests.contract.test_golden import CASES, GOLDEN, compile_case
