@@ -1,7 +1,10 @@
 """A fake Bedrock runtime (`/model/{modelId}/converse[-stream]`) replaying
 `data/providers/bedrock`, ConverseStream as real AWS event-stream binary frames; and
 InvokeModel (`/model/{modelId}/invoke`) for embeddings in the documented Titan and Cohere
-Embed shapes, each vector derived from its input ([characters, 0.5, -0.5]) so order shows.
+Embed shapes, each vector derived from its input ([characters, 0.5, -0.5]) so order shows;
+and CountTokens (`/model/{modelId}/count-tokens`, `{"input": {"converse": {...}}}` ->
+`{"inputTokens": N}`) for Claude models only, as Bedrock documents it (other models get its
+ValidationException), with N derived from the input (`count_rule`).
 
 Every request's SigV4 signature is recomputed from what actually arrived (method, raw path,
 host, body, signed headers) with the test secret; a mismatch gets Bedrock's 403.
@@ -57,7 +60,49 @@ def _embeddings(model: str, body: Any) -> Reply:
                                    "inputTextTokenCount": len(text.split())}))
 
 
+# The members CountTokens' `converse` input takes (ConverseTokensRequest).
+COUNT_MEMBERS = frozenset({"messages", "system", "toolConfig", "additionalModelRequestFields"})
+
+
+def _words(value: Any) -> int:
+    if isinstance(value, dict):
+        return sum(len(str(v).split()) if k == "text" else _words(v) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_words(item) for item in value)
+    return 0
+
+
+def count_rule(converse: dict[str, Any]) -> int:
+    """The fake's token count: 3, plus one per word of every text block (messages and
+    system), plus 50 per tool offered."""
+    tools = (converse.get("toolConfig") or {}).get("tools") or []
+    return 3 + _words(converse.get("messages")) + _words(converse.get("system")) + 50 * len(tools)
+
+
+def _validation(message: str) -> Reply:
+    return Reply(raw=orjson.dumps({"message": message}), status=400, headers={
+        "x-amzn-ErrorType": "ValidationException:http://internal.amazon.com/coral/"
+                            "com.amazon.bedrock/"})
+
+
+def _count(model: str, body: Any) -> Reply:
+    if not model.startswith("anthropic.claude"):
+        return _validation("The provided model doesn't support counting tokens.")
+    request = body.get("input") if isinstance(body, dict) else None
+    converse = request.get("converse") if isinstance(request, dict) else None
+    if (not isinstance(request, dict) or not isinstance(converse, dict)
+            or set(request) != {"converse"}
+            or not set(converse) <= COUNT_MEMBERS
+            or not isinstance(converse.get("messages"), list)
+            or not all(isinstance(m, dict) and isinstance(m.get("content"), list)
+                       for m in converse["messages"])):
+        return _validation("Malformed input request, please reformat your input and try again.")
+    return Reply(raw=orjson.dumps({"inputTokens": count_rule(converse)}))
+
+
 def _default(request: web.Request, body: Any) -> Reply:
+    if request.path.endswith("/count-tokens"):
+        return _count(request.match_info["model"], body)
     if request.path.endswith("/invoke"):
         return _embeddings(request.match_info["model"], body)
     tools = isinstance(body, dict) and bool(body.get("toolConfig"))
@@ -94,5 +139,5 @@ def _denied(kind: str, message: str) -> web.Response:
 
 def fake_bedrock() -> ReplayUpstream:
     return ReplayUpstream("bedrock", ["/model/{model}/converse", "/model/{model}/converse-stream",
-                                      "/model/{model}/invoke"],
+                                      "/model/{model}/invoke", "/model/{model}/count-tokens"],
                           _default, check=check_signature)

@@ -4,22 +4,64 @@
 `:streamGenerateContent` (and `:batchEmbedContents`); `fake_vertex()` serves the same under
 `/v1/projects/{p}/locations/{l}/publishers/google/models/…` (and `:predict` for
 embeddings) plus an OAuth token endpoint
-(`/token`) that checks the service-account JWT's signature before it issues a token.
+(`/token`) that checks the service-account JWT's signature before it issues a token, and
+Anthropic's count-tokens endpoint on Vertex (`…/publishers/anthropic/models/
+count-tokens:rawPredict`: Anthropic's count_tokens body with a `claude-…` model in it ->
+`{"input_tokens": N}`, N by `claude_count_rule`; anything else Vertex's 400).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from aiohttp import web
 from google.auth import jwt
 
 from tests.fakes.replay import ReplayUpstream, Reply
 
 VERTEX_PATH = "/v1/projects/{project}/locations/{location}/publishers/google/models/{call}"
+VERTEX_CLAUDE_COUNT = ("/v1/projects/{project}/locations/{location}/publishers/anthropic/"
+                       "models/count-tokens:rawPredict")
+# What Anthropic's count_tokens body may hold.
+CLAUDE_COUNT_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice",
+                                 "thinking", "mcp_servers"})
+
+
+def _words(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value.split())
+    if isinstance(value, list):
+        return sum(_words(item) for item in value)
+    if isinstance(value, dict):
+        return sum(_words(v) for k, v in value.items() if k in ("text", "content"))
+    return 0
+
+
+def claude_count_rule(body: dict[str, Any]) -> int:
+    """The fake's Claude count: 3, plus one per word of every text (system and message
+    content), plus 50 per tool."""
+    return 3 + _words(body.get("system")) + _words(body.get("messages")) \
+        + 50 * len(body.get("tools") or [])
+
+
+def _vertex_refusal(message: str) -> Reply:
+    return Reply(raw=orjson.dumps({"error": {"code": 400, "message": message,
+                                             "status": "INVALID_ARGUMENT"}}), status=400)
+
+
+def _claude_count(body: Any) -> Reply:
+    if not isinstance(body, dict) or not set(body) <= CLAUDE_COUNT_FIELDS \
+            or not isinstance(body.get("messages"), list):
+        return _vertex_refusal("Invalid request body")
+    if not str(body.get("model", "")).startswith("claude-"):
+        return _vertex_refusal(f"Model {body.get('model')} does not support count-tokens")
+    return Reply(raw=orjson.dumps({"input_tokens": claude_count_rule(body)}))
 
 
 def _default(request: web.Request, body: Any) -> Reply:
+    if request.path.endswith("count-tokens:rawPredict"):
+        return _claude_count(body)
     tools = isinstance(body, dict) and bool(body.get("tools"))
     if request.path.endswith(":batchEmbedContents"):
         return Reply("embeddings.json")
@@ -61,4 +103,5 @@ class TokenEndpoint:
 
 
 def fake_vertex(tokens: TokenEndpoint) -> ReplayUpstream:
-    return ReplayUpstream("gemini", [VERTEX_PATH], _default, extra={"/token": tokens.handle})
+    return ReplayUpstream("gemini", [VERTEX_PATH, VERTEX_CLAUDE_COUNT], _default,
+                          extra={"/token": tokens.handle})

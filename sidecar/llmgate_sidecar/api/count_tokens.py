@@ -1,11 +1,12 @@
 """`POST /v1/messages/count_tokens`: how many input tokens an Anthropic Messages request has.
 
 Served by the one request lifecycle (auth, the model allow-list, routing; no money is
-reserved: counting is free). The target the route would try first decides: at an
-`anthropic` target the request goes to Anthropic's own count_tokens endpoint with the
-target's model and the answer is exact (`x-llmgate-token-count: exact`); any other target
-gets `estimate_tokens`, an upper bound computed here without I/O (`estimate`). Errors use
-Anthropic's envelope, as on `/v1/messages`.
+reserved: counting is free). The target that answers decides: at a target whose adapter
+counts (`upstream.providers.base.TokenCounter`: Anthropic's own count_tokens endpoint,
+Bedrock's CountTokens) the upstream counts with the target's model and the answer is exact
+(`x-llmgate-token-count: exact`); any other target gets `estimate_tokens`, an upper bound
+computed here without I/O (`estimate`), and so does a Bedrock target whose model or Region
+cannot count. Errors use Anthropic's envelope, as on `/v1/messages`.
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ import orjson
 from aiohttp import web
 from llmgate_contract.config import Target
 
+from llmgate_sidecar.api.anthropic_inbound import parse_messages
 from llmgate_sidecar.api.inbound import parse_json_object, required_messages, required_model
 from llmgate_sidecar.api.lifecycle import Endpoint, Exchange
 from llmgate_sidecar.api.messages_api import ANTHROPIC
 from llmgate_sidecar.api.replies import response_headers
 from llmgate_sidecar.api.state import ROUTER
 from llmgate_sidecar.config.runtime import Upstream
-from llmgate_sidecar.errors import UpstreamError, UpstreamFailed
+from llmgate_sidecar.errors import BadRequest, UpstreamError
 from llmgate_sidecar.policy.accounting import FREE, Reservation
 from llmgate_sidecar.routing.router import Attempt, Served
-from llmgate_sidecar.upstream.providers.anthropic import AnthropicAdapter
 
 PATH = "/v1/messages/count_tokens"
 COUNT_HEADER = "x-llmgate-token-count"
@@ -36,12 +37,26 @@ COUNT_HEADER = "x-llmgate-token-count"
 PER_REQUEST, PER_MESSAGE, PER_IMAGE, WITH_TOOLS = 8, 8, 1_600, 600
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CountRequest:
     body: dict[str, Any]
     model: str
     stream: bool = False
     include_usage: bool = False
+    counted: str = "estimate"  # how the answer was counted: "exact" or "estimate"
+    _chat: dict[str, Any] | None = None
+
+    @property
+    def messages(self) -> dict[str, Any]:
+        return self.body
+
+    def chat(self) -> dict[str, Any]:
+        """The request as `/v1/messages` would route it (`max_tokens`, which counting has
+        not, is a placeholder: counters send only the input)."""
+        if self._chat is None:
+            body = {**self.body, "max_tokens": 1, "stream": False}
+            self._chat = parse_messages(orjson.dumps(body)).body
+        return self._chat
 
 
 def parse_count(raw: bytes) -> CountRequest:
@@ -97,34 +112,38 @@ class CountTokensEndpoint(Endpoint[CountRequest]):
         return FREE
 
     def attempt(self, exchange: Exchange[CountRequest]) -> Attempt:
-        router, route, body = exchange.request.app[ROUTER], exchange.route, exchange.body
+        router, route, call = exchange.request.app[ROUTER], exchange.route, exchange.call
+
+        def estimated(upstream: Upstream, target: Target) -> Served:
+            call.counted = "estimate"
+            estimate = orjson.dumps({"input_tokens": estimate_tokens(exchange.body)})
+            return Served(target, upstream, 0, 0.0, payload=estimate)
 
         async def attempt(upstream: Upstream, target: Target, deadline: float | None) -> Served:
-            adapter = upstream.adapter
-            if not isinstance(adapter, AnthropicAdapter):
-                estimate = orjson.dumps({"input_tokens": estimate_tokens(body)})
-                return Served(target, upstream, 0, 0.0, payload=estimate)
-            _, payload, seconds = await router.exchange(
-                upstream, target, route, deadline,
-                lambda: adapter.count_tokens_request(body, target))
-            return Served(target, upstream, 0, seconds, payload=payload)
+            counter = upstream.adapter.counter
+            if counter is None or not counter.counts(target):
+                return estimated(upstream, target)
+            try:
+                _, payload, seconds = await router.exchange(
+                    upstream, target, route, deadline,
+                    lambda: counter.count_tokens_request(call, target))
+            except (BadRequest, UpstreamError) as exc:
+                refused = isinstance(exc, BadRequest) or exc.error_class == "badRequest"
+                if refused and counter.estimate_when_refused:
+                    return estimated(upstream, target)
+                raise
+            assert payload is not None
+            count = counter.count_tokens_response(payload, target)
+            call.counted = "exact"
+            return Served(target, upstream, 0, seconds,
+                          payload=orjson.dumps({"input_tokens": count}))
         return attempt
 
     async def reply(self, exchange: Exchange[CountRequest],
                     served: Served) -> web.StreamResponse:
-        exact = isinstance(served.upstream.adapter, AnthropicAdapter)
         assert served.payload is not None
-        try:
-            count = orjson.loads(served.payload).get("input_tokens")
-        except (orjson.JSONDecodeError, AttributeError):
-            count = None
-        if not isinstance(count, int):
-            target = served.target
-            raise UpstreamFailed(UpstreamError(
-                "malformed", f"{target.provider}: count_tokens answered without input_tokens",
-                provider=target.provider, model=target.model), served.attempts)
         exchange.outcome.overhead = exchange.overhead(served)
         headers = response_headers(exchange.request, exchange.route, served, exchange.ticket)
-        headers[COUNT_HEADER] = "exact" if exact else "estimate"
-        return web.Response(body=orjson.dumps({"input_tokens": count}), headers=headers,
+        headers[COUNT_HEADER] = exchange.call.counted
+        return web.Response(body=served.payload, headers=headers,
                             content_type="application/json")

@@ -12,12 +12,13 @@ import openai
 import pytest
 
 from tests.fakes.azure_upstream import fake_azure
-from tests.fakes.bedrock_upstream import ACCESS_KEY_ID, SECRET_ACCESS_KEY, fake_bedrock
+from tests.fakes.bedrock_upstream import fake_bedrock
 from tests.fakes.cohere_upstream import fake_cohere
 from tests.fakes.gemini_upstream import fake_gemini
 from tests.fakes.openai_upstream import Behaviour, FakeOpenAI
 from tests.fakes.replay import ReplayUpstream
 from tests.sidecar.harness import provider, route, start_gateway, virtual_key
+from tests.sidecar.inbound.upstreams import AWS_SPEC
 from tests.sidecar.providers.e2e import PROVIDER_KEY, client, gateway_for
 
 TEXTS = ["hello world", "good night moon"]
@@ -139,12 +140,6 @@ async def test_upstream_errors_and_bad_inputs(tmp_path: Path, openai_up: FakeOpe
         await gw.close()
 
 
-_AWS = {"api_key": False, "secrets": {"aws": {"id": ACCESS_KEY_ID, "secret": SECRET_ACCESS_KEY}},
-        "aws": {"region": "eu-central-1",
-                "accessKeyId": {"secretKeyRef": {"name": "aws", "key": "id"}},
-                "secretAccessKey": {"secretKeyRef": {"name": "aws", "key": "secret"}}}}
-
-
 @pytest.mark.parametrize(("model", "calls"), [
     ("amazon.titan-embed-text-v2:0", 100),  # Titan takes one input per call
     ("cohere.embed-english-v3", 2),  # Cohere Embed takes 96
@@ -152,7 +147,7 @@ _AWS = {"api_key": False, "secrets": {"aws": {"id": ACCESS_KEY_ID, "secret": SEC
 async def test_bedrock_embeddings_one_signed_invoke_per_slice_of_input(
         tmp_path: Path, model: str, calls: int) -> None:
     upstream = await fake_bedrock().start()
-    gw = await gateway_for(tmp_path, "bedrock", model, baseURL=upstream.url, **_AWS)
+    gw = await gateway_for(tmp_path, "bedrock", model, baseURL=upstream.url, **AWS_SPEC)
     texts = [f"text number {'x' * i}" for i in range(100)]
     try:
         async with client(gw) as c:

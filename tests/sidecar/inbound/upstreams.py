@@ -22,10 +22,12 @@ from tests.sidecar.harness import KEY, Gateway
 from tests.sidecar.providers.e2e import gateway_for
 from tests.sidecar.providers.gcp_key import service_account_key
 
-_AWS = {"api_key": False, "secrets": {"aws": {"id": ACCESS_KEY_ID, "secret": SECRET_ACCESS_KEY}},
-        "aws": {"region": "eu-central-1",
-                "accessKeyId": {"secretKeyRef": {"name": "aws", "key": "id"}},
-                "secretAccessKey": {"secretKeyRef": {"name": "aws", "key": "secret"}}}}
+# A bedrock ProviderSecret's spec with the fake's keys (its signature check passes).
+AWS_SPEC: dict[str, Any] = {
+    "api_key": False, "secrets": {"aws": {"id": ACCESS_KEY_ID, "secret": SECRET_ACCESS_KEY}},
+    "aws": {"region": "eu-central-1",
+            "accessKeyId": {"secretKeyRef": {"name": "aws", "key": "id"}},
+            "secretAccessKey": {"secretKeyRef": {"name": "aws", "key": "secret"}}}}
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ async def _openai() -> FakeOpenAI:
     return fake
 
 
-async def _vertex() -> ReplayUpstream:
+async def start_vertex() -> ReplayUpstream:
     tokens = TokenEndpoint("")
     fake = await fake_vertex(tokens).start()
     key, tokens.public_key_pem = service_account_key(fake.url + "/token")
@@ -59,7 +61,7 @@ async def _vertex() -> ReplayUpstream:
 _VERTEX_KEYS: dict[str, str] = {}
 
 
-def _vertex_spec(fake: ReplayUpstream) -> dict[str, Any]:
+def vertex_spec(fake: ReplayUpstream) -> dict[str, Any]:
     return {"gcp": {"project": "acme", "location": "europe-west4",
                     "serviceAccountKey": {"secretKeyRef": {"name": "gcp", "key": "sa.json"}}},
             "secrets": {"gcp": {"sa.json": _VERTEX_KEYS.pop(fake.url)}}}
@@ -73,10 +75,10 @@ UPSTREAMS = [
              lambda: fake_anthropic().start()),
     Upstream("gemini", "gemini-2.0-flash", "Hello from Gemini", lambda: fake_gemini().start(),
              suffix="/v1beta"),
-    Upstream("vertex-ai", "gemini-2.0-flash", "Hello from Gemini", _vertex, suffix="/v1",
-             spec={"api_key": False}, setup=_vertex_spec),
+    Upstream("vertex-ai", "gemini-2.0-flash", "Hello from Gemini", start_vertex, suffix="/v1",
+             spec={"api_key": False}, setup=vertex_spec),
     Upstream("bedrock", "anthropic.claude-3-5-sonnet-20240620-v1:0", "Hello from Bedrock",
-             lambda: fake_bedrock().start(), spec=_AWS),
+             lambda: fake_bedrock().start(), spec=AWS_SPEC),
     Upstream("cohere", "command-a-03-2025", "Hello from Cohere", lambda: fake_cohere().start()),
     Upstream("mock", "mock-1", "Hello from the mock", None,
              spec={"api_key": False, "mock": {"reply": "Hello from the mock"}},

@@ -21,10 +21,12 @@ from llmgate_contract.providers import KINDS
 from llmgate_sidecar.errors import BadRequest, UpstreamError
 from llmgate_sidecar.upstream.providers import chat, reasoning
 from llmgate_sidecar.upstream.providers.base import (
+    CountInput,
     Credentials,
     EmbeddingsAdapter,
     PassthroughAdapter,
     StreamItem,
+    TokenCounter,
     UpstreamRequest,
     Usage,
 )
@@ -54,20 +56,25 @@ class AnthropicAdapter:
         # No embeddings API, no other OpenAI paths.
         self.embeddings: EmbeddingsAdapter | None = None
         self.passthrough: PassthroughAdapter | None = None
+        self.counter: TokenCounter | None = self
 
     async def prepare(self) -> None:
         """Nothing to fetch before translating."""
 
-    # What Anthropic's count_tokens accepts (it refuses other fields, e.g. max_tokens).
-    COUNT_FIELDS = ("messages", "system", "tools", "tool_choice", "thinking", "mcp_servers")
+    # Anthropic's 400 on a count is about the request: the client sees it.
+    estimate_when_refused = False
 
-    def count_tokens_request(self, body: Mapping[str, Any], target: Target) -> UpstreamRequest:
-        """`POST /v1/messages/count_tokens`: an Anthropic Messages body as it came, for the
-        target's model (the exact count; the API layer's count_tokens endpoint)."""
-        upstream = {"model": target.model,
-                    **{k: body[k] for k in self.COUNT_FIELDS if body.get(k) is not None}}
+    def counts(self, target: Target) -> bool:
+        return True
+
+    def count_tokens_request(self, request: CountInput, target: Target) -> UpstreamRequest:
+        """`POST /v1/messages/count_tokens`: the Anthropic Messages body as it came, for the
+        target's model."""
         return UpstreamRequest("POST", self._url + "/count_tokens", self._headers,
-                               orjson.dumps(upstream))
+                               orjson.dumps(count_body(request.messages, target.model)))
+
+    def count_tokens_response(self, payload: bytes, target: Target) -> int:
+        return chat.count_in(payload, "input_tokens", self.provider, target)
 
     def chat_request(self, body: dict[str, Any], target: Target, *,
                      stream: bool) -> UpstreamRequest:
@@ -106,6 +113,16 @@ class AnthropicAdapter:
     def classify(self, status: int, headers: Mapping[str, str], payload: bytes,
                  target: Target) -> UpstreamError:
         return classify_error(self.provider, target, status, headers, payload)
+
+
+# What Anthropic's count_tokens accepts (it refuses other fields, e.g. max_tokens).
+COUNT_FIELDS = ("messages", "system", "tools", "tool_choice", "thinking", "mcp_servers")
+
+
+def count_body(body: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """A count_tokens request (Anthropic's, and Claude's on Vertex AI) for `model`: the
+    client's Messages body, only the fields counting takes."""
+    return {"model": model, **{k: body[k] for k in COUNT_FIELDS if body.get(k) is not None}}
 
 
 def messages_body(body: Mapping[str, Any], model: str, *, stream: bool) -> dict[str, Any]:

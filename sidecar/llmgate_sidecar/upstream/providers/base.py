@@ -123,6 +123,10 @@ class Adapter(Protocol):
     provider: Provider
 
     @property
+    def counter(self) -> TokenCounter | None:
+        """Exact token counting upstream; None: `/v1/messages/count_tokens` estimates."""
+
+    @property
     def embeddings(self) -> EmbeddingsAdapter | None:
         """The embeddings side; None when the kind has no embeddings API."""
 
@@ -159,6 +163,39 @@ class EmbeddingsAdapter(Protocol):
     def embeddings_response(self, payload: bytes, target: Target,
                             body: Mapping[str, Any]) -> tuple[bytes, Usage]:
         """Upstream 2xx body -> (OpenAI embeddings list JSON bytes, usage: input only)."""
+
+
+class CountInput(Protocol):
+    """What `/v1/messages/count_tokens` asks to count, in the shapes counters read."""
+
+    @property
+    def messages(self) -> Mapping[str, Any]:
+        """The Anthropic Messages count body as it came."""
+
+    def chat(self) -> dict[str, Any]:
+        """The same request as the OpenAI chat body `/v1/messages` would route (built on
+        first use; what it cannot translate is the same `BadRequest` as there)."""
+
+
+class TokenCounter(Protocol):
+    """The token-counting side of an adapter: the upstream's own count of the input tokens
+    a Messages request would be billed for."""
+
+    @property
+    def estimate_when_refused(self) -> bool:
+        """True: a `badRequest` answer (or a request it cannot translate) means the upstream
+        cannot count this request or model, and the API layer answers its estimate; False:
+        such an answer is the client's mistake and goes back as an error."""
+
+    def counts(self, target: Target) -> bool:
+        """Whether the upstream can count for `target`'s model at all (False: the API layer
+        estimates without asking)."""
+
+    def count_tokens_request(self, request: CountInput, target: Target) -> UpstreamRequest:
+        ...
+
+    def count_tokens_response(self, payload: bytes, target: Target) -> int:
+        """Upstream 2xx body -> the input token count (malformed: an UpstreamError)."""
 
 
 class PassthroughAdapter(Protocol):

@@ -26,10 +26,12 @@ from llmgate_sidecar.upstream.aws_identity import WebIdentity, WebIdentityError
 from llmgate_sidecar.upstream.providers import bedrock_embeddings, chat, reasoning
 from llmgate_sidecar.upstream.providers.anthropic import DEFAULT_MAX_TOKENS
 from llmgate_sidecar.upstream.providers.base import (
+    CountInput,
     Credentials,
     EmbeddingsAdapter,
     PassthroughAdapter,
     StreamItem,
+    TokenCounter,
     UpstreamRequest,
     Usage,
 )
@@ -52,6 +54,8 @@ _ERROR_CLASSES = {"ThrottlingException": "rateLimit", "ServiceQuotaExceededExcep
                   "ModelStreamErrorException": "serverError"}
 _CONTEXT_HINTS = ("too long", "too many input tokens", "context window", "context length")
 _MODEL_HINT = "model identifier is invalid"
+# The members of a Converse request that CountTokens' `converse` input takes.
+_COUNTED = ("messages", "system", "toolConfig", "additionalModelRequestFields")
 
 
 class BedrockAdapter:
@@ -76,6 +80,7 @@ class BedrockAdapter:
         self.embeddings: EmbeddingsAdapter | None = self if KINDS[provider.kind].embeddings \
             else None
         self.passthrough: PassthroughAdapter | None = None
+        self.counter: TokenCounter | None = self
 
     async def prepare(self) -> None:
         """Fetch (or reuse) the web identity's temporary credentials before signing."""
@@ -91,6 +96,24 @@ class BedrockAdapter:
                      stream: bool) -> UpstreamRequest:
         payload = orjson.dumps(converse_body(body))
         return self._signed(target, "converse-stream" if stream else "converse", payload)
+
+    # CountTokens refuses models and Regions without token counting (ValidationException):
+    # the API layer then answers its estimate.
+    estimate_when_refused = True
+
+    def counts(self, target: Target) -> bool:
+        return True  # which models count is Bedrock's to say (its refusal: the estimate)
+
+    def count_tokens_request(self, request: CountInput, target: Target) -> UpstreamRequest:
+        """CountTokens (`/model/{modelId}/count-tokens`) with the Converse input this
+        adapter would send for the same Messages request: the count of what it would bill."""
+        converse = converse_body(request.chat())
+        counted = {k: converse[k] for k in _COUNTED if k in converse}
+        return self._signed(target, "count-tokens",
+                            orjson.dumps({"input": {"converse": counted}}))
+
+    def count_tokens_response(self, payload: bytes, target: Target) -> int:
+        return chat.count_in(payload, "inputTokens", self.provider, target)
 
     def inputs_per_request(self, target: Target) -> int | None:
         return bedrock_embeddings.inputs_per_request(target.model)

@@ -377,6 +377,15 @@ def stream_ended_early(provider: Provider, target: Target) -> UpstreamError:
                          "its final event", provider=provider.name, model=target.model)
 
 
+def count_in(payload: bytes, name: str, provider: Provider, target: Target) -> int:
+    """The token count `name` of an upstream's count-tokens answer (a JSON object); a
+    missing or non-integer count is a malformed answer."""
+    count = load_object(payload, provider, target, "count_tokens answer").get(name)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise malformed(provider, target, f"count_tokens answered without {name}")
+    return count
+
+
 def error_fields(body: Any, status: int, key: str | None = "error",
                  ) -> tuple[Mapping[str, Any], str]:
     """(the error object of an upstream's parsed error body, found under `key` or the body

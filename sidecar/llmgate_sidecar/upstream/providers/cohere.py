@@ -24,6 +24,7 @@ from llmgate_sidecar.upstream.providers.base import (
     EmbeddingsAdapter,
     PassthroughAdapter,
     StreamItem,
+    TokenCounter,
     UpstreamRequest,
     Usage,
 )
@@ -50,6 +51,7 @@ class CohereAdapter:
         self.embeddings: EmbeddingsAdapter | None = self if KINDS[provider.kind].embeddings \
             else None
         self.passthrough: PassthroughAdapter | None = None
+        self.counter: TokenCounter | None = None  # count_tokens: estimated
 
     async def prepare(self) -> None:
         """Nothing to fetch before translating."""

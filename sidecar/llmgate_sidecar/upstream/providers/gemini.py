@@ -27,6 +27,7 @@ from llmgate_sidecar.upstream.providers.base import (
     EmbeddingsAdapter,
     PassthroughAdapter,
     StreamItem,
+    TokenCounter,
     UpstreamRequest,
     Usage,
 )
@@ -52,6 +53,7 @@ class GeminiAdapter:
             self._headers["x-goog-api-key"] = credentials.api_key
         self.embeddings: EmbeddingsAdapter | None = self if row.embeddings else None
         self.passthrough: PassthroughAdapter | None = None
+        self.counter: TokenCounter | None = None  # count_tokens: estimated
 
     async def prepare(self) -> None:
         """Nothing to fetch before translating."""

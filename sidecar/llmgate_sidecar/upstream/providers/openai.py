@@ -22,6 +22,7 @@ from llmgate_sidecar.upstream.providers.base import (
     EmbeddingsAdapter,
     PassthroughAdapter,
     StreamItem,
+    TokenCounter,
     UpstreamRequest,
     Usage,
     retry_after_seconds,
@@ -46,6 +47,7 @@ class OpenAIAdapter:
         self.operations = row.passthrough
         self.embeddings: EmbeddingsAdapter | None = self if row.embeddings else None
         self.passthrough: PassthroughAdapter | None = self if row.passthrough else None
+        self.counter: TokenCounter | None = None  # count_tokens: estimated
 
     async def prepare(self) -> None:
         """Nothing to fetch before translating."""

@@ -1,5 +1,9 @@
 """Vertex AI: the Gemini wire format at a project/location URL, with an OAuth bearer token.
 
+Token counting (`/v1/messages/count_tokens`) for Claude models (Anthropic's publisher on
+Vertex, model ids `claude-…@…`) goes to Vertex's `count-tokens:rawPredict` for that
+publisher, in Anthropic's count_tokens shape; Gemini models are estimated by the API layer.
+
 The token is minted with google-auth from the service-account key in
 `Credentials.extra["gcp-service-account-key"]` (or Application Default Credentials, e.g.
 GKE workload identity, when no key is given) inside `prepare()`, which routing awaits
@@ -16,11 +20,19 @@ import orjson
 from llmgate_contract.config import Provider, Target
 
 from llmgate_sidecar.errors import UpstreamError
-from llmgate_sidecar.upstream.providers import embedding
-from llmgate_sidecar.upstream.providers.base import Credentials, UpstreamRequest, Usage
+from llmgate_sidecar.upstream.providers import chat, embedding
+from llmgate_sidecar.upstream.providers.anthropic import count_body
+from llmgate_sidecar.upstream.providers.base import (
+    CountInput,
+    Credentials,
+    TokenCounter,
+    UpstreamRequest,
+    Usage,
+)
 from llmgate_sidecar.upstream.providers.gemini import GeminiAdapter, output_dimensionality
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+CLAUDE_PREFIX = "claude-"  # Anthropic's models on Vertex (`claude-sonnet-4-5@20250929`)
 
 
 class VertexAIAdapter(GeminiAdapter):
@@ -30,8 +42,10 @@ class VertexAIAdapter(GeminiAdapter):
         host = ("aiplatform.googleapis.com" if location == "global"
                 else f"{location}-aiplatform.googleapis.com")
         base = provider.base_url or f"https://{host}/v1"
-        self._base = (f"{base.rstrip('/')}/projects/{provider.gcp_project}/locations/"
-                      f"{location}/publishers/google")
+        root = f"{base.rstrip('/')}/projects/{provider.gcp_project}/locations/{location}"
+        self._base = f"{root}/publishers/google"
+        self._count_url = f"{root}/publishers/anthropic/models/count-tokens:rawPredict"
+        self.counter: TokenCounter | None = self
         self._key = credentials.extra.get("gcp-service-account-key")
         self._google: Any = None
         self._lock = asyncio.Lock()
@@ -89,6 +103,19 @@ class VertexAIAdapter(GeminiAdapter):
         usage = Usage(prompt_tokens=tokens, known=True)
         return embedding.openai_list(vectors, body, target.model, usage, self.provider,
                                      target), usage
+
+    # Models or Regions without counting answer 400/404: the API layer then estimates.
+    estimate_when_refused = True
+
+    def counts(self, target: Target) -> bool:
+        return target.model.startswith(CLAUDE_PREFIX)
+
+    def count_tokens_request(self, request: CountInput, target: Target) -> UpstreamRequest:
+        return UpstreamRequest("POST", self._count_url, self.headers(),
+                               orjson.dumps(count_body(request.messages, target.model)))
+
+    def count_tokens_response(self, payload: bytes, target: Target) -> int:
+        return chat.count_in(payload, "input_tokens", self.provider, target)
 
     def _token_error(self, exc: Exception) -> UpstreamError:
         from google.auth import exceptions
