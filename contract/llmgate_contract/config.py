@@ -431,9 +431,9 @@ class VirtualKey(_Struct, frozen=True, kw_only=True):
         description="Refuse the key. "
         "From `VirtualKey.spec.disabled`.")] = False
     metadata: Annotated[dict[str, str], Meta(
-        description="Labels of the key. The sidecar does not read them "
-        "yet (rules and cache partitions use request metadata). "
-        "From `VirtualKey.spec.metadata`.")] = {}
+        description="Labels of the key for cost attribution: the sidecar writes them on "
+        "each of the key's request log lines (`key_metadata`) and spans, never as metric "
+        "labels. From `VirtualKey.spec.metadata`.")] = {}
 
 
 class CompiledConfig(_Struct, frozen=True, kw_only=True):
