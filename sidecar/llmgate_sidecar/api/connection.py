@@ -6,18 +6,26 @@ what its HTTP parser refuses (a bad request line, a broken Content-Length) is an
 plain text. `ApiRunner` (built by `app.api_runner`) serves the API app with `Connection`,
 which closes a connection whose request headers are not complete within
 `header_timeout` seconds of their first byte (or of the connection opening), and answers
-parser errors with the OpenAI error envelope. Relies on aiohttp 3's handler internals
-(`web_protocol.RequestHandler`), pinned `<4` in pyproject.toml.
+parser errors with the OpenAI error envelope. Its requests go through `Dispatch`: a `POST`
+to one of the app's fixed paths (every model-addressed endpoint) goes straight to its
+handler inside the app's middlewares, as the app's router would send it, without resolving
+the route anew on every request; everything else (other methods and paths, 404/405,
+`Expect: 100-continue`) goes through the app as before. Relies on aiohttp 3's handler
+internals (`web_protocol.RequestHandler`, `web_urldispatcher`), pinned `<4` in
+pyproject.toml.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import orjson
 from aiohttp import web, web_protocol, web_server
+from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 from llmgate_sidecar.errors import GatewayError
 
@@ -82,6 +90,44 @@ class Connection(web_protocol.RequestHandler):
         return response
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Dispatch:
+    """The API app's request handler: fixed `POST` paths straight to their handler (see the
+    module docstring), the rest through `web.Application._handle` (the router)."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+        self._posts: dict[str, tuple[UrlMappingMatchInfo, Handler]] = {}
+        for resource in app.router.resources():
+            if not isinstance(resource, web.PlainResource):
+                continue
+            for route in resource:
+                if route.method != "POST":
+                    continue
+                # The match the router would make, made once: frozen, never written to.
+                match = UrlMappingMatchInfo({}, route)
+                match.add_app(app)
+                match.freeze()
+                handler: Handler = route.handler
+                for middleware in reversed(app.middlewares):
+                    if getattr(middleware, "__middleware_version__", None) != 1:
+                        raise TypeError(f"old-style middleware {middleware!r}")
+                    handler = partial(middleware, handler=handler)
+                self._posts[resource.get_info()["path"]] = (match, handler)
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        assert isinstance(request, web.Request)  # made by the app's request factory
+        if request.method == "POST" and "Expect" not in request.headers:
+            # The router matches plain resources on the same form of the path.
+            found = self._posts.get(request.rel_url.path_safe)
+            if found is not None:
+                request._match_info = found[0]
+                return await found[1](request)
+        return await self._app._handle(request)
+
+
 class ApiServer(web_server.Server):
     def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -101,8 +147,9 @@ class ApiRunner(web.AppRunner):
 
     async def _make_server(self) -> web_server.Server:
         server = await super()._make_server()
-        # The app built an aiohttp Server; rebuild it as ours with the very same arguments.
-        return ApiServer(server.request_handler, request_factory=server.request_factory,
+        # The app built an aiohttp Server; rebuild it as ours with the very same arguments,
+        # its requests handled by `Dispatch` (the app's router is frozen by now).
+        return ApiServer(Dispatch(self.app), request_factory=server.request_factory,
                          handler_cancellation=server.handler_cancellation,
                          loop=server._loop, header_timeout=self._header_timeout,
                          **server._kwargs)
