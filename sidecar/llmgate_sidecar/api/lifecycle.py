@@ -310,9 +310,13 @@ def metered(exchange: Exchange[Any], attempt: Attempt) -> Attempt:
 
 async def read_body(request: web.Request) -> bytes:
     """The request body, within `client_body_timeout` (a trickled or endless body is a 408);
-    a body aiohttp cannot decode (a `Content-Encoding` it does not match) is a 400."""
+    a body aiohttp cannot decode (a `Content-Encoding` it does not match) is a 400. A body
+    that came whole with the headers (most do) is read without arming the deadline: nothing
+    is left to wait for."""
     seconds = request.app[SETTINGS].client_body_timeout
     try:
+        if request.content.is_eof():
+            return await request.read()
         async with asyncio.timeout(seconds):
             return await request.read()
     except TimeoutError:

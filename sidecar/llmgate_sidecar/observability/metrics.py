@@ -169,6 +169,7 @@ class Metrics:
         self._define_limits(self.registry)
         self._generation: str | None = None
         self._watched: ReportsHealth | None = None
+        self._checked: object = None  # the last store `watch_store` looked at
 
     def _define_traffic(self, r: CollectorRegistry) -> None:
         self.requests = _counter("llmgate_requests", "Requests answered, by outcome",
@@ -253,7 +254,12 @@ class Metrics:
             "under failClosed, or raised)", ["virtual_key"], r)
 
     def watch_store(self, store: object) -> None:
-        """Export a Redis store's health counters (idempotent; ignores stores without)."""
+        """Export a Redis store's health counters (idempotent; ignores stores without).
+        Called on every admit: the same store again returns at once (a runtime-checkable
+        protocol's `isinstance` costs microseconds)."""
+        if store is self._checked:
+            return
+        self._checked = store
         if store is self._watched or not isinstance(store, ReportsHealth):
             return
         if self._watched is not None:

@@ -258,8 +258,8 @@ class Router:
         seconds: float | None = None
         committed = False
         try:
-            async with asyncio.timeout(timeout):
-                response = await self._send(upstream, target, request)
+            async with asyncio.timeout(timeout) as bound:
+                response = await self._send(upstream, target, request, bound)
                 if stream:
                     decoder = upstream.adapter.stream_decoder(target, include_usage=include_usage)
                     items = translate(response.events(), decoder, response)
@@ -286,11 +286,23 @@ class Router:
             if seconds is not None:
                 self.metrics.attempts.labels(target.provider, target.model, "success").inc()
 
-    async def _send(self, upstream: Upstream, target: Target,
-                    request: UpstreamRequest) -> UpstreamResponse:
-        """Send one request; a non-2xx answer becomes the adapter's classified error."""
-        response = await upstream.transport.send(request, timeout=target.timeout,
-                                                 provider=target.provider, model=target.model)
+    async def _send(self, upstream: Upstream, target: Target, request: UpstreamRequest,
+                    bound: asyncio.Timeout) -> UpstreamResponse:
+        """Send one request; a non-2xx answer becomes the adapter's classified error.
+
+        `bound` is the attempt's deadline; the wait for the response head is bounded by the
+        first-byte timeout too (the target's `timeout`, else `Bounds.first_byte`), by
+        moving `bound` closer for that wait when it is later (one timer per attempt)."""
+        send = upstream.transport.send(request, timeout=target.timeout,
+                                       provider=target.provider, model=target.model)
+        ends_at = bound.when()
+        head_by = asyncio.get_running_loop().time() + (target.timeout or self.bounds.first_byte)
+        if ends_at is not None and ends_at <= head_by:
+            response = await send
+        else:
+            bound.reschedule(head_by)
+            response = await send
+            bound.reschedule(ends_at)
         if not 200 <= response.status < 300:
             payload = await response.head(self.bounds.error_bytes)
             raise upstream.adapter.classify(response.status, response.headers, payload, target)
@@ -308,8 +320,8 @@ class Router:
         self.stats.started(target)
         seconds: float | None = None
         try:
-            async with asyncio.timeout(timeout):
-                response = await self._send(upstream, target, request)
+            async with asyncio.timeout(timeout) as bound:
+                response = await self._send(upstream, target, request, bound)
                 body = None if keep_open else await response.read()
                 seconds = self._clock() - started
                 return response, body, seconds

@@ -5,7 +5,8 @@ account (an aiohttp session with its own keep-alive pool), or a `MockTransport` 
 built-in `mock` provider. Network failures become classified `UpstreamError`s here; status
 codes are left to the adapters. Nothing here knows a provider's wire format. Every read is
 bounded (`Bounds`): the decompressed size of a whole answer, of an error body, of one
-stream event; the wait for response headers and for each next byte. A hostile upstream
+stream event; the wait for each next byte (the whole wait for response headers is bounded
+by routing, the only caller, with the same `Bounds.first_byte`). A hostile upstream
 gets a `malformed` or `timeout` error, never the sidecar's memory or time.
 """
 
@@ -171,6 +172,7 @@ class HttpTransport:
         self._bounds = bounds or Bounds()
         connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300,
                                          enable_cleanup_closed=True)
+        self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}  # bounded: per target
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
                                               skip_auto_headers=("User-Agent",),
                                               timeout=aiohttp.ClientTimeout(total=None))
@@ -179,22 +181,28 @@ class HttpTransport:
                    provider: str, model: str) -> UpstreamResponse:
         # The target's `timeout` bounds connecting and every wait for bytes (first byte, and
         # each gap mid-stream), so a stalled stream fails instead of hanging; without one the
-        # defaults in `Bounds` apply. The whole-request deadline is routing's.
+        # defaults in `Bounds` apply. The whole wait for the response head (`first_byte`:
+        # also a head trickled a byte at a time) and the whole-request deadline are bounded
+        # by the caller (routing, `Router._send`), with one timer per attempt.
         # aiohttp's read timeout also covers the wait for headers, so it cannot be shorter
         # than the first-byte bound; a committed stream enforces its own idle gap.
-        bounds = self._bounds
-        first_byte = timeout or bounds.first_byte
-        client_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=first_byte,
-            sock_read=timeout or max(bounds.first_byte, bounds.idle))
         try:
-            async with asyncio.timeout(first_byte):
-                response = await self._session.request(
-                    request.method, request.url, data=request.body, headers=request.headers,
-                    timeout=client_timeout, allow_redirects=False)
+            response = await self._session.request(
+                request.method, request.url, data=request.body, headers=request.headers,
+                timeout=self._client_timeout(timeout), allow_redirects=False)
         except Exception as exc:
             raise network_error(exc, provider, model) from exc
         return HttpResponse(response, provider, model, self._bounds)
+
+    def _client_timeout(self, timeout: float | None) -> aiohttp.ClientTimeout:
+        """aiohttp's connect and read timeouts for a target `timeout` (one per value)."""
+        client_timeout = self._timeouts.get(timeout)
+        if client_timeout is None:
+            bounds = self._bounds
+            client_timeout = self._timeouts[timeout] = aiohttp.ClientTimeout(
+                total=None, sock_connect=timeout or bounds.first_byte,
+                sock_read=timeout or max(bounds.first_byte, bounds.idle))
+        return client_timeout
 
     async def close(self) -> None:
         await self._session.close()
