@@ -262,6 +262,37 @@ async def test_missing_key_and_unknown_path(gateway: Gateway) -> None:
             assert "error" in await response.json()
 
 
+async def test_requests_the_fast_dispatch_hands_to_the_router(gateway: Gateway) -> None:
+    """`api.connection.Dispatch` serves fixed POST paths itself; everything else must still
+    get the router's answers, in the envelope: a GET on a POST path (405), an encoded path
+    that only decodes to an endpoint's (404, as the router matches it), `Expect:
+    100-continue` (the router's expect handler, then the endpoint), and the Messages
+    endpoint's own dialect for its errors."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    body = {"model": "chat", "messages": MESSAGES}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(gateway.base_url + "/chat/completions",
+                               headers=headers) as response:
+            assert response.status == 405
+            assert (await response.json())["error"]["code"] == "method_not_allowed"
+        async with session.post(gateway.url + "/v1/chat%2Fcompletions", json=body,
+                                headers=headers) as response:
+            assert response.status == 404
+            assert (await response.json())["error"]["code"] == "unknown_url"
+        async with session.post(gateway.base_url + "/chat/completions", json=body,
+                                headers=headers, expect100=True) as response:
+            assert response.status == 200
+            assert (await response.json())["choices"]
+        async with session.post(gateway.base_url + "/messages", json={"model": "nope"},
+                                headers=headers) as response:
+            assert response.status == 400
+            assert (await response.json())["type"] == "error"  # Anthropic's envelope
+        async with session.post(gateway.base_url + "/chat/completions", json=body,
+                                headers=headers) as response:
+            assert response.status == 200
+            assert response.headers["x-request-id"]
+
+
 async def scrape_metrics(gw: Gateway) -> str:
     async with aiohttp.ClientSession() as session, session.get(gw.ops_url + "/metrics") as r:
         assert r.status == 200
