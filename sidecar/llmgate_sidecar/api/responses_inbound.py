@@ -60,7 +60,8 @@ def native_parameter(body: dict[str, Any]) -> str | None:
             return name
     if body.get("background") is True:
         return "background"
-    for i, tool in enumerate(body.get("tools") or []):
+    tools = body.get("tools")
+    for i, tool in enumerate(tools if isinstance(tools, list) else ()):
         if isinstance(tool, dict) and tool.get("type") != "function":
             return f"tools[{i}]"
     choice = body.get("tool_choice")
@@ -213,7 +214,9 @@ def tools(out: dict[str, Any], value: Any, choice: Any) -> None:
         if not isinstance(value, list):
             raise _bad("'tools' must be an array", "tools")
         functions = []
-        for tool in value:
+        for i, tool in enumerate(value):
+            if not isinstance(tool, dict):
+                raise _bad(f"'tools[{i}]' must be an object", f"tools[{i}]")
             function: dict[str, Any] = {"name": str(tool.get("name", "")),
                                         "parameters": tool.get("parameters") or {
                                             "type": "object", "properties": {}}}

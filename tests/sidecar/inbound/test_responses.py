@@ -13,6 +13,8 @@ from typing import Any
 import openai
 import orjson
 import pytest
+from llmgate_sidecar.api.responses_inbound import parse_responses
+from llmgate_sidecar.errors import BadRequest
 
 from tests.fakes.anthropic_upstream import fake_anthropic
 from tests.fakes.openai_upstream import Behaviour, FakeOpenAI
@@ -166,3 +168,12 @@ async def test_a_stream_cut_mid_way_ends_with_error_and_response_failed(
     finally:
         await gw.close()
         await upstream.close()
+
+
+@pytest.mark.parametrize(("tools", "param"), [(1, "tools"), ("x", "tools"),
+                                              ([1], "tools[0]"), ([None], "tools[0]")])
+def test_tools_of_a_wrong_shape_are_a_400_naming_them(tools: Any, param: str) -> None:
+    """Found by the fuzz stage: `tools: 1` was a 500 (iterated as a list)."""
+    with pytest.raises(BadRequest) as info:
+        parse_responses(orjson.dumps({"model": "m", "input": "hi", "tools": tools}))
+    assert info.value.param == param
