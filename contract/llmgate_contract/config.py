@@ -103,7 +103,8 @@ class Price(_Struct, frozen=True, kw_only=True):
         "From `ProviderSecret.spec.pricing{}.cacheWritePerMillion`.")] = None
     cache_write_1h_per_million: Annotated[Decimal | None, Meta(extra=since(2),
         description="USD per million input tokens written to the upstream's 1-hour prompt "
-        "cache (Anthropic); None bills them as other cache writes. Schema version 2. "
+        "cache (Claude at Anthropic or Bedrock); None bills them as other cache writes. "
+        "Schema version 2. "
         "From `ProviderSecret.spec.pricing{}.cacheWrite1hPerMillion`.")] = field(
         default=None, name="cacheWrite1hPerMillion")  # "camel" would write 1H
 

@@ -174,7 +174,7 @@ class PriceSpec(_Spec):
     cache_write_1h_per_million: str | None = Field(
         default=None, alias="cacheWrite1hPerMillion", pattern=DECIMAL_PATTERN,
         description="USD per million input tokens written to the provider's 1-hour prompt "
-                    "cache, Anthropic's (default: cacheWritePerMillion).")
+                    "cache, Claude's at Anthropic or Bedrock (default: cacheWritePerMillion).")
 
 
 class MockSpec(_Spec):

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from llmgate_sidecar.errors import BadRequest, UpstreamError
 from llmgate_sidecar.upstream.providers.base import Credentials
-from llmgate_sidecar.upstream.providers.bedrock import BedrockAdapter
+from llmgate_sidecar.upstream.providers.bedrock import BedrockAdapter, usage_of
 from llmgate_sidecar.wire.eventstream import EventStreamParser
 from llmgate_sidecar.wire.sse import Event
 
@@ -98,6 +98,19 @@ def test_tool_use_response_with_cache_reads() -> None:
     assert call["id"] == "tooluse_kZJMlvQmRJ6eAyJE5GIl7Q"
     assert orjson.loads(call["function"]["arguments"]) == {"city": "Paris"}
     assert (usage.prompt_tokens, usage.cached_tokens) == (490, 100)
+
+
+def test_cache_writes_split_by_ttl() -> None:
+    """`cacheDetails` says which writes went to the 1-hour cache (priced apart); without
+    `cacheWriteInputTokens` its entries are the writes."""
+    _, usage = adapter().chat_response(transcript("bedrock", "response_cache_write_1h.json"),
+                                       SONNET)
+    assert (usage.prompt_tokens, usage.cache_write_tokens, usage.cache_write_1h_tokens) == (
+        21 + 1834, 1834, 1000)
+    details_only = usage_of({"inputTokens": 5, "outputTokens": 1, "cacheDetails": [
+        {"ttl": "1h", "inputTokens": 7}, {"ttl": "5m", "inputTokens": 3}]})
+    assert (details_only.prompt_tokens, details_only.cache_write_tokens,
+            details_only.cache_write_1h_tokens) == (15, 10, 7)
 
 
 @pytest.mark.parametrize("raw", [b"nope", b'{"output": {}}', b'{"output": {"message": '

@@ -1,6 +1,7 @@
 """Prompt-cache usage end to end: Anthropic and Bedrock answers that wrote to or read from
 the provider's prompt cache (buffered and streamed; in a stream the counts in
-`message_start` and/or the final `message_delta`) reach the OpenAI SDK as
+`message_start` and/or the final `message_delta`; 1-hour writes from Anthropic's
+`cache_creation` and Bedrock's `cacheDetails`) reach the OpenAI SDK as
 `prompt_tokens_details.cached_tokens` / `cache_write_tokens`, the Anthropic SDK as
 Anthropic's own usage (`input_tokens` without cache writes or reads), the token metrics,
 and the key's budget at the provider's prices (writes above the input price, reads far
@@ -36,6 +37,9 @@ from tests.sidecar.test_metrics import scrape, value
 WRITE_COST = Decimal("0.0071205")  # 21 x 3 + 1834 x 3.75 + 12 x 15
 READ_COST = Decimal("0.0007482")   # 21 x 3 + 1834 x 0.30 + 9 x 15
 WRITE_1H_COST = Decimal("0.011247")  # 21 x 3 + 1834 x 6 (the 1-hour cache) + 12 x 15
+# Bedrock's cacheDetails split 1,834 writes: 1,000 to the 1-hour cache, 834 to the 5-minute.
+SPLIT_COST = Decimal("0.0093705")  # 21 x 3 + 1000 x 6 + 834 x 3.75 + 12 x 15
+SPLIT_STREAMED_COST = Decimal("0.0093255")  # the same with 9 output tokens
 
 
 def booked(usd: Decimal) -> Decimal:
@@ -67,6 +71,10 @@ BEDROCK = {
     "read": Case(Reply("response_cache_read.json"), False, 0, 1834, 9, READ_COST),
     "read-streamed": Case(stream_reply("stream_cache_read.eventstream"), True, 0, 1834, 9,
                           READ_COST),
+    "write-1h-split": Case(Reply("response_cache_write_1h.json"), False, 1834, 0, 12,
+                           SPLIT_COST),
+    "write-1h-split-streamed": Case(stream_reply("stream_cache_write_1h.eventstream"), True,
+                                    1834, 0, 9, SPLIT_STREAMED_COST),
 }
 
 

@@ -44,7 +44,7 @@ class Usage:
     cached_tokens: int = 0
     cache_write_tokens: int = 0
     known: bool = False
-    # The part of cache_write_tokens written to Anthropic's 1-hour cache (priced higher);
+    # The part of cache_write_tokens written to Claude's 1-hour cache (priced higher);
     # only for pricing, no OpenAI field carries it.
     cache_write_1h_tokens: int = 0
 

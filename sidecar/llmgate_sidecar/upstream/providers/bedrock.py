@@ -272,12 +272,19 @@ def reasoning_block(block: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def usage_of(raw: Any) -> Usage:
+    """Converse usage -> Usage. Cache writes by TTL come in `cacheDetails` (`[{ttl: "1h" |
+    "5m", inputTokens}]`, empty without writes): the 1-hour ones are priced apart."""
     if not isinstance(raw, Mapping):
         return Usage()
     cache_read = int(raw.get("cacheReadInputTokens") or 0)
-    cache_write = int(raw.get("cacheWriteInputTokens") or 0)
+    by_ttl: dict[str, int] = {}
+    for detail in raw.get("cacheDetails") or []:
+        if isinstance(detail, Mapping) and isinstance(detail.get("inputTokens"), int):
+            ttl = str(detail.get("ttl"))
+            by_ttl[ttl] = by_ttl.get(ttl, 0) + detail["inputTokens"]
+    cache_write = int(raw.get("cacheWriteInputTokens") or sum(by_ttl.values()))
     return Usage(prompt_tokens=int(raw.get("inputTokens") or 0) + cache_read + cache_write,
-                 cache_write_tokens=cache_write,
+                 cache_write_tokens=cache_write, cache_write_1h_tokens=by_ttl.get("1h", 0),
                  completion_tokens=int(raw.get("outputTokens") or 0),
                  cached_tokens=cache_read, known=True)
 
