@@ -329,6 +329,42 @@ async def test_gemini_thought_signatures_ride_on_tool_calls_and_go_back(rig: Rig
         "thinkingBudget": 2048, "includeThoughts": True}
 
 
+TEXT_SIGNATURE = transcript_json("gemini", "response_text_signed.json")[
+    "candidates"][0]["content"]["parts"][0]["thoughtSignature"]
+
+
+@pytest.mark.parametrize("kind", ["gemini", "vertex-ai"])
+async def test_gemini_thought_signatures_on_text_come_back_and_go_back(rig: Rig,
+                                                                       kind: str) -> None:
+    """Gemini 3 signs an answer's text part: the signature reaches the openai SDK as the
+    message's `extra_content.google.thought_signature` (buffered) and on the stream delta
+    that carried it (the empty last part), and the assistant turn sent back in history
+    reaches Gemini as a text part with its `thoughtSignature` (an empty text part when the
+    turn had none)."""
+    gw, upstream = await rig(kind)
+    upstream.script.extend([Reply("response_text_signed.json"),
+                            Reply("stream_text_signed.sse")])
+    signed = {"google": {"thought_signature": TEXT_SIGNATURE}}
+    async with client(gw) as c:
+        first = await c.chat.completions.create(model="chat", messages=MESSAGES)
+        stream = await c.chat.completions.create(model="chat", messages=MESSAGES,
+                                                 stream=True)
+        deltas = [chunk.choices[0].delta async for chunk in stream if chunk.choices]
+        turn = first.choices[0].message.model_dump(exclude_none=True)
+        await c.chat.completions.create(model="chat", messages=[
+            *MESSAGES, turn, {"role": "user", "content": "And again?"},
+            {"role": "assistant", "content": "", "extra_content": signed},  # type: ignore[list-item]
+            {"role": "user", "content": "Once more"}])
+    assert turn["content"] == "Hello from Gemini" and turn["extra_content"] == signed
+    assert "".join(d.content or "" for d in deltas) == "Hello from Gemini"
+    assert [getattr(d, "extra_content", None) for d in deltas] == [None, None, signed]
+    contents = upstream.requests[2].body["contents"]
+    assert contents[1] == {"role": "model", "parts": [
+        {"text": "Hello from Gemini", "thoughtSignature": TEXT_SIGNATURE}]}
+    assert contents[3] == {"role": "model", "parts": [
+        {"text": "", "thoughtSignature": TEXT_SIGNATURE}]}
+
+
 @pytest.mark.parametrize("reply", [Reply("response_reasoning.json"),
                                    Reply("stream_reasoning.sse"),
                                    Reply("response_reasoning_field.json")])

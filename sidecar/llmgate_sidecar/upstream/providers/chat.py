@@ -234,10 +234,12 @@ def tool_call(call_id: str, name: str, arguments: Any) -> dict[str, Any]:
 
 def completion(response_id: str, model: str, text: str | None,
                tool_calls: list[dict[str, Any]], finish_reason: str, usage: Usage, *,
-               thinking: list[dict[str, Any]] | None = None) -> bytes:
-    """A `chat.completion`; `thinking`: the answer's reasoning blocks (see `reasoning`)."""
+               thinking: list[dict[str, Any]] | None = None,
+               extra: Mapping[str, Any] | None = None) -> bytes:
+    """A `chat.completion`; `thinking`: the answer's reasoning blocks (see `reasoning`);
+    `extra`: provider fields of the message (Gemini's `extra_content`)."""
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None,
-                               **reasoning.message_fields(thinking or [])}
+                               **reasoning.message_fields(thinking or []), **(extra or {})}
     if tool_calls:
         message["tool_calls"] = tool_calls
     return orjson.dumps({

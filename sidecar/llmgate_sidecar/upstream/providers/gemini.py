@@ -5,9 +5,10 @@ Requests: roles become user/model, system messages `systemInstruction`, images
 (named by looking the tool_call_id up in earlier assistant turns), `reasoning_effort` /
 `thinking` a `thinkingConfig` budget. Responses and SSE chunks become OpenAI completions and
 chunks, thought parts `reasoning_content`, a function call's `thoughtSignature` the tool
-call's `extra_content.google.thought_signature` (and back, from the client's history); a
-prompt blocked by safety is a `contentFilter` error. The API key goes in `x-goog-api-key`.
-`vertex.py` reuses all of this for Vertex AI.
+call's `extra_content.google.thought_signature`, a text part's the message's (or stream
+delta's) `extra_content.google.thought_signature` (and both back, from the client's
+history); a prompt blocked by safety is a `contentFilter` error. The API key goes in
+`x-goog-api-key`. `vertex.py` reuses all of this for Vertex AI.
 """
 
 from __future__ import annotations
@@ -77,11 +78,14 @@ class GeminiAdapter:
         usage = usage_of(data.get("usageMetadata"))
         finish = finish_reason(candidate, calls)
         thoughts = thoughts_of(candidate)
+        signature = text_signature(candidate)
         return (chat.completion(str(data.get("responseId") or "gemini"),
                                 str(data.get("modelVersion") or target.model),
                                 text if text or not calls else None, calls, finish, usage,
                                 thinking=[reasoning.thinking_block(thoughts, "")]
-                                if thoughts else None),
+                                if thoughts else None,
+                                extra={"extra_content": signed(signature)} if signature
+                                else None),
                 usage)
 
     def stream_decoder(self, target: Target, *, include_usage: bool) -> GeminiStreamDecoder:
@@ -211,8 +215,10 @@ def model_parts(message: Mapping[str, Any], i: int,
                 names: dict[str, str]) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     text = chat.text_of(message.get("content"), f"messages[{i}].content")
-    if text:
-        parts.append({"text": text})
+    signature = thought_signature(message)  # Gemini's, on its text part (maybe empty)
+    if text or signature is not None:
+        parts.append({"text": text} if signature is None
+                     else {"text": text, "thoughtSignature": signature})
     raw = message.get("tool_calls") or []
     for call, sent in zip(chat.requested_calls(message, i), raw, strict=False):
         names[call.id] = call.name  # Gemini answers tool results by name, not by id
@@ -224,10 +230,16 @@ def model_parts(message: Mapping[str, Any], i: int,
     return parts
 
 
-def thought_signature(call: Any) -> str | None:
-    """The Gemini thought signature a tool call carries back, where Google's own OpenAI
-    compatibility puts it: `extra_content.google.thought_signature`."""
-    extra = call.get("extra_content") if isinstance(call, dict) else None
+def signed(signature: str) -> dict[str, Any]:
+    """Where Google's own OpenAI compatibility puts a Gemini thought signature (the
+    `extra_content` of a tool call, a message or a stream delta)."""
+    return {"google": {"thought_signature": signature}}
+
+
+def thought_signature(item: Any) -> str | None:
+    """The Gemini thought signature a tool call or an assistant message carries back
+    (`signed`), if any."""
+    extra = item.get("extra_content") if isinstance(item, dict) else None
     google = extra.get("google") if isinstance(extra, dict) else None
     signature = google.get("thought_signature") if isinstance(google, dict) else None
     return signature if isinstance(signature, str) else None
@@ -268,9 +280,21 @@ def parts_of(candidate: Mapping[str, Any], provider: Provider, target: Target,
             call_id = str(call.get("id") or f"call_{first_index + len(calls)}")
             calls.append(chat.tool_call(call_id, str(call.get("name")), call.get("args") or {}))
             if isinstance(part.get("thoughtSignature"), str):
-                calls[-1]["extra_content"] = {"google": {
-                    "thought_signature": part["thoughtSignature"]}}
+                calls[-1]["extra_content"] = signed(part["thoughtSignature"])
     return "".join(texts), calls
+
+
+def text_signature(candidate: Mapping[str, Any]) -> str | None:
+    """The thought signature on the candidate's answer text (Gemini 3 signs the last part
+    of an answer without function calls, often an empty text part at the stream's end)."""
+    content = candidate.get("content")
+    parts = content.get("parts") if isinstance(content, dict) else None
+    found = None
+    for part in parts or []:
+        if isinstance(part, dict) and "text" in part and not part.get("thought") \
+                and isinstance(part.get("thoughtSignature"), str):
+            found = part["thoughtSignature"]
+    return found
 
 
 def thoughts_of(candidate: Mapping[str, Any]) -> str:
@@ -329,6 +353,9 @@ class GeminiStreamDecoder(chat.StreamDecoding):
             delta.update(reasoning.text_delta(thoughts))
         if text or not (calls or thoughts):
             delta["content"] = text
+        signature = text_signature(candidate)
+        if signature is not None:
+            delta["extra_content"] = signed(signature)
         if calls:
             delta["tool_calls"] = [{"index": self._calls + n, **call}
                                    for n, call in enumerate(calls)]
