@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import Coroutine
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from decimal import Decimal
+from types import TracebackType
 from typing import Any
 
 from llmgate_contract.config import Group, Route, Target, VirtualKey
@@ -98,12 +99,15 @@ class Accountant:
         # Per key: when its remaining budget was last read, and whether a read is queued.
         self._remaining_read: dict[tuple[str, str], float] = {}
         self._remaining_queued: set[tuple[str, str]] = set()
+        self._watched_by: Metrics | None = None  # the Metrics told about the store
 
     async def admit(self, runtime: Runtime, policy: VirtualKey, planned: Reservation,
                     metrics: Metrics | None = None) -> Ticket:
         if metrics is None:
             return await self._admit(runtime, policy, planned)
-        metrics.watch_store(self.limiter.store)
+        if metrics is not self._watched_by:
+            metrics.watch_store(self.limiter.store)
+            self._watched_by = metrics
         with self._timed(metrics, "admit"):
             return await self._admit(runtime, policy, planned)
 
@@ -262,25 +266,39 @@ class Accountant:
         remaining = max(Decimal(0), policy.budget.limit - status.spent)
         metrics.budget_remaining.labels(policy.name).set(float(remaining))
 
-    @contextmanager
-    def _timed(self, metrics: Metrics, operation: str) -> Iterator[None]:
+    def _timed(self, metrics: Metrics, operation: str) -> _Timed:
         """Time (and trace) one store call; errors are counted, then propagate."""
-        store = self.limiter.store.origin
-        started = time.perf_counter()
-        with tracing.span(f"llmgate.store {operation}", {"db.system.name": store,
-                                                          "db.operation.name": operation}):
-            try:
-                yield
-            except RateLimited:
-                raise  # a refusal is the store working
-            except Exception:
-                metrics.store_errors.labels(operation, store).inc()
-                raise
-            finally:
-                metrics.store_duration.labels(operation, store).observe(
-                    time.perf_counter() - started)
+        return _Timed(metrics, operation, self.limiter.store.origin)
 
     async def drain(self) -> None:
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.limiter.store.aclose()
+
+
+class _Timed:
+    """`Accountant._timed`: a plain context manager (twice per request, so no generator)."""
+
+    __slots__ = ("metrics", "operation", "span", "started", "store")
+
+    def __init__(self, metrics: Metrics, operation: str, store: str) -> None:
+        self.metrics, self.operation, self.store = metrics, operation, store
+        self.span: AbstractContextManager[Any] | None = None
+        self.started = 0.0
+
+    def __enter__(self) -> None:
+        if tracing.enabled():
+            self.span = tracing.span(f"llmgate.store {self.operation}", {
+                "db.system.name": self.store, "db.operation.name": self.operation})
+            self.span.__enter__()
+        self.started = time.perf_counter()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool | None:
+        # a refusal (RateLimited) is the store working, not an error
+        if kind is not None and issubclass(kind, Exception) and \
+                not issubclass(kind, RateLimited):
+            self.metrics.store_errors.labels(self.operation, self.store).inc()
+        self.metrics.store_duration.labels(self.operation, self.store).observe(
+            time.perf_counter() - self.started)
+        return None if self.span is None else self.span.__exit__(kind, exc, tb)

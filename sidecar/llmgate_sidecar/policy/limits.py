@@ -21,6 +21,7 @@ reservation was released, its real cost is still booked), and fail-open during a
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ class Limiter:
             tokens_per_minute=limits.tokens_per_minute,
             tokens=estimated_tokens,
             max_parallel=limits.max_parallel,
-            budget_micros=None if budget is None else usd_to_micros(budget.limit),
+            budget_micros=None if budget is None else _limit_micros(budget.limit),
             period=budget.period if budget else "none",
             reserve_micros=usd_to_micros(reserve_usd, round_up=True) if budget else 0,
             lease_ms=self._lease_ms,
@@ -99,7 +100,7 @@ class Limiter:
                           budgeted=False, period="none", reserve_micros=0, tokens=0,
                           admitted_ms=int(self._clock() * 1000))
         demand = Demand(scope=key_scope(namespace, policy.name),
-                        budget_micros=usd_to_micros(policy.budget.limit),
+                        budget_micros=_limit_micros(policy.budget.limit),
                         period=policy.budget.period,
                         reserve_micros=usd_to_micros(reserve_usd, round_up=True),
                         lease_ms=self._lease_ms)
@@ -167,6 +168,12 @@ class BudgetStatus:
     @property
     def exhausted(self) -> bool:
         return self.limit is not None and self.spent >= self.limit
+
+
+@functools.lru_cache(maxsize=1024)
+def _limit_micros(limit: Decimal) -> int:
+    """A budget's limit in micro-dollars (the same few limits for every request)."""
+    return usd_to_micros(limit)
 
 
 def _utc(ms: int) -> datetime:
