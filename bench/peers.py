@@ -69,16 +69,23 @@ DevCompiler([sys.argv[1]], "default", Path(sys.argv[2])).compile_once()
 
 def llmgate_env(source: Path | None) -> tuple[dict[str, str], list[str]]:
     """The environment and command of `llmgate`: the installed one, or from `source` (another
-    checkout of the repository, e.g. a `git archive` of a commit)."""
+    checkout of the repository, e.g. a `git archive` of a commit). Its sources are
+    byte-compiled first, as in an image (pip compiles what it installs): with
+    PYTHONDONTWRITEBYTECODE set, a start would otherwise compile every module it imports
+    from a fresh checkout (≈ 70 ms of CPU and 0.8 MiB more than from compiled files)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if source is None:
-        return env, [llmgate_binary()]
+    tree = ROOT if source is None else source.resolve()
     # PYTHONPATH is searched before the editable install's finder, so these win; a missing
     # directory would silently run the installed package instead.
-    roots = [str(source.resolve() / d) for d in ("contract", "operator", "sidecar", "cli")]
+    roots = [str(tree / d) for d in ("contract", "operator", "sidecar", "cli")]
     missing = [r for r in roots if not Path(r).is_dir()]
     if missing:
         raise FileNotFoundError(f"not a checkout of llmgate: {', '.join(missing)} missing")
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *roots], check=True,
+                   timeout=300, stdout=subprocess.DEVNULL,
+                   env={k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"})
+    if source is None:
+        return env, [llmgate_binary()]
     env["PYTHONPATH"] = os.pathsep.join(roots)
     return env, [sys.executable, "-m", "llmgate_cli"]
 

@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         return {"validate": commands.validate_main, "compile": commands.compile_main,
                 "version": commands.version_main}[command](rest)
     if command == "sidecar":
+        from llmgate_sidecar.upstream.tls import import_aiohttp
+        import_aiohttp()  # first: aiohttp without its import-time CA loads (see there)
         from llmgate_sidecar.server import main as sidecar_main
         return sidecar_main(rest)
     if command == "operator":

@@ -20,6 +20,7 @@ from xml.etree import ElementTree
 import aiohttp
 
 from llmgate_sidecar.upstream.sigv4 import AwsCredentials
+from llmgate_sidecar.upstream.tls import client_context
 
 STS_VERSION = "2011-06-15"
 # Refresh this long before the credentials expire, so no request signs with stale ones.
@@ -101,8 +102,9 @@ class WebIdentity:
                   "WebIdentityToken": token}
         timeout = aiohttp.ClientTimeout(total=STS_TIMEOUT)
         try:
+            tls = await client_context() if self.endpoint.startswith("https:") else True
             async with aiohttp.ClientSession(timeout=timeout) as session, session.post(
-                    self.endpoint + "/", data=params,
+                    self.endpoint + "/", data=params, ssl=tls,
                     headers={"Accept": "application/xml"}) as response:
                 body = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:

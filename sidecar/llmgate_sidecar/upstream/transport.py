@@ -24,6 +24,7 @@ from llmgate_contract.providers import KINDS
 from llmgate_sidecar.errors import UpstreamError
 from llmgate_sidecar.upstream.mock import MockTransport
 from llmgate_sidecar.upstream.providers.base import UpstreamRequest
+from llmgate_sidecar.upstream.tls import client_context
 from llmgate_sidecar.wire.eventstream import EventStreamError, EventStreamParser
 from llmgate_sidecar.wire.sse import Event, SSEError, SSEParser
 
@@ -186,10 +187,12 @@ class HttpTransport:
         # by the caller (routing, `Router._send`), with one timer per attempt.
         # aiohttp's read timeout also covers the wait for headers, so it cannot be shorter
         # than the first-byte bound; a committed stream enforces its own idle gap.
+        # https: the sidecar's verified context (upstream.tls), loaded at the first one.
+        tls = await client_context() if request.url.startswith("https:") else True
         try:
             response = await self._session.request(
                 request.method, request.url, data=request.body, headers=request.headers,
-                timeout=self._client_timeout(timeout), allow_redirects=False)
+                timeout=self._client_timeout(timeout), allow_redirects=False, ssl=tls)
         except Exception as exc:
             raise network_error(exc, provider, model) from exc
         return HttpResponse(response, provider, model, self._bounds)
