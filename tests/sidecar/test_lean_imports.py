@@ -4,7 +4,8 @@ Each case runs a fresh interpreter that imports the sidecar's entrypoint and bui
 (as `llmgate sidecar` does before it listens), then prints `sys.modules`. Without a Redis URL
 no redis-py (and nothing it pulls in, such as OpenTelemetry); without OTEL_* no tracing
 packages; never the operator, its compiler or its Kubernetes clients; no cloud-identity
-library until a provider needs one; no pydantic (the compiled config is read with msgspec;
+library until a provider needs one; no RE2 until a route has block patterns, no XML parser
+until AWS STS answers; no pydantic (the compiled config is read with msgspec;
 pydantic is the operator's, for its CRD models). With a URL, Redis is imported: the lazy
 path is real.
 """
@@ -34,7 +35,9 @@ print(json.dumps(sorted(sys.modules)))
 # them (Vertex: google-auth) or an optional feature (tracing) may import.
 NEVER = ("llmgate_operator", "kopf", "kubernetes", "kubernetes_asyncio", "yaml",
          "google", "botocore", "boto3", "azure", "opentelemetry", "pydantic", "pydantic_core",
-         "pydantic_settings")
+         "pydantic_settings",
+         # Loaded by the first route with blockPatterns / the first STS answer (Bedrock).
+         "re2", "xml")
 REDIS = ("redis", "llmgate_contract.redis_client", "llmgate_sidecar.policy.redis_store",
          "llmgate_sidecar.cache.redis_backend")
 

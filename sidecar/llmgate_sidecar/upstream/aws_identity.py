@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from xml.etree import ElementTree
 
 import aiohttp
 
@@ -40,6 +39,8 @@ class Temporary:
 
 def parse_assume_role(xml: bytes) -> Temporary:
     """The credentials in an `AssumeRoleWithWebIdentity` answer (namespaces ignored)."""
+    from xml.etree import ElementTree  # only Bedrock with web identity needs an XML parser
+
     try:
         root = ElementTree.fromstring(xml)
     except ElementTree.ParseError:
