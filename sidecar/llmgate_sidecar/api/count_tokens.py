@@ -3,10 +3,11 @@
 Served by the one request lifecycle (auth, the model allow-list, routing; no money is
 reserved: counting is free). The target that answers decides: at a target whose adapter
 counts (`upstream.providers.base.TokenCounter`: Anthropic's own count_tokens endpoint,
-Bedrock's CountTokens) the upstream counts with the target's model and the answer is exact
-(`x-llmgate-token-count: exact`); any other target gets `estimate_tokens`, an upper bound
-computed here without I/O (`estimate`), and so does a Bedrock target whose model or Region
-cannot count. Errors use Anthropic's envelope, as on `/v1/messages`.
+Bedrock's CountTokens, Vertex AI's count-tokens for Claude models) the upstream counts with
+the target's model and the answer is exact (`x-llmgate-token-count: exact`); any other
+target gets `estimate_tokens`, an upper bound computed here without I/O (`estimate`), and
+so does a Bedrock or Vertex target that refuses to count (`estimate_when_refused`). Errors
+use Anthropic's envelope, as on `/v1/messages`.
 """
 
 from __future__ import annotations
