@@ -17,7 +17,7 @@ from llmgate_operator import api
 from llmgate_operator.compile import compile_namespace
 from llmgate_sidecar.api.endpoints import ENDPOINTS
 from llmgate_sidecar.upstream.mock import MockTransport
-from llmgate_sidecar.upstream.providers import ADAPTERS, adapter_for
+from llmgate_sidecar.upstream.providers import ADAPTERS, adapter_class, adapter_for
 from llmgate_sidecar.upstream.providers.base import Credentials
 from llmgate_sidecar.upstream.transport import HttpTransport, Transports
 
@@ -61,7 +61,7 @@ def test_the_adapter_declares_the_rows_capabilities(kind: str) -> None:
     row = KINDS[kind]
     adapter = adapter_for(provider(kind, baseURL="http://127.0.0.1:9"),
                           Credentials(api_key="sk-test-0123456789"))
-    assert isinstance(adapter, ADAPTERS[row.wire])  # type: ignore[arg-type]
+    assert isinstance(adapter, adapter_class(row.wire))  # type: ignore[arg-type]
     assert (adapter.embeddings is not None) == row.embeddings
     side = adapter.passthrough
     assert (side.operations if side is not None else frozenset()) == row.passthrough

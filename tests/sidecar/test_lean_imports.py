@@ -5,9 +5,9 @@ Each case runs a fresh interpreter that imports the sidecar's entrypoint and bui
 no redis-py (and nothing it pulls in, such as OpenTelemetry); without OTEL_* no tracing
 packages; never the operator, its compiler or its Kubernetes clients; no cloud-identity
 library until a provider needs one; no RE2 until a route has block patterns, no XML parser
-until AWS STS answers; no pydantic (the compiled config is read with msgspec;
-pydantic is the operator's, for its CRD models). With a URL, Redis is imported: the lazy
-path is real.
+until AWS STS answers; no provider adapter the config does not use; no pydantic (the
+compiled config is read with msgspec; pydantic is the operator's, for its CRD models). With a
+URL, Redis is imported: the lazy path is real.
 """
 
 from __future__ import annotations
@@ -37,7 +37,11 @@ NEVER = ("llmgate_operator", "kopf", "kubernetes", "kubernetes_asyncio", "yaml",
          "google", "botocore", "boto3", "azure", "opentelemetry", "pydantic", "pydantic_core",
          "pydantic_settings",
          # Loaded by the first route with blockPatterns / the first STS answer (Bedrock).
-         "re2", "xml")
+         "re2", "xml",
+         # Adapters of wire formats the config does not use (it names none here).
+         "llmgate_sidecar.upstream.providers.anthropic",
+         "llmgate_sidecar.upstream.providers.bedrock", "llmgate_sidecar.upstream.sigv4",
+         "llmgate_sidecar.upstream.providers.gemini", "llmgate_sidecar.upstream.providers.cohere")
 REDIS = ("redis", "llmgate_contract.redis_client", "llmgate_sidecar.policy.redis_store",
          "llmgate_sidecar.cache.redis_backend")
 
