@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,13 @@ from llmgate_sidecar.upstream.transport import Transports
 log = logging.getLogger("llmgate.sidecar")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Request ids only correlate lines and spans (nothing is authorised by one): 128 random bits
+# from a generator seeded from the OS at start, without a getrandom call per request.
+_ids = random.Random()
+
+
+def new_request_id() -> str:
+    return f"{_ids.getrandbits(128):032x}"
 
 
 def error_response(exc: GatewayError, request_id: str, path: str = "") -> web.Response:
@@ -66,9 +73,9 @@ def error_response(exc: GatewayError, request_id: str, path: str = "") -> web.Re
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    request_id = request.headers.get("x-request-id") or new_request_id()
     if len(request_id) > 128:
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
     request[REQUEST_ID] = request_id
     try:
         return await handler(request)

@@ -76,7 +76,8 @@ class ChatEndpoint(CachedEndpoint[ChatCall]):
         headers["x-llmgate-overhead-ms"] = f"{overhead * 1000:.3f}"
         app[METRICS].overhead.labels("false").observe(overhead)
         outcome.usage, outcome.overhead = served.usage, overhead
-        await app[CACHE].store_json(exchange.plan, served.payload)
+        if exchange.plan.write:
+            await app[CACHE].store_json(exchange.plan, served.payload)
         return web.Response(body=self.dialect.completion(served.payload),
                             content_type="application/json", headers=headers)
 

@@ -282,7 +282,7 @@ async def _cache_lookup(exchange: Exchange[C], endpoint: CachedEndpoint[C]) -> H
     plan = exchange.plan = cache.plan(
         f.route, exchange.body, namespace=f.runtime.namespace, key_name=f.policy.name,
         metadata=f.metadata, headers=request.headers, group=f.group, api=endpoint.dialect.api)
-    hit = await cache.lookup(plan, stream=exchange.call.stream)
+    hit = await cache.lookup(plan, stream=exchange.call.stream) if plan.read else None
     if plan.read or plan.header == "refresh":
         metrics.cache.labels(f.route.name, "hit" if hit else plan.header).inc()
     elif plan.header == "bypass":

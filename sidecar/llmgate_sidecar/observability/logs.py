@@ -20,6 +20,7 @@ import orjson
 from llmgate_sidecar.observability.record import RequestRecord
 
 REQUEST_LOGGER = "llmgate.request"
+_request_log = logging.getLogger(REQUEST_LOGGER)
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()) | {
     "message", "asctime", "taskName"}
 # Virtual keys (lg-...), OpenAI/Anthropic-style keys (sk-..., sk-ant-...), bearer tokens.
@@ -74,7 +75,7 @@ def request_fields(record: RequestRecord, elapsed: float) -> dict[str, Any]:
 
 def log_request(record: RequestRecord, elapsed: float) -> None:
     """One line per API request: info when answered, warning for gateway/upstream failures."""
-    logger = logging.getLogger(REQUEST_LOGGER)
+    logger = _request_log
     level = logging.WARNING if record.status >= 500 or record.status_class == "5xx" \
         else logging.INFO
     if logger.isEnabledFor(level):
