@@ -27,7 +27,7 @@ BENCH = Path(__file__).resolve().parent
 
 def loads(requests: int) -> list[Load]:
     return [Load(False, 1, requests // 4, 6.0, 100), Load(False, 16, requests, 6.0, 200),
-            Load(True, 16, requests // 2, 6.0, 100)]
+            Load(True, 1, requests // 8, 6.0, 50), Load(True, 16, requests // 2, 6.0, 100)]
 
 
 def one(target: Target, shape: Load, work: Path) -> dict[str, Any]:
