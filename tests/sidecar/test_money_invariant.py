@@ -148,12 +148,12 @@ def worst_reservation(gw: Gateway) -> Decimal:
 
 
 async def settle_all(gateways: list[Gateway]) -> None:
-    """Wait until every settlement task ended and no settlement waits for Redis."""
+    """Wait until every settlement was booked and none waits for Redis."""
     for _ in range(500):
-        tasks = [t for gw in gateways for t in gw.app[ACCOUNTANT]._tasks]
+        busy = sum(gw.app[ACCOUNTANT].busy for gw in gateways)
         pending = sum(gw.app[ACCOUNTANT].limiter.store.health.pending
                       for gw in gateways)
-        if not tasks and not pending:
+        if not busy and not pending:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("settlements never finished")

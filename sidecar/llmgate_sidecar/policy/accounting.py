@@ -11,6 +11,7 @@ it also records cost, remaining budget and store latency (nothing else).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Coroutine
@@ -100,6 +101,8 @@ class Accountant:
         self._remaining_read: dict[tuple[str, str], float] = {}
         self._remaining_queued: set[tuple[str, str]] = set()
         self._watched_by: Metrics | None = None  # the Metrics told about the store
+        self._settling: set[asyncio.Future[bool]] = set()  # queued in the store
+        self._closing = False
 
     async def admit(self, runtime: Runtime, policy: VirtualKey, planned: Reservation,
                     metrics: Metrics | None = None) -> Ticket:
@@ -140,8 +143,11 @@ class Accountant:
         if self.limiter.settles_now:
             # In memory nothing awaits: settle here rather than from a task per request.
             self._settle_now(ticket, tokens, cost, observe)
-        else:
+        elif tracing.enabled():
+            # From a task, so that its span (a child of the request's) covers the wait.
             self._spawn(self._settle(ticket, tokens, cost, observe))
+        else:
+            self._settle_soon(ticket, tokens, cost, observe)
         return cost
 
     async def settle_before_end(self, ticket: Ticket, planned: Reservation, runtime: Runtime,
@@ -218,6 +224,47 @@ class Accountant:
         if policy.budget is not None and (namespace, policy.name) not in self._remaining_queued:
             self._spawn(self._publish_remaining_soon(metrics, policy, namespace))
 
+    def _settle_soon(self, ticket: Ticket, tokens: int, cost: Decimal,
+                     observe: tuple[Metrics, VirtualKey, str] | None) -> None:
+        """Queue it in the store (Redis books it with its next call): no task per request;
+        `_settled` observes the outcome."""
+        timer = None
+        if observe is not None:
+            timer = self._timed(observe[0], "settle")
+            timer.__enter__()  # tracing is off on this path: only the clock starts
+        try:
+            done = self.limiter.settle_soon(ticket, tokens=tokens, cost_usd=cost)
+        except Exception as exc:
+            self._settled(ticket, cost, observe, timer, exc)
+            return
+        if done is not None:
+            self._settling.add(done)
+            done.add_done_callback(functools.partial(self._booked, ticket, cost, observe,
+                                                     timer))
+
+    def _booked(self, ticket: Ticket, cost: Decimal,
+                observe: tuple[Metrics, VirtualKey, str] | None, timer: _Timed | None,
+                done: asyncio.Future[bool]) -> None:
+        self._settling.discard(done)
+        error = asyncio.CancelledError() if done.cancelled() else done.exception()
+        self._settled(ticket, cost, observe, timer, error)
+
+    def _settled(self, ticket: Ticket, cost: Decimal,
+                 observe: tuple[Metrics, VirtualKey, str] | None, timer: _Timed | None,
+                 error: BaseException | None) -> None:
+        if timer is not None:
+            timer.__exit__(None if error is None else type(error), error, None)
+        if error is not None:
+            log.error("settling usage failed", exc_info=error, extra={"scope": ticket.scope})
+            if observe is not None:
+                observe[0].unbooked.labels(observe[1].name).inc(float(cost))
+            return
+        if observe is None or self._closing:
+            return
+        metrics, policy, namespace = observe
+        if policy.budget is not None and (namespace, policy.name) not in self._remaining_queued:
+            self._spawn(self._publish_remaining_soon(metrics, policy, namespace))
+
     async def _settle(self, ticket: Ticket, tokens: int, cost: Decimal,
                       observe: tuple[Metrics, VirtualKey, str] | None = None) -> None:
         try:
@@ -270,9 +317,17 @@ class Accountant:
         """Time (and trace) one store call; errors are counted, then propagate."""
         return _Timed(metrics, operation, self.limiter.store.origin)
 
+    @property
+    def busy(self) -> int:
+        """Settlements not yet booked (or queued for a replay) and gauge reads under way."""
+        return len(self._tasks) + len(self._settling)
+
     async def drain(self) -> None:
+        self._closing = True  # no more gauge reads
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._settling:
+            await asyncio.gather(*list(self._settling), return_exceptions=True)
         await self.limiter.store.aclose()
 
 

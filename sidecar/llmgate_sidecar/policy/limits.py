@@ -21,6 +21,7 @@ reservation was released, its real cost is still booked), and fail-open during a
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -111,12 +112,23 @@ class Limiter:
 
     async def settle(self, ticket: Ticket, *, tokens: int, cost_usd: Decimal) -> None:
         """Book real usage; safe to call twice (the second call changes nothing)."""
+        done = self.settle_soon(ticket, tokens=tokens, cost_usd=cost_usd)
+        if done is not None:
+            await done
+
+    def settle_soon(self, ticket: Ticket, *, tokens: int,
+                    cost_usd: Decimal) -> asyncio.Future[bool] | None:
+        """`settle` without awaiting it: the store's future of it (None for a key without
+        limits or budget: nothing to book)."""
         if ticket.origin == UNLIMITED:
-            return
-        late = self._clock() * 1000 - ticket.admitted_ms > self._lease_ms
-        counted = await self.store.settle(ticket, tokens=max(0, tokens),
-                                          cost_micros=max(0, usd_to_micros(cost_usd)))
-        self._warn_late(ticket, late and counted)
+            return None
+        done = self.store.settle_soon(ticket, tokens=max(0, tokens),
+                                      cost_micros=max(0, usd_to_micros(cost_usd)))
+        if self._clock() * 1000 - ticket.admitted_ms > self._lease_ms:
+            done.add_done_callback(lambda booked: self._warn_late(
+                ticket, not booked.cancelled() and booked.exception() is None
+                and booked.result()))
+        return done
 
     @property
     def settles_now(self) -> bool:

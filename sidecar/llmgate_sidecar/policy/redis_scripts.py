@@ -245,45 +245,42 @@ end
 """.replace("@WINDOW@", str(WINDOW_S)).replace("@TOMB_MS@", str(TOMB_MS)).replace(
     "@SETTLED_MS@", str(SETTLED_MS)).replace("@LIFETIME@", str(LIFETIME_RETRY_MS))
 
-SETTLE_FIELDS = 7
-ADMIT_FIELDS = 10
-
-# ARGV: now|-1, the number of settlements S, then S settlements of SETTLE_FIELDS
-# (key index, id, tokens, cost, period, budgeted 1/0, cost-only 1/0), then admissions of
-# ADMIT_FIELDS (key index, id, rpm, tpm, tokens, max_parallel, budget, period, reserve,
-# lease_ms; -1 = no such limit). Key index i selects KEYS[6i+1 .. 6i+6].
+# ARGV: now|-1, the number of settlements S, then one argument per item, its fields
+# separated by single spaces (one argument each, not one per field: the client encodes
+# far fewer arguments): S settlements "key-index id tokens cost period budgeted(1/0)
+# cost-only(1/0)", then admissions "key-index id rpm tpm tokens max-parallel budget period
+# reserve lease-ms" (-1 = no such limit). Key index i selects KEYS[6i+1 .. 6i+6].
 # Returns {now, settle result..., admit result...}: a settle result as `settle` above; an
 # admit result {1, rem_requests, rem_tokens, rem_budget} (-1 = no such limit) or
 # {0, kind, retry_ms, detail}.
 BATCH_LUA = _PRELUDE + """
 local now = now_ms()
 local out, purged = {now}, {}
-local function key(i)
-  local base = tonumber(i) * 6
+local function item(n)
+  local f = {}
+  for field in string.gmatch(ARGV[n], '[^ ]+') do f[#f + 1] = field end
+  local base = tonumber(f[1]) * 6
   K = {KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4], KEYS[base + 5],
        KEYS[base + 6]}
   if not purged[base] then
     purged[base] = true
     purge(now)
   end
+  return f
 end
 local settles = tonumber(ARGV[2])
-local a = 3
-for _ = 1, settles do
-  key(ARGV[a])
-  out[#out + 1] = settle(now, ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
-                         ARGV[a + 4], ARGV[a + 5] == '1', ARGV[a + 6] == '1')
-  a = a + @SETTLE_FIELDS@
+for n = 3, 2 + settles do
+  local f = item(n)
+  out[#out + 1] = settle(now, f[2], tonumber(f[3]), tonumber(f[4]), f[5], f[6] == '1',
+                         f[7] == '1')
 end
-while a <= #ARGV do
-  key(ARGV[a])
-  out[#out + 1] = admit(now, ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
-                        tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]),
-                        ARGV[a + 7], tonumber(ARGV[a + 8]), tonumber(ARGV[a + 9]))
-  a = a + @ADMIT_FIELDS@
+for n = 3 + settles, #ARGV do
+  local f = item(n)
+  out[#out + 1] = admit(now, f[2], tonumber(f[3]), tonumber(f[4]), tonumber(f[5]),
+                        tonumber(f[6]), tonumber(f[7]), f[8], tonumber(f[9]), tonumber(f[10]))
 end
 return out
-""".replace("@SETTLE_FIELDS@", str(SETTLE_FIELDS)).replace("@ADMIT_FIELDS@", str(ADMIT_FIELDS))
+"""
 
 # ARGV: now|-1, period. KEYS: the six keys of one virtual key.
 # Returns {spent, reserved, start, end|-1}.

@@ -175,17 +175,25 @@ class RedisStore:
         return self._local.admit_now(demand)
 
     async def settle(self, ticket: Ticket, *, tokens: int, cost_micros: int) -> bool:
-        """Book it with the next call; True also when it was queued for a replay."""
+        return await self.settle_soon(ticket, tokens=tokens, cost_micros=cost_micros)
+
+    def settle_soon(self, ticket: Ticket, *, tokens: int,
+                    cost_micros: int) -> asyncio.Future[bool]:
+        """Book it with the next call (no task, no round trip of its own); the future is
+        True also when it was queued for a replay."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         if ticket.origin == self._local.origin:
             counted = self._local.settle_now(ticket, tokens=tokens, cost_micros=cost_micros)
             if counted and ticket.budgeted and cost_micros:
                 # Admitted locally during an outage: the money was still spent, so the
-                # shared budget must hear of it (booked as cost only, under its own id).
-                self._settle_soon((_cost_only(ticket), 0, cost_micros, True), None)
-            return counted
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._settle_soon((ticket, tokens, cost_micros, False), done)
-        return await done
+                # shared budget must hear of it (booked as cost only, under its own id);
+                # done once that is booked (or queued for a replay), like any settlement.
+                self._settle_soon((_cost_only(ticket), 0, cost_micros, True), done)
+            else:
+                done.set_result(counted)
+        else:
+            self._settle_soon((ticket, tokens, cost_micros, False), done)
+        return done
 
     def _settle_soon(self, item: _Pending, done: asyncio.Future[bool] | None) -> None:
         if self._down():
@@ -292,16 +300,17 @@ class RedisStore:
             if at is None:
                 at = index[ticket.scope] = len(index)
                 keys += self._keys_of(ticket.scope)
-            args += (at, ticket.id, tokens, cost, ticket.period, 1 if ticket.budgeted else 0,
-                     1 if cost_only else 0)
+            args.append(f"{at} {ticket.id} {tokens} {cost} {ticket.period} "
+                        f"{1 if ticket.budgeted else 0} {1 if cost_only else 0}")
         for demand, tid in admits:
             at = index.get(demand.scope)
             if at is None:
                 at = index[demand.scope] = len(index)
                 keys += self._keys_of(demand.scope)
-            args += (at, tid, _opt(demand.requests_per_minute), _opt(demand.tokens_per_minute),
-                     demand.tokens, _opt(demand.max_parallel), _opt(demand.budget_micros),
-                     demand.period, demand.reserve_micros, demand.lease_ms)
+            args.append(f"{at} {tid} {_opt(demand.requests_per_minute)} "
+                        f"{_opt(demand.tokens_per_minute)} {demand.tokens} "
+                        f"{_opt(demand.max_parallel)} {_opt(demand.budget_micros)} "
+                        f"{demand.period} {demand.reserve_micros} {demand.lease_ms}")
         return cast(list[Any], await self._batch(keys=keys, args=args))
 
     def _queue(self, item: _Pending) -> None:

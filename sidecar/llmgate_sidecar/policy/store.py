@@ -8,6 +8,7 @@ This module knows nothing about VirtualKey policies, prices or HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import secrets
 import time
@@ -121,6 +122,12 @@ class Store(Protocol):
     async def settle(self, ticket: Ticket, *, tokens: int, cost_micros: int) -> bool:
         """Book real tokens and cost, release slot and reservation; False if already done.
         A ticket the store does not know (its state was lost) still books its cost."""
+        ...
+
+    def settle_soon(self, ticket: Ticket, *, tokens: int,
+                    cost_micros: int) -> asyncio.Future[bool]:
+        """`settle` without awaiting it (the app's settlements in the background): its
+        outcome, once booked. A store that batches (Redis) queues it for its next call."""
         ...
 
     async def spend(self, scope: str, period: str) -> Spend:
@@ -331,6 +338,12 @@ class MemoryStore:
 
     async def settle(self, ticket: Ticket, *, tokens: int, cost_micros: int) -> bool:
         return self.settle_now(ticket, tokens=tokens, cost_micros=cost_micros)
+
+    def settle_soon(self, ticket: Ticket, *, tokens: int,
+                    cost_micros: int) -> asyncio.Future[bool]:
+        """`settle` from a task (callers that can use `settle_now` do: no task at all)."""
+        return asyncio.ensure_future(self.settle(ticket, tokens=tokens,
+                                                 cost_micros=cost_micros))
 
     def settle_now(self, ticket: Ticket, *, tokens: int, cost_micros: int) -> bool:
         """`settle` without the coroutine (and so without a task per request)."""
