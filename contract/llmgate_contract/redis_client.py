@@ -21,6 +21,10 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 from urllib.parse import parse_qs, unquote, urlsplit
 
+# isort: split
+import llmgate_contract.redis_import  # noqa: F401  (first: redis-py without its OTel hook)
+
+# isort: split
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool

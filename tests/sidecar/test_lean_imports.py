@@ -7,11 +7,14 @@ packages; never the operator, its compiler or its Kubernetes clients; no cloud-i
 library until a provider needs one; no RE2 until a route has block patterns, no XML parser
 until AWS STS answers; no provider adapter the config does not use; no pydantic (the
 compiled config is read with msgspec; pydantic is the operator's, for its CRD models). With a
-URL, Redis is imported: the lazy path is real.
+URL, Redis is imported: the lazy path is real, and still no OpenTelemetry (redis-py 8 imports
+its metrics SDK when installed; llmgate_contract.redis_import keeps it out) nor any other of
+the names above.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -71,4 +74,26 @@ def test_a_redis_url_brings_in_the_redis_store_and_cache(tmp_path: Path, url: st
     modules = imported(tmp_path, url)
     assert {"redis", "llmgate_sidecar.policy.redis_store",
             "llmgate_sidecar.cache.redis_backend"} <= modules
-    assert top(modules, ("llmgate_operator", "kopf", "kubernetes", "yaml")) == []
+    # The dev environment installs the OpenTelemetry SDK, so redis-py would import it here.
+    assert importlib.util.find_spec("opentelemetry.sdk.metrics") is not None
+    assert top(modules, NEVER) == []
+
+
+OTEL_AFTER_REDIS = """
+import sys
+import llmgate_contract.redis_client
+import redis.observability.providers as providers
+assert not providers.OTEL_AVAILABLE
+assert not any(m == "opentelemetry" or m.startswith("opentelemetry.") for m in sys.modules)
+assert None not in sys.modules.values()
+from opentelemetry.sdk.metrics import MeterProvider  # tracing can still import it
+from opentelemetry import metrics
+print(MeterProvider.__name__, metrics.__name__)
+"""
+
+
+def test_opentelemetry_stays_importable_after_redis_py_was_imported_without_it() -> None:
+    done = subprocess.run([sys.executable, "-c", OTEL_AFTER_REDIS], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["MeterProvider", "opentelemetry.metrics"]
