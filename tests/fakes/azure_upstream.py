@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from aiohttp import web
 
+from tests.fakes.openai_upstream import schema_error
 from tests.fakes.replay import ReplayUpstream, Reply
 
 
@@ -23,6 +25,15 @@ def _default(request: web.Request, body: Any) -> Reply:
     return Reply("response_tool_call.json" if tools else "response_text.json")
 
 
-def fake_azure() -> ReplayUpstream:
+def _strict(request: web.Request, raw: bytes) -> web.Response | None:
+    """Azure validates chat messages as OpenAI does (`schema_error`)."""
+    if not request.path.endswith("/chat/completions"):
+        return None
+    refused = schema_error(orjson.loads(raw))
+    return None if refused is None else web.json_response(refused, status=400)
+
+
+def fake_azure(*, strict_messages: bool = False) -> ReplayUpstream:
     return ReplayUpstream("azure", ["/openai/deployments/{deployment}/chat/completions",
-                                    "/openai/deployments/{deployment}/embeddings"], _default)
+                                    "/openai/deployments/{deployment}/embeddings"], _default,
+                          check=_strict if strict_messages else None)

@@ -55,6 +55,8 @@ class FakeOpenAI:
         # Answer every request that offers tools with the scripted get_weather call, as the
         # recorded fakes of the other providers do.
         self.tool_calls_when_offered = False
+        # Validate `messages` as api.openai.com does (`schema_error`).
+        self.strict_messages = False
 
     async def start(self) -> FakeOpenAI:
         app = web.Application()
@@ -74,6 +76,9 @@ class FakeOpenAI:
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))
+        refused = schema_error(body) if self.strict_messages else None
+        if refused is not None:
+            return web.json_response(refused, status=400)
         b = self.script.popleft() if self.script else self.default
         if b.delay:
             await asyncio.sleep(b.delay)
@@ -190,6 +195,40 @@ class FakeOpenAI:
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+
+# The fields of each message role and of a tool call in OpenAI's chat-completions request
+# (API reference, "Create chat completion": messages).
+MESSAGE_FIELDS = {
+    "system": {"role", "content", "name"},
+    "developer": {"role", "content", "name"},
+    "user": {"role", "content", "name"},
+    "assistant": {"role", "content", "name", "refusal", "audio", "tool_calls",
+                  "function_call"},
+    "tool": {"role", "content", "tool_call_id"},
+    "function": {"role", "content", "name"},
+}
+TOOL_CALL_FIELDS = {"id", "type", "function", "custom"}
+
+
+def schema_error(body: Any) -> dict[str, Any] | None:
+    """The 400 body api.openai.com (and Azure OpenAI) answer for a message or tool call
+    with a field the schema does not have, or None when `messages` validates."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    for i, message in enumerate(messages if isinstance(messages, list) else []):
+        allowed = MESSAGE_FIELDS.get(message.get("role"), set())
+        where, extra = f"messages.{i}", sorted(set(message) - allowed)
+        for j, call in enumerate(message.get("tool_calls") or []):
+            if not extra and set(call) - TOOL_CALL_FIELDS:
+                where, extra = f"messages.{i}.tool_calls.{j}", sorted(
+                    set(call) - TOOL_CALL_FIELDS)
+        if extra:
+            names = ", ".join(repr(name) for name in extra)
+            verb = "was" if len(extra) == 1 else "were"
+            return {"error": {"message": f"Additional properties are not allowed ({names} "
+                                         f"{verb} unexpected) - '{where}'",
+                              "type": "invalid_request_error", "param": None, "code": None}}
+    return None
 
 
 def usage(body: dict[str, Any], content: str) -> dict[str, int]:

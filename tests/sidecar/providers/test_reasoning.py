@@ -68,3 +68,25 @@ def test_unsigned_reasoning_has_no_blocks_to_send_back() -> None:
     assert reasoning.message_fields([reasoning.thinking_block("t", "")]) == {
         "reasoning_content": "t"}
     assert reasoning.message_fields([]) == {}
+
+
+def test_openai_fields_strict_leave_out_what_other_providers_added() -> None:
+    """For OpenAI and Azure (`strict`), Gemini's `extra_content` (message and tool calls)
+    and `reasoning_content` are left out; other OpenAI-compatible servers get them."""
+    signed = {"google": {"thought_signature": "sig"}}
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    body = {"model": "m", "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "reasoning_content": "r",
+         "tool_calls": [{**call, "extra_content": signed}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "18C"},
+        {"role": "assistant", "content": "a", "extra_content": signed}]}
+    assert reasoning.openai_fields(body) is body
+    assert reasoning.openai_fields(body, strict=True)["messages"] == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "18C"},
+        {"role": "assistant", "content": "a"}]
+    assert body["messages"][1]["tool_calls"][0]["extra_content"] == signed  # not changed
+    plain = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    assert reasoning.openai_fields(plain, strict=True) is plain

@@ -30,6 +30,12 @@ from llmgate_sidecar.upstream.providers.base import (
 from llmgate_sidecar.wire.sse import DONE, Event
 
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
+# Kinds whose API validates messages against OpenAI's own schema and answers 400 for a
+# field it does not know ("Additional properties are not allowed"): history fields that
+# llmgate adds for other providers are left out for them (`reasoning.STRICT_FIELDS`).
+# Other OpenAI-compatible servers keep them: Google's own OpenAI endpoint, reached as
+# `openai-compatible`, needs `extra_content` (Gemini's thought signatures) back.
+STRICT_MESSAGE_KINDS = frozenset({"openai", "azure-openai"})
 
 
 class OpenAIAdapter:
@@ -48,13 +54,14 @@ class OpenAIAdapter:
         self.embeddings: EmbeddingsAdapter | None = self if row.embeddings else None
         self.passthrough: PassthroughAdapter | None = self if row.passthrough else None
         self.counter: TokenCounter | None = None  # count_tokens: estimated
+        self._strict = provider.kind in STRICT_MESSAGE_KINDS
 
     async def prepare(self) -> None:
         """Nothing to fetch before translating."""
 
     def chat_request(self, body: dict[str, Any], target: Target, *,
                      stream: bool) -> UpstreamRequest:
-        upstream = dict(reasoning.openai_fields(body))
+        upstream = dict(reasoning.openai_fields(body, strict=self._strict))
         upstream["model"] = target.model
         if stream:
             options = upstream.get("stream_options")

@@ -69,15 +69,20 @@ def anthropic_thinking(body: Mapping[str, Any], max_tokens: int) -> dict[str, An
     return {"type": "enabled", "budget_tokens": budget}
 
 
-def openai_fields(body: dict[str, Any]) -> dict[str, Any]:
+def openai_fields(body: dict[str, Any], *, strict: bool = False) -> dict[str, Any]:
     """`body` for an OpenAI-family upstream, which knows neither Anthropic's `thinking`
     (mapped onto `reasoning_effort` unless that is set) nor `thinking_blocks` in history
-    (left out: only the provider that signed them takes them back). The same object when
-    there is nothing to change (the hot path copies nothing)."""
+    (left out: only the provider that signed them takes them back). `strict`: the upstream
+    refuses message fields it does not know (`STRICT_FIELDS`, see `OpenAIAdapter`), so
+    what llmgate's answers add to a message or tool call for other providers (Gemini's
+    `extra_content`, `reasoning_content`) is left out too. The same object when there is
+    nothing to change (the hot path copies nothing)."""
     messages = body.get("messages")
-    signed = isinstance(messages, list) and any(
-        isinstance(m, dict) and "thinking_blocks" in m for m in messages)
-    if "thinking" not in body and not signed:
+    drop = STRICT_FIELDS if strict else _SIGNED
+    history = messages if isinstance(messages, list) else []
+    carried = any(isinstance(m, dict) and (not drop.isdisjoint(m)
+                                           or (strict and _signed_calls(m))) for m in history)
+    if "thinking" not in body and not carried:
         return body
     out = dict(body)
     thinking = out.pop("thinking", None)
@@ -86,9 +91,32 @@ def openai_fields(body: dict[str, Any]) -> dict[str, Any]:
         if budget:
             out["reasoning_effort"] = ("low" if budget < 4096 else
                                        "medium" if budget < 16384 else "high")
-    if signed and isinstance(messages, list):
-        out["messages"] = [{k: v for k, v in m.items() if k != "thinking_blocks"}
-                           if isinstance(m, dict) else m for m in messages]
+    if carried:
+        out["messages"] = [_without(m, drop, strict) if isinstance(m, dict) else m
+                           for m in history]
+    return out
+
+
+# Fields of a history message that only the provider which produced them takes back.
+_SIGNED = frozenset({"thinking_blocks"})
+# ...and, for upstreams that refuse unknown message fields (api.openai.com, Azure OpenAI:
+# HTTP 400 "Additional properties are not allowed ('extra_content' was unexpected)"), every
+# field llmgate adds to an answer's message beyond OpenAI's own; `extra_content` also on
+# tool calls.
+STRICT_FIELDS = frozenset({"thinking_blocks", "extra_content", "reasoning_content"})
+
+
+def _signed_calls(message: Mapping[str, Any]) -> bool:
+    calls = message.get("tool_calls")
+    return isinstance(calls, list) and any(isinstance(c, dict) and "extra_content" in c
+                                           for c in calls)
+
+
+def _without(message: dict[str, Any], drop: frozenset[str], strict: bool) -> dict[str, Any]:
+    out = {k: v for k, v in message.items() if k not in drop}
+    if strict and _signed_calls(message):
+        out["tool_calls"] = [{k: v for k, v in c.items() if k != "extra_content"}
+                             if isinstance(c, dict) else c for c in message["tool_calls"]]
     return out
 
 
