@@ -7,7 +7,11 @@ embeddings) plus an OAuth token endpoint
 (`/token`) that checks the service-account JWT's signature before it issues a token, and
 Anthropic's count-tokens endpoint on Vertex (`…/publishers/anthropic/models/
 count-tokens:rawPredict`: Anthropic's count_tokens body with a `claude-…` model in it ->
-`{"input_tokens": N}`, N by `claude_count_rule`; anything else Vertex's 400).
+`{"input_tokens": N}`, N by `claude_count_rule`; anything else Vertex's 400), and Claude's
+Messages API on Vertex (`…/publishers/anthropic/models/{model}:rawPredict` and
+`:streamRawPredict`) replaying `data/providers/anthropic`: the body must be a Messages
+request without `model` and with `anthropic_version: "vertex-2023-10-16"`, streamed exactly
+when it is sent to `:streamRawPredict` (else Vertex's 400).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from tests.fakes.replay import ReplayUpstream, Reply
 VERTEX_PATH = "/v1/projects/{project}/locations/{location}/publishers/google/models/{call}"
 VERTEX_CLAUDE_COUNT = ("/v1/projects/{project}/locations/{location}/publishers/anthropic/"
                        "models/count-tokens:rawPredict")
+VERTEX_CLAUDE = "/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{call}"
 # What Anthropic's count_tokens body may hold.
 CLAUDE_COUNT_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice",
                                  "thinking", "mcp_servers"})
@@ -59,9 +64,47 @@ def _claude_count(body: Any) -> Reply:
     return Reply(raw=orjson.dumps({"input_tokens": claude_count_rule(body)}))
 
 
+def _claude_check(request: web.Request, raw: bytes) -> web.Response | None:
+    """Claude on Vertex takes a Messages body in Vertex's form (else Vertex's 400), checked
+    before any reply, scripted or not."""
+    if "/publishers/anthropic/" not in request.path \
+            or request.path.endswith("count-tokens:rawPredict"):
+        return None
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    streamed = request.path.endswith(":streamRawPredict")
+    problem = None
+    if not isinstance(body, dict) or "model" in body \
+            or not isinstance(body.get("messages"), list):
+        problem = "Invalid request body: a Messages request without 'model'"
+    elif body.get("anthropic_version") != "vertex-2023-10-16":
+        problem = "anthropic_version: must be vertex-2023-10-16"
+    elif not (streamed or request.path.endswith(":rawPredict")) \
+            or bool(body.get("stream")) != streamed:
+        problem = "stream must be true exactly for streamRawPredict"
+    if problem is None:
+        return None
+    return web.json_response({"error": {"code": 400, "message": problem,
+                                        "status": "INVALID_ARGUMENT"}}, status=400)
+
+
+def _claude_messages(request: web.Request, body: Any) -> Reply:
+    """Claude on Vertex: Anthropic's recorded answers."""
+    tools = isinstance(body, dict) and bool(body.get("tools"))
+    if request.path.endswith(":streamRawPredict"):
+        return Reply("stream_tool_use.sse" if tools else "stream_text.sse",
+                     provider="anthropic")
+    return Reply("response_tool_use.json" if tools else "response_text.json",
+                 provider="anthropic")
+
+
 def _default(request: web.Request, body: Any) -> Reply:
     if request.path.endswith("count-tokens:rawPredict"):
         return _claude_count(body)
+    if "/publishers/anthropic/" in request.path:
+        return _claude_messages(request, body)
     tools = isinstance(body, dict) and bool(body.get("tools"))
     if request.path.endswith(":batchEmbedContents"):
         return Reply("embeddings.json")
@@ -102,6 +145,17 @@ class TokenEndpoint:
                                   "token_type": "Bearer"})
 
 
-def fake_vertex(tokens: TokenEndpoint) -> ReplayUpstream:
-    return ReplayUpstream("gemini", [VERTEX_PATH, VERTEX_CLAUDE_COUNT], _default,
-                          extra={"/token": tokens.handle})
+def fake_vertex(tokens: TokenEndpoint, scripted: str = "gemini") -> ReplayUpstream:
+    """`scripted`: where a test's scripted `Reply` files are read from ("anthropic" for a
+    test of Claude on Vertex); the default replies name their own directory."""
+    # The count path first: it is also a `{call}` of the Claude path.
+    return ReplayUpstream(scripted, [VERTEX_PATH, VERTEX_CLAUDE_COUNT, VERTEX_CLAUDE],
+                          _vertex_default, extra={"/token": tokens.handle},
+                          check=_claude_check)
+
+
+def _vertex_default(request: web.Request, body: Any) -> Reply:
+    reply = _default(request, body)
+    if not reply.provider:
+        reply.provider = "gemini"
+    return reply

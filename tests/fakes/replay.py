@@ -46,6 +46,7 @@ class Reply:
     raw: bytes | None = None  # answer these bytes instead of a file
     frames: Callable[[bytes], list[bytes]] = sse_events  # how a stream file splits up
     content_type: str = ""
+    provider: str = ""  # the transcript directory, when not the fake's own
 
 
 @dataclass
@@ -68,13 +69,13 @@ class ReplayUpstream:
         self._check = check  # e.g. verify a request signature; a response rejects it
         self.script: deque[Reply] = deque()
         self.requests: list[Recorded] = []
-        self._paths, self._default = paths, default
+        self.paths, self._default = paths, default
         self._runner: web.AppRunner | None = None
         self.url = ""
 
     async def start(self) -> ReplayUpstream:
         app = web.Application()
-        for path in self._paths:
+        for path in self.paths:
             app.router.add_post(path, self._handle)
         for path, handler in self._extra.items():  # e.g. an OAuth token endpoint
             app.router.add_post(path, handler)
@@ -110,7 +111,8 @@ class ReplayUpstream:
             assert request.transport is not None
             request.transport.close()
             return web.Response()
-        data = reply.raw if reply.raw is not None else transcript(self.provider, reply.file)
+        data = reply.raw if reply.raw is not None else transcript(reply.provider or self.provider,
+                                                                  reply.file)
         streaming = reply.file.endswith((".sse", ".eventstream")) or reply.cut_after is not None
         if reply.status != 200 or not streaming:
             return web.Response(body=data, status=reply.status, headers=reply.headers,

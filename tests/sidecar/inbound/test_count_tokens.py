@@ -34,7 +34,8 @@ __all__ = ["served"]  # the fixture, parametrized over every provider kind
 # What the fakes count for the request below: Anthropic's recorded answer; Bedrock's rule
 # (`bedrock_upstream.count_rule`: 3 + the 4 words of "Be brief." and "Say hello" + 50 for
 # the one tool), so the number proves the Converse input arrived whole.
-EXACT = {"anthropic": 14, "bedrock": 3 + 4 + 50}
+# Claude on Vertex: the Vertex fake's `claude_count_rule`, the same sum.
+EXACT = {"anthropic": 14, "bedrock": 3 + 4 + 50, "vertex-ai-claude": 3 + 4 + 50}
 
 
 async def test_count_tokens_on_every_provider(served: tuple[Upstream, Gateway]) -> None:
@@ -43,9 +44,9 @@ async def test_count_tokens_on_every_provider(served: tuple[Upstream, Gateway]) 
         raw = await c.messages.with_raw_response.count_tokens(
             model="chat", system="Be brief.", messages=HELLO, tools=TOOLS)
     count = await raw.parse()
-    if case.kind in EXACT:
+    if case.id in EXACT:
         assert raw.headers["x-llmgate-token-count"] == "exact"
-        assert count.input_tokens == EXACT[case.kind]  # what the upstream counted
+        assert count.input_tokens == EXACT[case.id]  # what the upstream counted
     else:
         assert raw.headers["x-llmgate-token-count"] == "estimate"
         body = {"system": "Be brief.", "messages": HELLO, "tools": TOOLS}

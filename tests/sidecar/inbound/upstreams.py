@@ -42,6 +42,11 @@ class Upstream:
     setup: Callable[[Any], dict[str, Any]] | None = None
     # The get_weather arguments it answers with when tools are offered and required.
     arguments: dict[str, Any] = field(default_factory=lambda: {"city": "Paris"})
+    name: str = ""  # the test id, when not the kind
+
+    @property
+    def id(self) -> str:
+        return self.name or self.kind
 
 
 async def _openai() -> FakeOpenAI:
@@ -50,9 +55,11 @@ async def _openai() -> FakeOpenAI:
     return fake
 
 
-async def start_vertex() -> ReplayUpstream:
+async def start_vertex(scripted: str = "gemini") -> ReplayUpstream:
+    """The Vertex fake with a service-account key for its token endpoint (`vertex_spec`);
+    `scripted`: where scripted replies are read from (see `fake_vertex`)."""
     tokens = TokenEndpoint("")
-    fake = await fake_vertex(tokens).start()
+    fake = await fake_vertex(tokens, scripted).start()
     key, tokens.public_key_pem = service_account_key(fake.url + "/token")
     _VERTEX_KEYS[fake.url] = key
     return fake
@@ -77,6 +84,8 @@ UPSTREAMS = [
              suffix="/v1beta"),
     Upstream("vertex-ai", "gemini-2.0-flash", "Hello from Gemini", start_vertex, suffix="/v1",
              spec={"api_key": False}, setup=vertex_spec),
+    Upstream("vertex-ai", "claude-sonnet-4-5@20250929", "Hello from Claude", start_vertex,
+             suffix="/v1", spec={"api_key": False}, setup=vertex_spec, name="vertex-ai-claude"),
     Upstream("bedrock", "anthropic.claude-3-5-sonnet-20240620-v1:0", "Hello from Bedrock",
              lambda: fake_bedrock().start(), spec=AWS_SPEC),
     Upstream("cohere", "command-a-03-2025", "Hello from Cohere", lambda: fake_cohere().start()),
@@ -86,7 +95,7 @@ UPSTREAMS = [
 ]
 
 
-@pytest.fixture(params=UPSTREAMS, ids=[u.kind for u in UPSTREAMS])
+@pytest.fixture(params=UPSTREAMS, ids=[u.id for u in UPSTREAMS])
 async def served(request: pytest.FixtureRequest, tmp_path: Path
                  ) -> AsyncIterator[tuple[Upstream, Gateway]]:
     case: Upstream = request.param

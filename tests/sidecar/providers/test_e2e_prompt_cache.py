@@ -1,5 +1,5 @@
-"""Prompt-cache usage end to end: Anthropic and Bedrock answers that wrote to or read from
-the provider's prompt cache (buffered and streamed; in a stream the counts in
+"""Prompt-cache usage end to end: Anthropic, Claude on Vertex AI and Bedrock answers that
+wrote to or read from the provider's prompt cache (buffered and streamed; in a stream the counts in
 `message_start` and/or the final `message_delta`; 1-hour writes from Anthropic's
 `cache_creation` and Bedrock's `cacheDetails`) reach the OpenAI SDK as
 `prompt_tokens_details.cached_tokens` / `cache_write_tokens`, the Anthropic SDK as
@@ -28,6 +28,7 @@ from tests.fakes.bedrock_upstream import (
 from tests.fakes.replay import ReplayUpstream, Reply
 from tests.sidecar.harness import Gateway, provider, route, start_gateway, virtual_key
 from tests.sidecar.inbound.anthropic_client import HELLO, anthropic_client
+from tests.sidecar.inbound.upstreams import start_vertex, vertex_spec
 from tests.sidecar.providers.e2e import PROVIDER_KEY, client
 from tests.sidecar.test_metrics import scrape, value
 
@@ -88,21 +89,35 @@ async def budgeted_gateway(tmp_path: Path, kind: str, model: str,
 
 
 MODELS = {"anthropic": "claude-sonnet-4-5-20250929",
-          "bedrock": "anthropic.claude-3-5-sonnet-20240620-v1:0"}
-CASES = {"anthropic": ANTHROPIC, "bedrock": BEDROCK}
+          "bedrock": "anthropic.claude-3-5-sonnet-20240620-v1:0",
+          "vertex-ai": "claude-sonnet-4-5@20250929"}
+# Claude on Vertex AI answers with Anthropic's own Messages bodies and streams.
+CASES = {"anthropic": ANTHROPIC, "bedrock": BEDROCK, "vertex-ai": ANTHROPIC}
 PAIRS = [(kind, name) for kind, named in CASES.items() for name in named]
+
+
+def kind_of(upstream: ReplayUpstream) -> str:
+    return "vertex-ai" if "/publishers/anthropic/" in upstream.paths[-1] else upstream.provider
 
 
 @pytest.fixture
 async def upstream(request: pytest.FixtureRequest) -> AsyncIterator[ReplayUpstream]:
-    fake = await (fake_anthropic() if request.param == "anthropic" else fake_bedrock()).start()
+    if request.param == "vertex-ai":
+        fake = await start_vertex(scripted="anthropic")
+    else:
+        fake = await (fake_anthropic() if request.param == "anthropic"
+                      else fake_bedrock()).start()
     yield fake
     await fake.close()
 
 
 @pytest.fixture
 async def gateway(tmp_path: Path, upstream: ReplayUpstream) -> AsyncIterator[Gateway]:
-    if upstream.provider == "anthropic":
+    if kind_of(upstream) == "vertex-ai":
+        spec = vertex_spec(upstream)
+        gw = await budgeted_gateway(tmp_path, "vertex-ai", MODELS["vertex-ai"],
+                                    spec.pop("secrets"), baseURL=upstream.url + "/v1", **spec)
+    elif upstream.provider == "anthropic":
         gw = await budgeted_gateway(
             tmp_path, "anthropic", MODELS["anthropic"],
             {"up-cred": {"api-key": PROVIDER_KEY}}, baseURL=upstream.url,
@@ -153,13 +168,13 @@ async def messages_usage(gw: Gateway, case: Case) -> tuple[int, int, int, int]:
 @pytest.mark.parametrize(("upstream", "name"), PAIRS, indirect=["upstream"])
 async def test_cache_tokens_reach_both_apis_the_metrics_and_the_budget(
         gateway: Gateway, upstream: ReplayUpstream, name: str, api: str) -> None:
-    case = CASES[upstream.provider][name]
+    case = CASES[kind_of(upstream)][name]
     upstream.script.append(case.reply)
     ask = chat_usage if api == "chat" else messages_usage
     assert await ask(gateway, case) == (21, case.written, case.read, case.output)
     assert await gateway.settled() == (booked(case.cost), Decimal(0))
     samples = await scrape(gateway)
-    labels = {"route": "chat", "provider": "up", "model": MODELS[upstream.provider],
+    labels = {"route": "chat", "provider": "up", "model": MODELS[kind_of(upstream)],
               "virtual_key": "team"}
     tokens = {d: value(samples, "llmgate_tokens_total", **labels, direction=d)
               for d in ("input", "cache_read", "cache_write")}

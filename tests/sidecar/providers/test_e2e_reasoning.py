@@ -4,8 +4,9 @@ Chat: every reasoning-capable provider's thinking reaches the OpenAI SDK as
 `reasoning_content` (buffered and streamed), with Anthropic's and Bedrock's signed blocks
 as `thinking_blocks`; `reasoning_effort` / `thinking` become each provider's own request
 field. Messages: a multi-turn tool-use conversation with thinking enabled round-trips
-through `/v1/messages` to Anthropic and to Bedrock with the signatures byte for byte, and the
-signed blocks are accepted back in the next request's history.
+through `/v1/messages` to Anthropic, to Claude on Vertex AI and to Bedrock with the
+signatures byte for byte, and the signed blocks are accepted back in the next request's
+history.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tests.fakes.gemini_upstream import TokenEndpoint, fake_gemini, fake_vertex
 from tests.fakes.replay import ReplayUpstream, Reply, transcript_json
 from tests.sidecar.harness import Gateway
 from tests.sidecar.inbound.anthropic_client import TOOLS, anthropic_client
+from tests.sidecar.inbound.upstreams import start_vertex, vertex_spec
 from tests.sidecar.providers.e2e import MESSAGES, client, gateway_for
 from tests.sidecar.providers.gcp_key import service_account_key
 
@@ -40,6 +42,9 @@ SIGNATURES = {
     "bedrock": transcript_json("bedrock", "response_reasoning_tool_use.json")[
         "output"]["message"]["content"][0]["reasoningContent"]["reasoningText"]["signature"],
 }
+SIGNATURES["vertex-claude"] = SIGNATURES["anthropic"]  # Claude on Vertex: Anthropic's bodies
+# Kinds whose upstream speaks Anthropic's Messages API.
+MESSAGES_API = ("anthropic", "vertex-claude")
 AWS = {"region": "eu-central-1",
        "accessKeyId": {"secretKeyRef": {"name": "aws", "key": "id"}},
        "secretAccessKey": {"secretKeyRef": {"name": "aws", "key": "secret"}}}
@@ -60,6 +65,11 @@ async def start(kind: str, tmp_path: Path) -> tuple[Gateway, ReplayUpstream]:
         fake = await fake_gemini().start()
         return await gateway_for(tmp_path, kind, "gemini-2.5-flash",
                                  baseURL=fake.url + "/v1beta"), fake
+    if kind == "vertex-claude":
+        fake = await start_vertex(scripted="anthropic")
+        return await gateway_for(tmp_path, "vertex-ai", "claude-sonnet-4-5@20250929",
+                                 api_key=False, baseURL=fake.url + "/v1",
+                                 **vertex_spec(fake)), fake
     if kind == "vertex-ai":
         tokens = TokenEndpoint("")
         fake = await fake_vertex(tokens).start()
@@ -100,6 +110,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
 REASONING = {
     "anthropic": (Reply("response_thinking_tool_use.json"),
                   Reply("stream_thinking_tool_use.sse"), THOUGHT),
+    "vertex-claude": (Reply("response_thinking_tool_use.json"),
+                      Reply("stream_thinking_tool_use.sse"), THOUGHT),
     "bedrock": (Reply("response_reasoning_tool_use.json"),
                 stream_reply("stream_reasoning_tool_use.eventstream"), THOUGHT),
     "gemini": (Reply("response_thought.json"), Reply("stream_thought.sse"),
@@ -135,7 +147,7 @@ async def test_reasoning_content_on_chat_buffered_and_streamed(rig: Rig, kind: s
     assert ends == [{"type": "thinking", "thinking": "", "signature": signature}]
 
 
-@pytest.mark.parametrize("kind", ["anthropic", "bedrock"])
+@pytest.mark.parametrize("kind", ["anthropic", "vertex-claude", "bedrock"])
 async def test_chat_history_sends_signed_thinking_back(rig: Rig, kind: str) -> None:
     """The assistant turn the OpenAI SDK returned (thinking_blocks included) goes back in
     the next request; the upstream gets its own signed thinking first in that turn."""
@@ -150,7 +162,7 @@ async def test_chat_history_sends_signed_thinking_back(rig: Rig, kind: str) -> N
             *MESSAGES, turn, {"role": "tool", "tool_call_id": call.id, "content": "18C"}])
     sent = [r.body for r in upstream.requests]
     signature = SIGNATURES[kind]
-    if kind == "anthropic":
+    if kind in MESSAGES_API:
         assert sent[0]["thinking"] == {"type": "enabled", "budget_tokens": 2048}
         assert sent[1]["messages"][1]["content"][0] == {
             "type": "thinking", "thinking": THOUGHT, "signature": signature}
@@ -170,6 +182,7 @@ TOOLS_OAI: list[Any] = [{"type": "function", "function": {
 
 @pytest.mark.parametrize(("kind", "field"), [
     ("anthropic", lambda body: body["thinking"]),
+    ("vertex-claude", lambda body: body["thinking"]),
     ("bedrock", lambda body: body["additionalModelRequestFields"]["thinking"]),
     ("gemini", lambda body: body["generationConfig"]["thinkingConfig"]),
     ("cohere", lambda body: body["thinking"]),
@@ -188,6 +201,8 @@ async def test_reasoning_effort_becomes_each_providers_own_field(
     expected = {
         "anthropic": [{"type": "enabled", "budget_tokens": 8192},
                       {"type": "enabled", "budget_tokens": 3000}],
+        "vertex-claude": [{"type": "enabled", "budget_tokens": 8192},
+                          {"type": "enabled", "budget_tokens": 3000}],
         "bedrock": [{"type": "enabled", "budget_tokens": 8192},
                     {"type": "enabled", "budget_tokens": 3000}],
         "gemini": [{"thinkingBudget": 8192, "includeThoughts": True},
@@ -212,7 +227,7 @@ async def test_reasoning_effort_that_cannot_fit_under_max_tokens_is_a_400(rig: R
     assert upstream.requests == []
 
 
-@pytest.mark.parametrize("kind", ["anthropic", "bedrock"])
+@pytest.mark.parametrize("kind", ["anthropic", "vertex-claude", "bedrock"])
 @pytest.mark.parametrize("streamed", [False, True])
 async def test_messages_tool_use_with_thinking_round_trips(rig: Rig, kind: str,
                                                            streamed: bool) -> None:
@@ -221,7 +236,7 @@ async def test_messages_tool_use_with_thinking_round_trips(rig: Rig, kind: str,
     receives them first in the assistant turn, signature intact."""
     gw, upstream = await rig(kind)
     buffered, stream, _ = REASONING[kind]
-    final = Reply("response_thinking_final.json" if kind == "anthropic"
+    final = Reply("response_thinking_final.json" if kind in MESSAGES_API
                   else "response_text.json")
     upstream.script.extend([stream if streamed else buffered, final])
     thinking = {"type": "enabled", "budget_tokens": 2048}
@@ -245,7 +260,7 @@ async def test_messages_tool_use_with_thinking_round_trips(rig: Rig, kind: str,
                                           "content": "18C and sunny"}]}])
     assert second.content[-1].type == "text"
     sent = upstream.requests[1].body
-    if kind == "anthropic":
+    if kind in MESSAGES_API:
         assert sent["thinking"] == thinking
         assert sent["messages"][1]["content"][0] == {
             "type": "thinking", "thinking": THOUGHT, "signature": SIGNATURES[kind]}

@@ -1,10 +1,12 @@
-"""Vertex AI: project/location URLs and a bearer token minted from a service-account key by
-`prepare()` against a fake OAuth endpoint (signature checked), cached until it expires."""
+"""Vertex AI: project/location URLs (Google's publisher for Gemini, Anthropic's rawPredict
+for Claude) and a bearer token minted from a service-account key by `prepare()` against a
+fake OAuth endpoint (signature checked), cached until it expires."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 from llmgate_sidecar.errors import UpstreamError
 from llmgate_sidecar.upstream.providers import adapter_for
@@ -26,6 +28,37 @@ def vertex(key: str | None, **fields: str) -> VertexAIAdapter:
                     Credentials(extra=extra))
     assert isinstance(a, VertexAIAdapter)
     return a
+
+
+CLAUDE = target("claude-sonnet-4-5@20250929")
+
+
+@pytest.mark.parametrize(("stream", "method"), [(False, "rawPredict"),
+                                                (True, "streamRawPredict")])
+def test_claude_speaks_the_messages_api_at_anthropics_publisher(stream: bool,
+                                                                method: str) -> None:
+    request = vertex(None, gcpLocation="us-east5").chat_request({**HI, "max_tokens": 50},
+                                                                CLAUDE, stream=stream)
+    assert request.url == ("https://us-east5-aiplatform.googleapis.com/v1/projects/acme/"
+                           "locations/us-east5/publishers/anthropic/models/"
+                           f"claude-sonnet-4-5@20250929:{method}")
+    body = orjson.loads(request.body)
+    assert body == {"anthropic_version": "vertex-2023-10-16", "max_tokens": 50,
+                    "messages": [{"role": "user", "content": [{"type": "text",
+                                                               "text": "hi"}]}],
+                    **({"stream": True} if stream else {})}
+
+
+def test_claude_errors_in_anthropics_shape_are_anthropics_and_vertexs_are_googles() -> None:
+    adapter = vertex(None)
+    overloaded = orjson.dumps({"type": "error", "error": {"type": "overloaded_error",
+                                                           "message": "Overloaded"}})
+    quota = orjson.dumps({"error": {"code": 429, "message": "Quota exceeded",
+                                    "status": "RESOURCE_EXHAUSTED"}})
+    assert adapter.classify(529, {}, overloaded, CLAUDE).error_class == "serverError"
+    assert adapter.classify(429, {}, quota, CLAUDE).error_class == "rateLimit"
+    # The same Anthropic-shaped body for a Gemini model is not read as Anthropic's.
+    assert adapter.classify(400, {}, overloaded, FLASH).error_class == "badRequest"
 
 
 @pytest.fixture

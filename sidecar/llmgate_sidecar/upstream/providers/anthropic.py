@@ -82,30 +82,7 @@ class AnthropicAdapter:
                                orjson.dumps(messages_body(body, target.model, stream=stream)))
 
     def chat_response(self, payload: bytes, target: Target) -> tuple[bytes, Usage]:
-        data = chat.load_object(payload, self.provider, target, "response")
-        content = data.get("content")
-        if data.get("type") != "message" or not isinstance(content, list):
-            raise chat.malformed(self.provider, target, "response is not a message")
-        texts, calls, thinking = [], [], []
-        for block in content:
-            if not isinstance(block, dict):
-                raise chat.malformed(self.provider, target, "content block is not an object")
-            kind = block.get("type")
-            if kind == "text":
-                texts.append(str(block.get("text", "")))
-            elif kind == "tool_use":
-                calls.append(chat.tool_call(str(block.get("id")), str(block.get("name")),
-                                            block.get("input") or {}))
-            elif kind == reasoning.THINKING:
-                thinking.append(reasoning.thinking_block(str(block.get("thinking", "")),
-                                                         str(block.get("signature", ""))))
-            elif kind == reasoning.REDACTED:
-                thinking.append(reasoning.redacted_block(str(block.get("data", ""))))
-        usage = usage_of(data.get("usage"))
-        finish = FINISH_REASONS.get(str(data.get("stop_reason")), "stop")
-        text = "".join(texts) if texts or not calls else None
-        return (chat.completion(str(data.get("id", "msg")), str(data.get("model", target.model)),
-                                text, calls, finish, usage, thinking=thinking), usage)
+        return answer(payload, self.provider, target)
 
     def stream_decoder(self, target: Target, *, include_usage: bool) -> AnthropicStreamDecoder:
         return AnthropicStreamDecoder(self.provider, target, include_usage=include_usage)
@@ -113,6 +90,35 @@ class AnthropicAdapter:
     def classify(self, status: int, headers: Mapping[str, str], payload: bytes,
                  target: Target) -> UpstreamError:
         return classify_error(self.provider, target, status, headers, payload)
+
+
+def answer(payload: bytes, provider: Provider, target: Target) -> tuple[bytes, Usage]:
+    """A Messages API answer (Anthropic's, Claude's on Vertex AI) -> (OpenAI completion,
+    usage)."""
+    data = chat.load_object(payload, provider, target, "response")
+    content = data.get("content")
+    if data.get("type") != "message" or not isinstance(content, list):
+        raise chat.malformed(provider, target, "response is not a message")
+    texts, calls, thinking = [], [], []
+    for block in content:
+        if not isinstance(block, dict):
+            raise chat.malformed(provider, target, "content block is not an object")
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(str(block.get("text", "")))
+        elif kind == "tool_use":
+            calls.append(chat.tool_call(str(block.get("id")), str(block.get("name")),
+                                        block.get("input") or {}))
+        elif kind == reasoning.THINKING:
+            thinking.append(reasoning.thinking_block(str(block.get("thinking", "")),
+                                                     str(block.get("signature", ""))))
+        elif kind == reasoning.REDACTED:
+            thinking.append(reasoning.redacted_block(str(block.get("data", ""))))
+    usage = usage_of(data.get("usage"))
+    finish = FINISH_REASONS.get(str(data.get("stop_reason")), "stop")
+    text = "".join(texts) if texts or not calls else None
+    return (chat.completion(str(data.get("id", "msg")), str(data.get("model", target.model)),
+                            text, calls, finish, usage, thinking=thinking), usage)
 
 
 # What Anthropic's count_tokens accepts (it refuses other fields, e.g. max_tokens).

@@ -27,6 +27,7 @@ from llmgate_sidecar.upstream.providers.base import (
     Credentials,
     EmbeddingsAdapter,
     PassthroughAdapter,
+    StreamDecoder,
     StreamItem,
     TokenCounter,
     UpstreamRequest,
@@ -88,7 +89,7 @@ class GeminiAdapter:
                                 else None),
                 usage)
 
-    def stream_decoder(self, target: Target, *, include_usage: bool) -> GeminiStreamDecoder:
+    def stream_decoder(self, target: Target, *, include_usage: bool) -> StreamDecoder:
         return GeminiStreamDecoder(self.provider, target, include_usage=include_usage)
 
     def inputs_per_request(self, target: Target) -> int | None:

@@ -4,8 +4,8 @@ Answers carry it as OpenAI-compatible servers do, `reasoning_content` (the think
 the message and on stream deltas, plus `thinking_blocks`: Anthropic-shaped blocks
 (`{"type": "thinking", "thinking", "signature"}`, `{"type": "redacted_thinking", "data"}`)
 that a client sends back in the next request's assistant turn, so providers that require
-their signed thinking back (Anthropic, Claude on Bedrock: tool use with thinking) get it
-byte for byte. In a stream, `thinking_blocks: [{"type": "thinking", "thinking": "",
+their signed thinking back (Anthropic, Claude on Vertex AI and on Bedrock: tool use with
+thinking) get it byte for byte. In a stream, `thinking_blocks: [{"type": "thinking", "thinking": "",
 "signature"}]` ends the thinking block whose text came as `reasoning_content` since the
 previous block; a redacted block comes whole. Requests: Anthropic's `thinking` object or
 OpenAI's `reasoning_effort` become each provider's budget (`requested_budget`). Pure.
@@ -51,8 +51,8 @@ def requested_budget(body: Mapping[str, Any]) -> int | None:
 
 
 def anthropic_thinking(body: Mapping[str, Any], max_tokens: int) -> dict[str, Any] | None:
-    """Anthropic's (and Claude on Bedrock's) `thinking` request field, or None. A budget
-    from `reasoning_effort` is fitted under `max_tokens`, as Anthropic requires."""
+    """Anthropic's (and Claude's on Vertex AI and Bedrock) `thinking` request field, or None.
+    A budget from `reasoning_effort` is fitted under `max_tokens`, as Anthropic requires."""
     budget = requested_budget(body)
     if budget is None:
         return None

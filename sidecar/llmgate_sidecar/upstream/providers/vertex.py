@@ -1,8 +1,14 @@
-"""Vertex AI: the Gemini wire format at a project/location URL, with an OAuth bearer token.
+"""Vertex AI: Google's Gemini models and Anthropic's Claude models at a project/location URL,
+with an OAuth bearer token.
 
-Token counting (`/v1/messages/count_tokens`) for Claude models (Anthropic's publisher on
-Vertex, model ids `claude-…@…`) goes to Vertex's `count-tokens:rawPredict` for that
-publisher, in Anthropic's count_tokens shape; Gemini models are estimated by the API layer.
+Gemini models speak the Gemini wire format (`publishers/google`). Claude models (`is_claude`:
+Anthropic's publisher on Vertex, model ids `claude-…@…`) speak Anthropic's Messages API at
+`publishers/anthropic/models/{model}:rawPredict` (`:streamRawPredict` for SSE), with the
+Anthropic adapter's own translation both ways and two differences Vertex makes: no `model`
+in the body (it is in the URL) and `anthropic_version: "vertex-2023-10-16"` in the body
+instead of a header. Token counting (`/v1/messages/count_tokens`) for Claude goes to
+`count-tokens:rawPredict` in Anthropic's count_tokens shape; Gemini models are estimated by
+the API layer.
 
 The token is minted with google-auth from the service-account key in
 `Credentials.extra["gcp-service-account-key"]` (or Application Default Credentials, e.g.
@@ -15,16 +21,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from llmgate_contract.config import Provider, Target
 
 from llmgate_sidecar.errors import UpstreamError
-from llmgate_sidecar.upstream.providers import chat, embedding
-from llmgate_sidecar.upstream.providers.anthropic import count_body
+from llmgate_sidecar.upstream.providers import anthropic, chat, embedding
 from llmgate_sidecar.upstream.providers.base import (
     CountInput,
     Credentials,
+    StreamDecoder,
     TokenCounter,
     UpstreamRequest,
     Usage,
@@ -33,6 +40,13 @@ from llmgate_sidecar.upstream.providers.gemini import GeminiAdapter, output_dime
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 CLAUDE_PREFIX = "claude-"  # Anthropic's models on Vertex (`claude-sonnet-4-5@20250929`)
+# The Messages API version Vertex takes, in the body (Anthropic's "Claude on Vertex AI").
+ANTHROPIC_VERSION = "vertex-2023-10-16"
+
+
+def is_claude(model: str) -> bool:
+    """Whether `model` is Anthropic's on Vertex (Messages API, rawPredict) or Google's."""
+    return model.startswith(CLAUDE_PREFIX)
 
 
 class VertexAIAdapter(GeminiAdapter):
@@ -44,7 +58,8 @@ class VertexAIAdapter(GeminiAdapter):
         base = provider.base_url or f"https://{host}/v1"
         root = f"{base.rstrip('/')}/projects/{provider.gcp_project}/locations/{location}"
         self._base = f"{root}/publishers/google"
-        self._count_url = f"{root}/publishers/anthropic/models/count-tokens:rawPredict"
+        self._claude = f"{root}/publishers/anthropic/models"
+        self._count_url = f"{self._claude}/count-tokens:rawPredict"
         self.counter: TokenCounter | None = self
         self._key = credentials.extra.get("gcp-service-account-key")
         self._google: Any = None
@@ -82,6 +97,37 @@ class VertexAIAdapter(GeminiAdapter):
         google_credentials.refresh(google.auth.transport.requests.Request())
         return google_credentials
 
+    def chat_request(self, body: dict[str, Any], target: Target, *,
+                     stream: bool) -> UpstreamRequest:
+        if not is_claude(target.model):
+            return super().chat_request(body, target, stream=stream)
+        upstream = anthropic.messages_body(body, target.model, stream=stream)
+        del upstream["model"]  # Vertex takes it from the URL
+        upstream["anthropic_version"] = ANTHROPIC_VERSION
+        method = "streamRawPredict" if stream else "rawPredict"
+        return UpstreamRequest("POST", f"{self._claude}/{quote(target.model, safe='@')}:"
+                               f"{method}", self.headers(), orjson.dumps(upstream))
+
+    def chat_response(self, payload: bytes, target: Target) -> tuple[bytes, Usage]:
+        if is_claude(target.model):
+            return anthropic.answer(payload, self.provider, target)
+        return super().chat_response(payload, target)
+
+    def stream_decoder(self, target: Target, *, include_usage: bool) -> StreamDecoder:
+        if is_claude(target.model):
+            return anthropic.AnthropicStreamDecoder(self.provider, target,
+                                                    include_usage=include_usage)
+        return super().stream_decoder(target, include_usage=include_usage)
+
+    def classify(self, status: int, headers: Mapping[str, str], payload: bytes,
+                 target: Target) -> UpstreamError:
+        """Claude's own errors come in Anthropic's shape (`"type": "error"`); what Vertex
+        itself refuses (quota, permission, an unknown model) in Google's."""
+        body = chat.json_or_none(payload)
+        if is_claude(target.model) and isinstance(body, dict) and body.get("type") == "error":
+            return anthropic.classify_error(self.provider, target, status, headers, payload)
+        return super().classify(status, headers, payload, target)
+
     def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         """Vertex embeds through the model's `:predict` (not Gemini's batchEmbedContents)."""
         instances = [{"content": text} for text in embedding.texts(body, self.provider.kind)]
@@ -108,11 +154,11 @@ class VertexAIAdapter(GeminiAdapter):
     estimate_when_refused = True
 
     def counts(self, target: Target) -> bool:
-        return target.model.startswith(CLAUDE_PREFIX)
+        return is_claude(target.model)
 
     def count_tokens_request(self, request: CountInput, target: Target) -> UpstreamRequest:
         return UpstreamRequest("POST", self._count_url, self.headers(),
-                               orjson.dumps(count_body(request.messages, target.model)))
+                               orjson.dumps(anthropic.count_body(request.messages, target.model)))
 
     def count_tokens_response(self, payload: bytes, target: Target) -> int:
         return chat.count_in(payload, "input_tokens", self.provider, target)
