@@ -18,6 +18,10 @@ import yaml
 from llmgate_operator import api as crds
 
 PATIENCE = 60.0  # seconds before a wait gives up: a guard against hangs, not a timing claim
+# How long a new (Cluster)RoleBinding may take to apply: kube-apiserver's RBAC authorizer
+# reads bindings from an informer cache, so a grant the API has stored is honoured a moment
+# later (milliseconds when idle, seconds on a loaded machine). A bound, not a timing claim.
+GRANT_PATIENCE = 30.0
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
@@ -179,15 +183,43 @@ class Api:
     def can_i(self, verb: str, resource: str, namespace: str | None = None, *,
               group: str = "", subresource: str = "") -> bool:
         """SelfSubjectAccessReview: what `kubectl auth can-i` asks."""
-        attributes = {"verb": verb, "resource": resource, "group": group,
-                      "subresource": subresource}
-        if namespace:
-            attributes["namespace"] = namespace
         review = self.request(
             "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
             {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-             "spec": {"resourceAttributes": attributes}})
+             "spec": {"resourceAttributes": _attributes(verb, resource, namespace, group,
+                                                        subresource)}})
         return bool(review["status"]["allowed"])
+
+    def allows(self, user: str, groups: list[str], verb: str, resource: str,
+               namespace: str | None = None, *, group: str = "") -> bool:
+        """SubjectAccessReview: what `kubectl auth can-i --as` asks about another identity
+        (this identity must be allowed to create the review, as the admin is)."""
+        review = self.request(
+            "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+             "spec": {"user": user, "groups": groups,
+                      "resourceAttributes": _attributes(verb, resource, namespace, group,
+                                                        "")}})
+        return bool(review["status"]["allowed"])
+
+    def wait_granted(self, verb: str, resource: str, namespace: str | None = None, *,
+                     group: str = "") -> None:
+        """Wait (at most GRANT_PATIENCE) until the authorizer allows this identity `verb` on
+        `resource`: a grant just stored is honoured a moment later. Fails, naming the
+        permission, if it never is."""
+        where = f" in {namespace}" if namespace else " cluster-wide"
+        eventually(lambda: self.can_i(verb, resource, namespace, group=group),
+                   what=f"RBAC to allow {verb} on {resource}{where} (a binding that grants it "
+                        f"exists)", timeout=GRANT_PATIENCE)
+
+
+def _attributes(verb: str, resource: str, namespace: str | None, group: str,
+                subresource: str) -> dict[str, str]:
+    attributes = {"verb": verb, "resource": resource, "group": group,
+                  "subresource": subresource}
+    if namespace:
+        attributes["namespace"] = namespace
+    return attributes
 
 
 def kubeconfig(server: str, ca_file: Path, *, cert: tuple[Path, Path] | None = None,

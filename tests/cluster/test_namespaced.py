@@ -55,7 +55,8 @@ def test_a_namespaced_operator_reconciles_with_only_its_roles(
             scoped = control_plane.as_token(
                 control_plane.service_account_token(RELEASE_NS, RELEASE))
             try:
-                assert scoped.can_i("list", "secrets", WATCHED)
+                # The chart's RoleBinding: honoured once the authorizer's informer has it.
+                scoped.wait_granted("list", "secrets", WATCHED)
                 assert not scoped.can_i("list", "secrets", "default")
                 assert not scoped.can_i("list", "secrets")
             finally:

@@ -12,7 +12,14 @@ from __future__ import annotations
 from tests.cluster.api import Api, eventually, path
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.release import NAMESPACE, Operators
-from tests.cluster.workloads import GRANT_ROLE, grant_operator, namespace, ready
+from tests.cluster.workloads import (
+    GRANT_ROLE,
+    OPERATOR_GROUPS,
+    OPERATOR_USER,
+    grant_operator,
+    namespace,
+    ready,
+)
 
 
 def test_the_service_account_reads_no_secret_it_was_not_granted(
@@ -26,6 +33,8 @@ def test_the_service_account_reads_no_secret_it_was_not_granted(
             assert not operator.can_i(verb, "configmaps", "kube-system")
         # Its own certificate Secret, by name only; its CRs everywhere.
         assert operator.can_i("list", "virtualkeys", group="llmgate.io")
+        # The grant applies through the authorizer's informer: `namespace` waits for it
+        # (bounded), then the operator's own view must agree.
         granted = namespace(admin, "rbac-granted")
         assert operator.can_i("get", "secrets", granted)
     finally:
@@ -42,6 +51,8 @@ def test_an_ungranted_namespace_says_access_denied_until_it_binds_the_role(
     assert (condition["status"], condition["reason"]) == ("False", "AccessDenied")
     assert repr(GRANT_ROLE) in condition["message"]
     assert admin.get(path("Secret", ns, "k-llmgate-key")) is None
+    # What grant_operator waits for is really refused before the grant (not always true).
+    assert not admin.allows(OPERATOR_USER, OPERATOR_GROUPS, "get", "secrets", ns)
 
     grant_operator(admin, ns)
     eventually(lambda: (ready(admin, "VirtualKey", ns, "k") or {}).get("status") == "True",

@@ -21,13 +21,17 @@ from llmgate_contract import (
 )
 from llmgate_operator import api as crds
 
-from tests.cluster.api import Api, eventually, load_docs, path
+from tests.cluster.api import GRANT_PATIENCE, Api, eventually, load_docs, path
 from tests.cluster.binaries import ROOT
 
 EXAMPLES = ROOT / "examples"
 
 
 GRANT_ROLE = "llmgate-namespace"  # the chart's ClusterRole a namespace binds (release llmgate)
+# The operator's ServiceAccount (release llmgate in llmgate-system) as the authorizer sees it.
+OPERATOR_USER = "system:serviceaccount:llmgate-system:llmgate"
+OPERATOR_GROUPS = ["system:serviceaccounts", "system:serviceaccounts:llmgate-system",
+                   "system:authenticated"]
 
 
 def namespace(admin: Api, name: str, labels: dict[str, str] | None = None, *,
@@ -42,12 +46,19 @@ def namespace(admin: Api, name: str, labels: dict[str, str] | None = None, *,
 
 
 def grant_operator(admin: Api, name: str) -> None:
+    """Bind the chart's ClusterRole for the operator in namespace `name`, and return once
+    the authorizer honours it (at most GRANT_PATIENCE): it reads bindings from an informer
+    cache, so without the wait the operator's first requests or an access check made at
+    once could still be refused (seen at load average 10)."""
     admin.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                  "metadata": {"name": "llmgate", "namespace": name},
                  "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                              "name": GRANT_ROLE},
                  "subjects": [{"kind": "ServiceAccount", "name": "llmgate",
                                "namespace": "llmgate-system"}]}, name)
+    eventually(lambda: admin.allows(OPERATOR_USER, OPERATOR_GROUPS, "get", "secrets", name),
+               what=f"RBAC to honour the operator's RoleBinding in {name}",
+               timeout=GRANT_PATIENCE)
 
 
 def example(name: str) -> list[dict[str, Any]]:
