@@ -10,6 +10,7 @@ changes and the lock was not remade. Reads files and runs uv; imports nothing of
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,9 +52,13 @@ def recorded(extra: str) -> str | None:
 
 
 def make(extra: str, uv: str = "uv") -> Path:
-    """Compile the lock of `extra` (needs the index) and write it with its header."""
+    """Compile the lock of `extra` (needs the index) and write it with its header. The
+    current lock's pins are kept where pyproject still allows them (uv prefers an output
+    file's pins): a change of what is declared changes only what it must."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "lock.txt"
+        if lock_path(extra).exists():
+            shutil.copyfile(lock_path(extra), out)
         subprocess.run(
             [uv, "pip", "compile", str(PYPROJECT), "--extra", extra, "--generate-hashes",
              "--python-version", PYTHON_VERSION, "--python-platform", PLATFORM,

@@ -72,8 +72,13 @@ def test_fingerprint_follows_pyproject(tmp_path: Path) -> None:
 
 
 def test_sidecar_image_stays_free_of_control_plane_dependencies() -> None:
+    """Nor the CRD models' pydantic and YAML (the sidecar never imports them: issue 16),
+    nor OpenTelemetry (only the `tracing` extra installs it)."""
     sidecar = set(pins("sidecar"))
-    assert not {"kopf", "kubernetes", "kmock"} & sidecar
+    assert not {"kopf", "kubernetes", "kmock", "pydantic", "pydantic-core", "pyyaml",
+                "annotated-types", "typing-inspection"} & sidecar
+    assert not {name for name in sidecar if name.startswith("opentelemetry")}
+    assert {"pydantic", "pydantic-core", "pyyaml"} <= set(pins("operator"))
 
 
 @pytest.mark.parametrize("extra", locks.IMAGES)

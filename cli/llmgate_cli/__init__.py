@@ -31,10 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     if command == "dev":
         from llmgate_cli.dev import main as dev_main
         return dev_main(rest)
-    if command in ("validate", "compile", "version"):
+    if command == "version":  # also in the sidecar image: imports no pydantic, no YAML
+        from llmgate_cli.version import main as version_main
+        return version_main(rest)
+    if command in ("validate", "compile"):
         from llmgate_cli import commands
-        return {"validate": commands.validate_main, "compile": commands.compile_main,
-                "version": commands.version_main}[command](rest)
+        return {"validate": commands.validate_main, "compile": commands.compile_main}[command](rest)
     if command == "sidecar":
         from llmgate_sidecar.upstream.tls import import_aiohttp
         import_aiohttp()  # first: aiohttp without its import-time CA loads (see there)

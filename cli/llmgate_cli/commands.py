@@ -1,9 +1,9 @@
-"""`llmgate validate`, `llmgate compile` and `llmgate version`: the CLI for CI and humans.
+"""`llmgate validate` and `llmgate compile`: the CLI for CI and humans.
 
 `validate -f PATH…` reports every problem of the given CR files at its file and line (text,
 JSON, or GitHub Actions annotations) and exits 1 if any is an error; `compile -f PATH…`
-prints the compiled config the operator would write, for diffs in review; `version` says
-which API and config schemas this build speaks. Checks live in `checks`, files in `manifests`.
+prints the compiled config the operator would write, for diffs in review. Checks live in
+`checks`, files in `manifests`; `llmgate version` is the `version` module (no pydantic).
 """
 
 from __future__ import annotations
@@ -14,11 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from importlib import metadata
 from typing import TYPE_CHECKING
-
-from llmgate_contract import config as contract
-from llmgate_operator import api
 
 from llmgate_cli.manifests import InputError, Problem, load
 
@@ -28,13 +24,6 @@ if TYPE_CHECKING:  # `checks` needs the validate extra, which `version` does not
     from llmgate_cli.checks import Checked
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
-
-
-def version() -> str:
-    try:
-        return metadata.version("llmgate")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -132,20 +121,3 @@ def compile_main(argv: list[str] | None = None) -> int:
         print(json.dumps(json.loads(config.canonical_json()), indent=2, sort_keys=True,
                          ensure_ascii=False))
     return EXIT_INVALID if checked.errors else EXIT_OK
-
-
-def version_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="llmgate version",
-                                     description="Print what this build speaks.")
-    parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
-    args = parser.parse_args(argv)
-    info = {"version": version(), "api": api.API_VERSION,
-            "configSchema": {"writes": contract.SCHEMA_VERSION,
-                             "reads": [contract.MIN_SCHEMA_VERSION, contract.SCHEMA_VERSION]}}
-    if args.output == "json":
-        print(json.dumps(info))
-    else:
-        low, high = info["configSchema"]["reads"]  # type: ignore[index]
-        print(f"llmgate {info['version']}\n  API: {info['api']}\n  compiled config schema: "
-              f"writes up to {contract.SCHEMA_VERSION}, reads {low}..{high}")
-    return EXIT_OK

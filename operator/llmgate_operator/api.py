@@ -20,9 +20,9 @@ from llmgate_contract.providers import REQUIRES_BASE_URL, ProviderKind
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.config import JsonDict
 
-GROUP = "llmgate.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+from llmgate_operator.group import API_VERSION as API_VERSION
+from llmgate_operator.group import GROUP as GROUP
+from llmgate_operator.group import VERSION as VERSION
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"

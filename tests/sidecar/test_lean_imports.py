@@ -97,3 +97,16 @@ def test_opentelemetry_stays_importable_after_redis_py_was_imported_without_it()
                           text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["MeterProvider", "opentelemetry.metrics"]
+
+
+def test_llmgate_version_imports_neither_pydantic_nor_yaml() -> None:
+    """`llmgate version` runs in the sidecar image too, which installs neither."""
+    probe = ("import json, sys\nfrom llmgate_cli import main\nmain(['version', '-o', 'json'])\n"
+             "print(json.dumps(sorted(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    info, modules = (json.loads(line) for line in done.stdout.strip().splitlines()[-2:])
+    assert info["api"] == "llmgate.io/v1alpha1"
+    assert top(set(modules), ("pydantic", "pydantic_core", "yaml", "llmgate_operator.api",
+                              "kopf", "kubernetes")) == []
