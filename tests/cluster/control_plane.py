@@ -30,6 +30,14 @@ ADMISSION = ("NamespaceLifecycle,LimitRanger,ServiceAccount,PodSecurity,"
              "ResourceQuota,OwnerReferencesPermissionEnforcement,NodeRestriction")
 
 
+START_ATTEMPTS = 3  # starts on fresh ports when a server found its port taken
+PORT_TAKEN = "address already in use"  # what etcd and the Kubernetes servers log then
+
+
+class PortTaken(RuntimeError):
+    """A server exited because the port it was given had been taken meanwhile."""
+
+
 class Process:
     """One server process, its log file, stopped by its PID."""
 
@@ -54,8 +62,9 @@ class Process:
 
     def check(self) -> None:
         if not self.alive():
-            raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n"
-                               f"{self.tail()}")
+            log = self.tail(0)
+            kind = PortTaken if PORT_TAKEN in log else RuntimeError
+            raise kind(f"{self.name} exited with {self.popen.returncode}:\n{self.tail()}")
 
     def kill(self) -> None:
         """SIGKILL by PID: a crash, no chance to clean up."""
@@ -128,17 +137,30 @@ class ControlPlane:
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> ControlPlane:
+        """Start the three servers; when one of them finds its port taken (the ports are
+        picked free, then bound by another process a moment later, and a loopback port can
+        be taken meanwhile by any outgoing connection), start all three again on new ports,
+        at most `START_ATTEMPTS` times. Any other failure is raised at once."""
         certs = self.workdir / "pki"
         certs.mkdir(parents=True, exist_ok=True)
         self.pki = make_pki(certs)
-        try:
-            etcd = self._start_etcd()
-            self._start_apiserver(etcd)
-            self._start_controller_manager()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                etcd = self._start_etcd(attempt)
+                self._start_apiserver(etcd)
+                self._start_controller_manager()
+                return self
+            except PortTaken:
+                self.stop()
+                self.processes, self._admin = [], None
+                if attempt == START_ATTEMPTS:
+                    raise
+                self.port = free_port()
+                self.server = f"https://127.0.0.1:{self.port}"
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
 
     def stop(self) -> None:
         if self._admin is not None:
@@ -161,12 +183,12 @@ class ControlPlane:
             time.sleep(0.2)
         raise RuntimeError(f"{what} not ready after {START_PATIENCE:.0f} s:\n{process.tail()}")
 
-    def _start_etcd(self) -> str:
+    def _start_etcd(self, attempt: int) -> str:
         client, peer = free_port(), free_port()
         client_url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
         process = self._spawn("etcd", [
             str(self.binaries["etcd"]), "--name=default",
-            f"--data-dir={self.workdir / 'etcd'}",
+            f"--data-dir={self.workdir / f'etcd-{attempt}'}",
             f"--listen-client-urls={client_url}", f"--advertise-client-urls={client_url}",
             f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
             f"--initial-cluster=default={peer_url}", "--unsafe-no-fsync",
