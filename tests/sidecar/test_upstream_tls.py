@@ -4,6 +4,10 @@ upstream on loopback whose certificate a test CA signed.
 - Trusted through the pod's `SSL_CERT_FILE` (a private CA bundle), requests go through: the
   sidecar's own context is the one that verifies, created when the first https request
   needs it, with the environment as the pod set it.
+- The transport uses that context for an upstream URL spelt `HTTPS://` too (schemes are
+  case-insensitive; the CRDs' baseURL pattern admits only lower case, but the compiled
+  config and `AWS_ENDPOINT_URL_STS` take any): in process, since only a compiled config
+  written by hand would carry one to the sidecar process.
 - Not trusted (the machine's CA bundle does not know the test CA), the handshake fails: a
   503 `upstream_unreachable` naming the certificate error, and nothing reaches the
   upstream: verification is on.
@@ -23,6 +27,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
+from llmgate_sidecar.upstream import tls
+from llmgate_sidecar.upstream.providers.base import UpstreamRequest
+from llmgate_sidecar.upstream.tls import is_https
+from llmgate_sidecar.upstream.transport import HttpTransport
 
 from tests.cluster.pki import Pki, make_pki
 from tests.hostile.sidecar_process import AUTH, SidecarProcess, chat_body
@@ -113,6 +123,42 @@ async def test_an_upstream_certificate_nobody_trusts_is_refused(
     assert error["code"] == "upstream_unreachable"  # type: ignore[index]
     assert "CertificateError" in error["message"]  # type: ignore[index]
     assert upstream.requests == 0
+
+
+@pytest.mark.parametrize("scheme", ["https", "HTTPS", "Https"])
+async def test_the_transport_verifies_with_the_sidecars_context_in_any_case_of_the_scheme(
+        upstream: HttpsUpstream, monkeypatch: pytest.MonkeyPatch, scheme: str) -> None:
+    """The sidecar's context is set to one that trusts the test CA in place of the lazily
+    loaded one (this pytest process may hold that already); aiohttp's own default context,
+    which a URL not seen as https would get, does not know the test CA: a certificate error."""
+    monkeypatch.setattr(tls, "_context",
+                        ssl.create_default_context(cafile=str(upstream.pki.ca_cert)))
+    url = scheme + upstream.url.removeprefix("https") + "/chat/completions"
+    transport = HttpTransport()
+    try:
+        response = await transport.send(
+            UpstreamRequest("POST", url, {"Content-Type": "application/json"},
+                            json.dumps(chat_body("m")).encode()),
+            timeout=10, provider="secure", model="m")
+        assert response.status == 200
+        assert json.loads(await response.read())["choices"][0]["message"]["content"] == \
+            "over TLS"
+        response.release()
+    finally:
+        await transport.close()
+    assert upstream.requests == 1
+
+
+@given(st.sampled_from(["https", "http", "ws"]).flatmap(
+    lambda scheme: st.tuples(st.just(scheme), st.lists(st.booleans(), min_size=len(scheme),
+                                                        max_size=len(scheme)))),
+       st.text(max_size=20))
+def test_https_is_decided_by_the_scheme_in_any_case(
+        scheme_and_case: tuple[str, list[bool]], rest: str) -> None:
+    scheme, upper = scheme_and_case
+    spelt = "".join(c.upper() if u else c for c, u in zip(scheme, upper, strict=True))
+    assert is_https(f"{spelt}://{rest}") is (scheme == "https")
+    assert not is_https(f"{spelt}") and not is_https(f"//{spelt}:")
 
 
 PROBE = """

@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 
 from llmgate_sidecar.upstream.sigv4 import AwsCredentials
-from llmgate_sidecar.upstream.tls import client_context
+from llmgate_sidecar.upstream.tls import context_for
 
 STS_VERSION = "2011-06-15"
 # Refresh this long before the credentials expire, so no request signs with stale ones.
@@ -103,7 +103,7 @@ class WebIdentity:
                   "WebIdentityToken": token}
         timeout = aiohttp.ClientTimeout(total=STS_TIMEOUT)
         try:
-            tls = await client_context() if self.endpoint.startswith("https:") else True
+            tls = await context_for(self.endpoint)
             async with aiohttp.ClientSession(timeout=timeout) as session, session.post(
                     self.endpoint + "/", data=params, ssl=tls,
                     headers={"Accept": "application/xml"}) as response:

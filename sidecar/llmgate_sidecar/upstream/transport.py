@@ -24,7 +24,7 @@ from llmgate_contract.providers import KINDS
 from llmgate_sidecar.errors import UpstreamError
 from llmgate_sidecar.upstream.mock import MockTransport
 from llmgate_sidecar.upstream.providers.base import UpstreamRequest
-from llmgate_sidecar.upstream.tls import client_context
+from llmgate_sidecar.upstream.tls import context_for
 from llmgate_sidecar.wire.eventstream import EventStreamError, EventStreamParser
 from llmgate_sidecar.wire.sse import Event, SSEError, SSEParser
 
@@ -188,7 +188,7 @@ class HttpTransport:
         # aiohttp's read timeout also covers the wait for headers, so it cannot be shorter
         # than the first-byte bound; a committed stream enforces its own idle gap.
         # https: the sidecar's verified context (upstream.tls), loaded at the first one.
-        tls = await client_context() if request.url.startswith("https:") else True
+        tls = await context_for(request.url)
         try:
             response = await self._session.request(
                 request.method, request.url, data=request.body, headers=request.headers,
