@@ -85,14 +85,16 @@ def _wait(condition: Callable[[], bool], what: str, timeout: float) -> None:
 
 
 class RedisClusterSet:
-    """A Redis Cluster of `masters` redis-servers (no replicas), slots split evenly, joined by
-    CLUSTER MEET; each node's bus port is a free port of its own (`--cluster-port`)."""
+    """A Redis Cluster of `masters` redis-servers, slots split evenly, joined by CLUSTER
+    MEET, each with `replicas` replicas (CLUSTER REPLICATE); each node's bus port is a free
+    port of its own (`--cluster-port`). `nodes` lists the masters first."""
 
-    def __init__(self, workdir: Path, masters: int = 3) -> None:
+    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 0) -> None:
+        self.masters = masters
         self.nodes = [RedisServer(_mkdir(workdir / f"node{i}"), extra_args=[
             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
             "--cluster-port", str(free_port()), "--cluster-node-timeout", "2000"])
-            for i in range(masters)]
+            for i in range(masters * (1 + replicas))]
 
     @property
     def url(self) -> str:
@@ -101,9 +103,9 @@ class RedisClusterSet:
     def start(self) -> None:
         for node in self.nodes:
             node.start()
-        step = 16384 // len(self.nodes)
-        for i, node in enumerate(self.nodes):
-            last = 16383 if i == len(self.nodes) - 1 else (i + 1) * step - 1
+        step = 16384 // self.masters
+        for i, node in enumerate(self.nodes[:self.masters]):
+            last = 16383 if i == self.masters - 1 else (i + 1) * step - 1
             with self._client(node) as client:
                 client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, last)
         with self._client(self.nodes[0]) as client:
@@ -111,9 +113,17 @@ class RedisClusterSet:
                 bus = node.extra_args[node.extra_args.index("--cluster-port") + 1]
                 client.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus)
         _wait(self._ok, "the cluster did not reach cluster_state:ok", 20)
+        for i, node in enumerate(self.nodes[self.masters:]):
+            master = self.nodes[i % self.masters]
+            with self._client(master) as client:
+                master_id = client.execute_command("CLUSTER", "MYID")
+            with self._client(node) as client:
+                client.execute_command("CLUSTER", "REPLICATE", master_id)
+        _wait(self._replicas_synced, "the replicas did not sync with their masters", 30)
 
     def _ok(self) -> bool:
-        for node in self.nodes:
+        live = [n for n in self.nodes if n.proc is not None]
+        for node in live:
             with self._client(node) as client:
                 info = client.execute_command("CLUSTER", "INFO")
             text = info.decode() if isinstance(info, bytes) else str(info)
@@ -121,6 +131,47 @@ class RedisClusterSet:
                     f"cluster_known_nodes:{len(self.nodes)}" not in text:
                 return False
         return True
+
+    def _replicas_synced(self) -> bool:
+        for node in self.nodes[self.masters:]:
+            with self._client(node) as client:
+                if client.info("replication").get("master_link_status") != "up":
+                    return False
+        return True
+
+    def owner(self, key: str) -> RedisServer:
+        """The master node serving `key`'s slot now."""
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            with self._client(node) as client:
+                if client.info("replication").get("role") != "master":
+                    continue
+                if self._serves(client, int(client.execute_command("CLUSTER", "KEYSLOT",
+                                                                    key))):
+                    return node
+        raise AssertionError(f"no live master serves {key}")
+
+    @staticmethod
+    def _serves(client: redis.Redis, slot: int) -> bool:
+        myself = client.execute_command("CLUSTER", "MYID")
+        myself = myself.decode() if isinstance(myself, bytes) else str(myself)
+        for first, last, *nodes in client.execute_command("CLUSTER", "SLOTS"):
+            node_id = nodes[0][2]
+            node_id = node_id.decode() if isinstance(node_id, bytes) else str(node_id)
+            if first <= slot <= last and node_id == myself:
+                return True
+        return False
+
+    def wait_failover(self, dead: RedisServer, key: str, timeout: float = 30) -> RedisServer:
+        """Wait until a replica serves `key`'s slot in place of `dead`, the cluster is ok."""
+        def promoted() -> bool:
+            try:
+                return self.owner(key) is not dead and self._ok()
+            except (AssertionError, redis.RedisError, OSError):
+                return False
+        _wait(promoted, "no replica was promoted", timeout)
+        return self.owner(key)
 
     @staticmethod
     def _client(node: RedisServer) -> redis.Redis:
