@@ -30,7 +30,11 @@ _NO_METADATA: Mapping[str, str] = {}  # never changed: the line of a request wit
 
 
 def redact(text: str) -> str:
-    return _SECRET.sub(_MASK, text)
+    # _SECRET can only match where "lg-", "sk-" or (any case) "bearer" occurs: three
+    # substring searches rule out almost every line at a tenth of the pattern's cost.
+    if "lg-" in text or "sk-" in text or "bearer" in text.lower():
+        return _SECRET.sub(_MASK, text)
+    return text
 
 
 class JsonFormatter(logging.Formatter):
@@ -52,6 +56,11 @@ def configure(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # The JSON line carries none of the caller's file/line, thread or process fields, so
+    # the logging module need not look them up for each record (the logging HOWTO's
+    # "Optimization" switches): the stack walk alone was ~4 us of every request's line.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # aiohttp's access log duplicates our one line per request.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
