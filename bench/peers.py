@@ -112,7 +112,8 @@ def start_llmgate(name: str, upstream_port: int, work: Path, *,
     env, command = llmgate_env(source)
     argv = [*command, "sidecar", "--config-dir", str(root / "config"),
             "--credentials-dir", str(root / "credentials"), "--port", str(port),
-            "--ops-port", str(ops), "--ops-host", "127.0.0.1", "--log-level", "warning"]
+            "--ops-port", str(ops), "--ops-host", "127.0.0.1"]
+    # At its default log level, as in a pod: one JSON line per request (to the log file).
     if redis_url:
         argv += ["--redis-url", redis_url]
     started = time.monotonic()
