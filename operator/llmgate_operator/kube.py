@@ -26,13 +26,14 @@ import kubernetes.config
 import urllib3
 from llmgate_contract import CONFIGMAP_NAME
 
+from llmgate_operator.group import API_VERSION
 from llmgate_operator.keys import MANAGED_BY, MANAGED_BY_LABEL
 
 MERGE_PATCH = "application/merge-patch+json"
 FIELD_MANAGER = "llmgate-operator"
 REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
 MWC_PATH = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
-CRD_GROUP_VERSION = "/apis/llmgate.io/v1alpha1"
+CRD_GROUP_VERSION = f"/apis/{API_VERSION}"
 PEERING_GROUP_VERSION = "/apis/kopf.dev/v1"
 # Metadata only (no `data`): what the Secret watches ask for.
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"

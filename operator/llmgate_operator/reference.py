@@ -72,7 +72,7 @@ def _crd_rows(node: dict[str, Any], path: str, required: bool) -> Iterator[str]:
 
 
 def crd_reference() -> list[str]:
-    lines = ["## Custom resources (`llmgate.io/v1alpha1`)", ""]
+    lines = [f"## Custom resources (`{api.API_VERSION}`)", ""]
     for resource in api.RESOURCES:
         spec = crdgen.model_schema(resource.spec)
         lines += [f"### {resource.kind} (`{resource.short_name}`)", "",
