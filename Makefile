@@ -8,7 +8,7 @@ SUPPLY := .tools/supply
 CHECKOV := .tools/checkov
 IMAGE_TAG ?= 0.1.0
 
-.PHONY: dev test fuzz bench money redis crds controlplane clean locks sbom images checkov
+.PHONY: dev test fuzz bench money redis crds controlplane clean locks sbom images checkov failover
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -61,6 +61,10 @@ bench: $(VENV)/.installed redis
 
 # The money invariant (docs/limits.md, "Money") over many more random plans than `make test`
 # runs (tests/sidecar/test_money_invariant.py; about 2 s per plan on two cores).
+# Redis Cluster master killed during traffic (docs/limits.md): alone, on a quiet machine.
+failover: $(VENV)/.installed redis
+	$(PY) -m pytest -p no:cacheprovider tests/sidecar/failover_redis_cluster.py $(PYTEST_ARGS)
+
 money: $(VENV)/.installed redis
 	LLMGATE_MONEY_EXAMPLES=$${LLMGATE_MONEY_EXAMPLES:-200} $(PY) -m pytest -p no:cacheprovider \
 	  -o addopts="" --timeout=3600 tests/sidecar/test_money_invariant.py $(PYTEST_ARGS)
