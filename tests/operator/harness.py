@@ -33,10 +33,11 @@ CRDS = {f"{api.GROUP}/{api.VERSION}/{plural}": kind for kind, plural in api.PLUR
 PATIENCE = 20.0  # seconds before a wait gives up: a guard against hangs, not a timing claim
 
 
-async def eventually(probe: Callable[[], Any], *, what: str) -> Any:
+async def eventually(probe: Callable[[], Any], *, what: str,
+                     patience: float = PATIENCE) -> Any:
     """Poll `probe` until it returns something truthy; fail with `what` if it never does."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + PATIENCE
+    deadline = loop.time() + patience
     last_error: Exception | None = None
     while loop.time() < deadline:
         try:

@@ -12,11 +12,15 @@ from typing import Any
 
 import pytest
 from llmgate_operator.compile import compile_namespace
+from llmgate_operator.handlers import OperatorRuntime
 from llmgate_operator.render import desired_status, merge_diff, status_patch
 
 from tests.operator import harness as h
 from tests.operator.emulator import Emu
 from tests.operator.test_operator import NS, apply_all, quickstart
+
+# The operator's delay before a temporarily failed handler runs again.
+RETRY_DELAY = OperatorRuntime.retry_seconds
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 MOCK = {"apiVersion": "llmgate.io/v1alpha1", "kind": "ProviderSecret",
@@ -118,9 +122,13 @@ async def test_invalid_edit_keeps_the_route_served_across_an_operator_restart(k8
         await h.eventually(lambda: _strategy(k8s) == "fallback", what="route served")
         first = await h.eventually(last_good, what="status.lastGood recorded")
         await h.patch(k8s, path, {"spec": {"strategy": "round-robin"}})
+        # If the route's first handling met a provider not yet ready (all applied at once),
+        # kopf holds its next handling until that retry is due (the operator's retry delay,
+        # 30 s): the edit is judged then at the latest, so wait past that delay.
         condition = await h.eventually(
             lambda: (c := h.ready(k8s, "LLMRoute", NS, "gpt-4o-mini"))
-            and c["reason"] == "InvalidSpec" and c, what="InvalidSpec reported")
+            and c["reason"] == "InvalidSpec" and c, what="InvalidSpec reported",
+            patience=RETRY_DELAY + h.PATIENCE)
         assert condition["status"] == "False"
         assert f"still serving generation {first}" in condition["message"]
         assert _strategy(k8s) == "fallback"          # the old version, never removed

@@ -96,7 +96,9 @@ async def test_operator_puts_the_password_in_the_credentials_secret_only(k8s: An
             lambda: h.stored(k8s, "v1/secrets", "apps", CREDENTIALS_SECRET_NAME),
             what="the credentials Secret")
         assert h.decoded(secret)[REDIS_PASSWORD_KEY] == PASSWORD
-        configmap = h.must(k8s, "v1/configmaps", "apps", CONFIGMAP_NAME)
+        configmap = await h.eventually(  # written after the Secret
+            lambda: h.stored(k8s, "v1/configmaps", "apps", CONFIGMAP_NAME),
+            what="the ConfigMap")
         assert PASSWORD not in str(configmap)
         # What a sidecar loads from the two volumes is still one consistent bundle.
         assert h.bundle(k8s, "apps") is not None
