@@ -37,6 +37,7 @@ from llmgate_sidecar.server import install_fast_loop
 from llmgate_sidecar.upstream.providers.base import UpstreamRequest
 from llmgate_sidecar.upstream.transport import HttpTransport
 from measure import body
+from micro import Exchange  # the floor: the cheapest keep-alive exchange
 from multidict import CIMultiDict
 from procs import HARNESS_CPU, UPSTREAM_KEY, Child, free_port, wait_port
 from yarl import URL
@@ -44,35 +45,6 @@ from yarl import URL
 BENCH = Path(__file__).resolve().parent
 REPEATS = 7
 Send = Callable[[], Awaitable[bytes]]
-
-
-class _Floor(asyncio.Protocol):
-    """See the module docstring: the cheapest possible exchange, for reference only."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buffer = b""
-        self.done: asyncio.Future[bytes] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0 or self.done is None:
-            return
-        at = self.buffer.find(b"Content-Length: ", 0, end)
-        length = int(self.buffer[at + 16:self.buffer.find(b"\r\n", at)])
-        if len(self.buffer) >= end + 4 + length:
-            answer, self.buffer = self.buffer[end + 4:end + 4 + length], b""
-            self.done.set_result(answer)
-
-    async def send(self, request: bytes) -> bytes:
-        assert self.transport is not None
-        self.done = asyncio.get_running_loop().create_future()
-        self.transport.write(request)
-        return await self.done
 
 
 async def _senders(url: str, concurrency: int) -> tuple[dict[str, list[Send]],
@@ -115,10 +87,10 @@ async def _senders(url: str, concurrency: int) -> tuple[dict[str, list[Send]],
     raw = (f"POST {target.raw_path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
            f"Content-Type: application/json\r\nAuthorization: Bearer {UPSTREAM_KEY}\r\n"
            f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
-    floors = [(await loop.create_connection(_Floor, host, port))[1]
+    floors = [(await loop.create_connection(Exchange, host, port))[1]
               for _ in range(concurrency)]
 
-    def floor_send(client: _Floor) -> Send:
+    def floor_send(client: Exchange) -> Send:
         return lambda: client.send(raw)
 
     async def close() -> None:

@@ -122,7 +122,7 @@ async def timings() -> dict[str, float]:
     return results
 
 
-class _Exchange(asyncio.Protocol):
+class Exchange(asyncio.Protocol):
     """A keep-alive client connection that sends one request and waits for its whole answer
     (a Content-Length body, or a chunked one up to its last chunk); minimal on purpose, so
     its own CPU is small and the same for every checkout timed."""
@@ -165,10 +165,10 @@ async def _requests(port: int, stream: bool, concurrency: int, total: int) -> fl
     loop = asyncio.get_running_loop()
     _, _, request = build_request(f"http://127.0.0.1:{port}/v1/chat/completions",
                                   [f"Authorization: Bearer {BENCH_KEY}"], body(stream).encode())
-    clients = [(await loop.create_connection(_Exchange, "127.0.0.1", port))[1]
+    clients = [(await loop.create_connection(Exchange, "127.0.0.1", port))[1]
                for _ in range(concurrency)]
 
-    async def worker(client: _Exchange, n: int) -> None:
+    async def worker(client: Exchange, n: int) -> None:
         for _ in range(n):
             await client.send(request)
     await asyncio.gather(*(worker(c, 20) for c in clients))  # warm-up
