@@ -88,16 +88,21 @@ async def test_an_endless_chunked_body_gets_408_in_the_envelope(gateway: Gateway
         writer.close()
 
 
+def chat_request() -> bytes:
+    """One complete chat request with the test key, as raw HTTP/1.1 bytes."""
+    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    return (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer " + KEY.encode() + b"\r\n"
+            b"Content-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
 async def test_an_idle_keep_alive_connection_is_closed(gateway: Gateway) -> None:
     """After an answer, a connection that sends nothing more is closed (aiohttp's own
     default keeps it an hour)."""
-    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
     reader, writer = await connect(gateway)
     try:
-        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                     b"Authorization: Bearer " + KEY.encode() + b"\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: "
-                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+        writer.write(chat_request())
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), GUARD)
         assert head.split(b" ", 2)[1] == b"200", head
         await asyncio.wait_for(reader.read(), GUARD)  # the rest, then the close
@@ -107,14 +112,10 @@ async def test_an_idle_keep_alive_connection_is_closed(gateway: Gateway) -> None
 
 async def test_a_prompt_request_is_unaffected(gateway: Gateway) -> None:
     """Keep-alive: a second request on the same connection after a pause still works."""
-    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
     reader, writer = await connect(gateway)
     try:
         for _ in range(2):
-            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                         b"Authorization: Bearer " + KEY.encode() + b"\r\n"
-                         b"Content-Type: application/json\r\nContent-Length: "
-                         + str(len(body)).encode() + b"\r\n\r\n" + body)
+            writer.write(chat_request())
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), GUARD)
             assert head.split(b" ", 2)[1] == b"200", head
             length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
